@@ -1,0 +1,191 @@
+//! Acknowledgements as they travel in the block log: one dm-log-writes MARK per ack.
+//!
+//! The guest agent writes a MARK right after the engine's acknowledgement returns, so the ack is
+//! totally ordered with the writes it depends on. The MARK label is the ack itself, so the block
+//! log alone is enough to check a crash state (the ledger file is a readable copy).
+//!
+//! dm-log-writes takes a message of exactly two words (`mark LABEL`) and a label of at most
+//! 479 bytes, so labels have no spaces and are bounded. Grammar (all numbers decimal, crc as 8
+//! lowercase hex digits, crc32c):
+//!
+//! ```text
+//! r:FIRST-LAST:CRC            records FIRST..=LAST are durable; CRC covers their payloads concatenated
+//! f:create:PATH:CRC           PATH exists (durably) with contents whose crc32c is CRC
+//! f:rename:FROM>TO:CRC        FROM was renamed to TO (durably); TO's contents have crc CRC
+//! f:remove:PATH               PATH is durably gone
+//! s:NAME                      start of the workload (NAME: workload name)
+//! e:NAME                      clean end of the workload
+//! ```
+
+use std::fmt;
+
+/// dm-log-writes refuses longer labels (the sector holds the entry header too).
+pub const MAX_LABEL_BYTES: usize = 479;
+
+/// One acknowledged fact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ack {
+    /// Records `first_lsn..=last_lsn` were acknowledged durable.
+    Records { first_lsn: u64, last_lsn: u64, crc32c: u32 },
+    /// A file was created (or overwritten) and acknowledged durable, file and directory fsynced.
+    FileCreate { path: String, crc32c: u32 },
+    /// A rename was acknowledged durable (directory fsynced).
+    FileRename { from: String, to: String, crc32c: u32 },
+    /// A removal was acknowledged durable (directory fsynced).
+    FileRemove { path: String },
+    /// The workload started.
+    Start { name: String },
+    /// The workload ended cleanly.
+    End { name: String },
+}
+
+/// A label that is not one of the forms above.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad ack label {label:?}: {reason}")]
+pub struct AckLabelError {
+    pub label: String,
+    pub reason: &'static str,
+}
+
+/// Names that may appear in labels: no spaces (dm message words), no `:` or `>` (our separators).
+pub fn is_valid_label_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 200
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+impl Ack {
+    /// The MARK label. Panics if a path breaks [`is_valid_label_path`]: callers validate paths when
+    /// the workload is parsed, so reaching that is a bug.
+    pub fn to_label(&self) -> String {
+        let label = match self {
+            Ack::Records { first_lsn, last_lsn, crc32c } => {
+                format!("r:{first_lsn}-{last_lsn}:{crc32c:08x}")
+            }
+            Ack::FileCreate { path, crc32c } => {
+                assert!(is_valid_label_path(path), "invalid path in ack: {path:?}");
+                format!("f:create:{path}:{crc32c:08x}")
+            }
+            Ack::FileRename { from, to, crc32c } => {
+                assert!(is_valid_label_path(from), "invalid path in ack: {from:?}");
+                assert!(is_valid_label_path(to), "invalid path in ack: {to:?}");
+                format!("f:rename:{from}>{to}:{crc32c:08x}")
+            }
+            Ack::FileRemove { path } => {
+                assert!(is_valid_label_path(path), "invalid path in ack: {path:?}");
+                format!("f:remove:{path}")
+            }
+            Ack::Start { name } => format!("s:{name}"),
+            Ack::End { name } => format!("e:{name}"),
+        };
+        assert!(label.len() <= MAX_LABEL_BYTES);
+        label
+    }
+
+    /// Parses a MARK label. Labels that are not acks (other tools' marks) are errors; callers that
+    /// tolerate foreign marks check [`Ack::is_ack_label`] first.
+    pub fn parse_label(label: &str) -> Result<Ack, AckLabelError> {
+        let err = |reason| AckLabelError { label: label.chars().take(80).collect(), reason };
+        if label.len() > MAX_LABEL_BYTES {
+            return Err(err("longer than 479 bytes"));
+        }
+        let (kind, rest) = label.split_once(':').ok_or_else(|| err("no ':' after the kind"))?;
+        let parse_crc = |s: &str| {
+            if s.len() != 8 {
+                return Err(err("crc is not 8 hex digits"));
+            }
+            u32::from_str_radix(s, 16).map_err(|_| err("crc is not hex"))
+        };
+        let check_path = |p: &str| {
+            if is_valid_label_path(p) {
+                Ok(p.to_string())
+            } else {
+                Err(err("invalid path"))
+            }
+        };
+        match kind {
+            "r" => {
+                let (range, crc) = rest.split_once(':').ok_or_else(|| err("no crc"))?;
+                let (first, last) = range.split_once('-').ok_or_else(|| err("no LSN range"))?;
+                let first_lsn: u64 = first.parse().map_err(|_| err("bad first LSN"))?;
+                let last_lsn: u64 = last.parse().map_err(|_| err("bad last LSN"))?;
+                if first_lsn == 0 || last_lsn < first_lsn {
+                    return Err(err("empty or zero LSN range"));
+                }
+                Ok(Ack::Records { first_lsn, last_lsn, crc32c: parse_crc(crc)? })
+            }
+            "f" => {
+                let (op, rest) = rest.split_once(':').ok_or_else(|| err("no file operation"))?;
+                match op {
+                    "create" => {
+                        let (path, crc) = rest.rsplit_once(':').ok_or_else(|| err("no crc"))?;
+                        Ok(Ack::FileCreate { path: check_path(path)?, crc32c: parse_crc(crc)? })
+                    }
+                    "rename" => {
+                        let (paths, crc) = rest.rsplit_once(':').ok_or_else(|| err("no crc"))?;
+                        let (from, to) = paths.split_once('>').ok_or_else(|| err("no '>'"))?;
+                        Ok(Ack::FileRename {
+                            from: check_path(from)?,
+                            to: check_path(to)?,
+                            crc32c: parse_crc(crc)?,
+                        })
+                    }
+                    "remove" => Ok(Ack::FileRemove { path: check_path(rest)? }),
+                    _ => Err(err("unknown file operation")),
+                }
+            }
+            "s" => Ok(Ack::Start { name: check_path(rest)? }),
+            "e" => Ok(Ack::End { name: check_path(rest)? }),
+            _ => Err(err("unknown kind")),
+        }
+    }
+
+    /// Whether a label looks like one of ours (foreign marks are ignored by the oracles).
+    pub fn is_ack_label(label: &str) -> bool {
+        matches!(label.split_once(':'), Some(("r" | "f" | "s" | "e", _)))
+    }
+}
+
+impl fmt::Display for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn labels_round_trip() {
+        let acks = [
+            Ack::Records { first_lsn: 1, last_lsn: 7, crc32c: 0xdead_beef },
+            Ack::FileCreate { path: "d/a.txt".into(), crc32c: 1 },
+            Ack::FileRename { from: "d/a.tmp".into(), to: "d/a".into(), crc32c: 2 },
+            Ack::FileRemove { path: "d/a".into() },
+            Ack::Start { name: "smoke".into() },
+            Ack::End { name: "smoke".into() },
+        ];
+        for ack in acks {
+            assert_eq!(Ack::parse_label(&ack.to_label()).unwrap(), ack);
+        }
+    }
+
+    #[test]
+    fn bad_labels_are_errors() {
+        for bad in ["", "r:", "r:5-3:00000000", "r:0-1:00000000", "r:1-2:xyz", "f:chmod:a", "q:x"] {
+            assert!(Ack::parse_label(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in ".{0,600}") {
+            let _ = Ack::parse_label(&s);
+        }
+    }
+}
