@@ -1,4 +1,8 @@
 //! Workloads: YAML specs, payload generation, the executor and the guest agent's pieces.
 
 pub mod ack;
+pub mod executor;
+pub mod guest;
 pub mod payload;
+pub mod protocol;
+pub mod spec;

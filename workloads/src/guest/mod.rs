@@ -1,0 +1,1 @@
+//! Guest-agent pieces: device-mapper, mounts, marks, serial.

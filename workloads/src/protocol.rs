@@ -1,0 +1,1 @@
+//! Messages between the guest agent and the host over the serial console.
