@@ -1,1 +1,999 @@
-//! Runs a workload against a directory.
+//! Runs a workload against a directory: the journal in `root/journal`, file operations under
+//! `root/files`.
+//!
+//! Every acknowledgement goes to an [`AckSink`] right after the engine's call returns and before
+//! anything else happens, so the guest agent can write a dm-log-writes MARK that is ordered
+//! after every write the ack depends on and before every write that follows it.
+//!
+//! Determinism: record sizes come from a ChaCha8 stream of the workload seed (stream 0 for the
+//! main appender, one stream per ingest client), payloads from `payload::derive(seed, writer,
+//! sequence, len)` and file contents from (seed, path, step index). With one writer at a time
+//! the same seed gives the same acks; concurrent ingest clients race for LSNs, so only the set
+//! of records is reproducible there, not their order.
+//!
+//! The ingest server opens the journal itself, so an ingest step closes the main journal, lets
+//! the server open it (checking its recovery as a reopen does), serves the clients from the
+//! server's journal and takes that journal back when the server stops.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use powercut_writer::server::{ClientError, ServeOptions, ServerError, ServerHandle};
+use powercut_writer::{Journal, JournalError, OpenReport};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::ack::Ack;
+use crate::payload;
+use crate::spec::{FileOp, IngestStep, SizeRange, SpecError, Step, Workload};
+
+/// Writer id of the main appender; ingest clients are 1..=clients.
+pub const MAIN_WRITER: u32 = 0;
+
+/// Receives acks (and progress) from [`execute`]. Called from several threads during ingest
+/// steps.
+pub trait AckSink: Sync {
+    /// Records one ack. An error stops the run: an ack that cannot be recorded is worthless.
+    fn ack(&self, ack: &Ack) -> Result<(), String>;
+
+    /// Reports progress; the default ignores it.
+    fn progress(&self, event: &ProgressEvent) {
+        let _ = event;
+    }
+}
+
+/// Progress of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressEvent {
+    /// Index of the step (0-based).
+    pub step_index: usize,
+    /// Number of steps of the workload.
+    pub steps_total: usize,
+    /// Acks emitted so far, start ack included.
+    pub acks_so_far: u64,
+    /// Acks a complete run emits.
+    pub acks_total: u64,
+    /// false when the step starts, true when it is done.
+    pub finished: bool,
+    /// What the step does.
+    pub description: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionSummary {
+    /// Acks emitted, start and end included.
+    pub acks: u64,
+    /// Records appended (and acknowledged).
+    pub records: u64,
+    /// Payload bytes of those records.
+    pub record_bytes: u64,
+    /// File operations done (acked or not).
+    pub file_ops: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// One line per journal open: io path, O_DIRECT or not, alignment, durability.
+    pub open_reports: Vec<String>,
+}
+
+/// Where in a run something failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Creating the directories and opening the journal.
+    Setup,
+    /// A step of the workload.
+    Step {
+        /// 0-based index.
+        index: usize,
+        /// Its key (`append`, `file`, ...).
+        kind: &'static str,
+    },
+    /// Closing the journal at the end.
+    Finish,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Setup => f.write_str("setup"),
+            Phase::Step { index, kind } => write!(f, "steps[{index}] ({kind})"),
+            Phase::Finish => f.write_str("finish"),
+        }
+    }
+}
+
+/// Errors of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The workload breaks a rule of the spec.
+    #[error("invalid workload: {0}")]
+    InvalidWorkload(#[from] SpecError),
+    /// A file or directory operation failed.
+    #[error("{phase}: {op} {}: {source}", path.display())]
+    File {
+        /// Where.
+        phase: Phase,
+        /// The operation (create, write, fsync, rename, ...).
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error of the operating system.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The root holds a journal already: a run starts from nothing.
+    #[error("{}: not empty; a run starts from an empty journal directory", path.display())]
+    NotEmpty {
+        /// The journal directory.
+        path: PathBuf,
+    },
+    /// The engine returned an error.
+    #[error("{phase}: journal {op}: {source}")]
+    Journal {
+        /// Where.
+        phase: Phase,
+        /// The call (open, append, commit, ...).
+        op: &'static str,
+        /// The engine's error.
+        #[source]
+        source: JournalError,
+    },
+    /// The ingest server could not start.
+    #[error("{phase}: start the ingest server: {source}")]
+    Server {
+        /// Where.
+        phase: Phase,
+        /// The server's error.
+        #[source]
+        source: ServerError,
+    },
+    /// An ingest client failed.
+    #[error("{phase}: ingest client {client}, record {sequence}: {source}")]
+    Client {
+        /// Where.
+        phase: Phase,
+        /// Writer id of the client.
+        client: u32,
+        /// Sequence number of the record it was sending.
+        sequence: u64,
+        /// The client's error.
+        #[source]
+        source: ClientError,
+    },
+    /// The engine answered something its contract rules out (LSNs out of order, a commit
+    /// that does not cover the appended records, a record larger than it accepts).
+    #[error("{phase}: engine contract broken: {message}")]
+    Contract {
+        /// Where.
+        phase: Phase,
+        /// What was seen.
+        message: String,
+    },
+    /// A reopen recovered something other than exactly the acknowledged records.
+    #[error("{phase}: recovery disagrees with the acks: {message}")]
+    RecoveryMismatch {
+        /// Where.
+        phase: Phase,
+        /// The first difference.
+        message: String,
+    },
+    /// The sink refused an ack.
+    #[error("{phase}: recording ack {label} failed: {message}")]
+    Sink {
+        /// Where.
+        phase: Phase,
+        /// The ack's label.
+        label: String,
+        /// The sink's error.
+        message: String,
+    },
+}
+
+/// Identity of a durable record, kept to check a reopen's recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordIdentity {
+    writer: u32,
+    sequence: u64,
+    len_bytes: usize,
+    crc32c: u32,
+}
+
+/// State shared with ingest client threads.
+struct Shared<'a> {
+    workload: &'a Workload,
+    sink: &'a dyn AckSink,
+    /// LSN -> what was acknowledged there.
+    ledger: Mutex<BTreeMap<u64, RecordIdentity>>,
+    acks: std::sync::atomic::AtomicU64,
+}
+
+impl Shared<'_> {
+    fn ack(&self, phase: &Phase, ack: &Ack) -> Result<(), ExecError> {
+        self.sink.ack(ack).map_err(|message| ExecError::Sink {
+            phase: phase.clone(),
+            label: ack.to_label(),
+            message,
+        })?;
+        self.acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn acks(&self) -> u64 {
+        self.acks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn record(&self, lsn: u64, identity: RecordIdentity) {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lsn, identity);
+    }
+}
+
+/// Runs `workload` under `root` (created if missing; its `journal` directory must be absent or
+/// empty), sending every ack to `sink`.
+pub fn execute(
+    workload: &Workload,
+    root: &Path,
+    sink: &dyn AckSink,
+) -> Result<ExecutionSummary, ExecError> {
+    workload.validate()?;
+    let started = Instant::now();
+    let shared = Shared {
+        workload,
+        sink,
+        ledger: Mutex::new(BTreeMap::new()),
+        acks: std::sync::atomic::AtomicU64::new(0),
+    };
+    let mut run = Run {
+        shared: &shared,
+        root: root.to_path_buf(),
+        journal_dir: root.join("journal"),
+        files_dir: root.join("files"),
+        journal: None,
+        main_rng: ChaCha8Rng::seed_from_u64(workload.seed),
+        next_sequence: BTreeMap::new(),
+        next_lsn: 1,
+        file_crcs: BTreeMap::new(),
+        summary: ExecutionSummary {
+            acks: 0,
+            records: 0,
+            record_bytes: 0,
+            file_ops: 0,
+            elapsed: Duration::ZERO,
+            open_reports: Vec::new(),
+        },
+    };
+    run.setup()?;
+    shared.ack(
+        &Phase::Setup,
+        &Ack::Start {
+            name: workload.name.clone(),
+        },
+    )?;
+    let steps_total = workload.steps.len();
+    let acks_total = workload.total_acks_estimate();
+    for (index, step) in workload.steps.iter().enumerate() {
+        let phase = Phase::Step {
+            index,
+            kind: step.kind(),
+        };
+        let event = |finished| ProgressEvent {
+            step_index: index,
+            steps_total,
+            acks_so_far: shared.acks(),
+            acks_total,
+            finished,
+            description: step.describe(),
+        };
+        sink.progress(&event(false));
+        run.step(index, step, &phase)?;
+        sink.progress(&event(true));
+    }
+    let journal = run.journal.take().ok_or_else(|| ExecError::Contract {
+        phase: Phase::Finish,
+        message: "no journal open at the end".into(),
+    })?;
+    journal.close().map_err(|source| ExecError::Journal {
+        phase: Phase::Finish,
+        op: "close",
+        source,
+    })?;
+    shared.ack(
+        &Phase::Finish,
+        &Ack::End {
+            name: workload.name.clone(),
+        },
+    )?;
+    run.summary.acks = shared.acks();
+    run.summary.elapsed = started.elapsed();
+    Ok(run.summary)
+}
+
+struct Run<'a, 's> {
+    shared: &'s Shared<'a>,
+    root: PathBuf,
+    journal_dir: PathBuf,
+    files_dir: PathBuf,
+    journal: Option<Journal>,
+    main_rng: ChaCha8Rng,
+    /// Next payload sequence per writer.
+    next_sequence: BTreeMap<u32, u64>,
+    /// LSN the next record must get (all writers).
+    next_lsn: u64,
+    /// crc32c of each existing file's contents, by path under `files`.
+    file_crcs: BTreeMap<String, u32>,
+    summary: ExecutionSummary,
+}
+
+impl Run<'_, '_> {
+    fn setup(&mut self) -> Result<(), ExecError> {
+        let phase = Phase::Setup;
+        let file_err = |op, path: &Path| {
+            let phase = phase.clone();
+            let path = path.to_path_buf();
+            move |source| ExecError::File {
+                phase,
+                op,
+                path,
+                source,
+            }
+        };
+        fs::create_dir_all(&self.root).map_err(file_err("create directory", &self.root))?;
+        // The root's own name must be durable too (callers often create it just before).
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent).map_err(file_err("fsync directory", parent))?;
+        }
+        for dir in [&self.journal_dir, &self.files_dir] {
+            match fs::read_dir(dir) {
+                Ok(mut entries) => {
+                    if dir == &self.journal_dir && entries.next().is_some() {
+                        return Err(ExecError::NotEmpty { path: dir.clone() });
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    fs::create_dir(dir).map_err(file_err("create directory", dir))?;
+                }
+                Err(e) => return Err(file_err("read directory", dir)(e)),
+            }
+            fsync_dir(dir).map_err(file_err("fsync directory", dir))?;
+        }
+        fsync_dir(&self.root).map_err(file_err("fsync directory", &self.root))?;
+        self.open_journal(&phase).map(|_| ())
+    }
+
+    fn open_journal(&mut self, phase: &Phase) -> Result<OpenReport, ExecError> {
+        let (journal, report) =
+            Journal::open(&self.journal_dir, self.shared.workload.journal_options()).map_err(
+                |source| ExecError::Journal {
+                    phase: phase.clone(),
+                    op: "open",
+                    source,
+                },
+            )?;
+        self.check_record_limit(phase, journal.max_payload_bytes())?;
+        self.summary.open_reports.push(describe_open(&report));
+        self.journal = Some(journal);
+        Ok(report)
+    }
+
+    fn check_record_limit(&self, phase: &Phase, limit: usize) -> Result<(), ExecError> {
+        let largest = self
+            .shared
+            .workload
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Append(a) => Some(a.size.max_bytes),
+                Step::Ingest(i) => Some(i.size.max_bytes),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if usize::try_from(largest).map_or(true, |l| l > limit) {
+            return Err(ExecError::Contract {
+                phase: phase.clone(),
+                message: format!(
+                    "the journal accepts records of at most {limit} bytes, the workload has \
+                     {largest}: raise writer.max_staging_bytes or segment_bytes"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn journal(&self, phase: &Phase) -> Result<&Journal, ExecError> {
+        self.journal.as_ref().ok_or_else(|| ExecError::Contract {
+            phase: phase.clone(),
+            message: "no journal open".into(),
+        })
+    }
+
+    fn step(&mut self, index: usize, step: &Step, phase: &Phase) -> Result<(), ExecError> {
+        match step {
+            Step::Append(a) => self.append(phase, a.count, a.size, a.commit_every),
+            Step::Rotate => self
+                .journal(phase)?
+                .rotate()
+                .map_err(|source| ExecError::Journal {
+                    phase: phase.clone(),
+                    op: "rotate",
+                    source,
+                }),
+            Step::Reopen => self.reopen(phase),
+            Step::File(op) => self.file_op(index, op, phase),
+            Step::Ingest(i) => self.ingest(index, i, phase),
+        }
+    }
+
+    fn next_sequence(&mut self, writer: u32) -> u64 {
+        let next = self.next_sequence.entry(writer).or_insert(1);
+        let sequence = *next;
+        *next += 1;
+        sequence
+    }
+
+    fn append(
+        &mut self,
+        phase: &Phase,
+        count: u64,
+        size: SizeRange,
+        commit_every: u64,
+    ) -> Result<(), ExecError> {
+        let journal_err = |op| {
+            move |source| ExecError::Journal {
+                phase: phase.clone(),
+                op,
+                source,
+            }
+        };
+        let mut remaining = count;
+        while remaining > 0 {
+            let group = remaining.min(commit_every);
+            remaining -= group;
+            let first_lsn = self.next_lsn;
+            let mut crc = 0u32;
+            let mut identities = Vec::new();
+            let mut last_lsn = 0;
+            for _ in 0..group {
+                let len_bytes = draw_size(&mut self.main_rng, size);
+                let sequence = self.next_sequence(MAIN_WRITER);
+                let bytes =
+                    payload::derive(self.shared.workload.seed, MAIN_WRITER, sequence, len_bytes);
+                let journal = self.journal(phase)?;
+                let lsn = if commit_every == 1 {
+                    journal
+                        .append_durable(&bytes)
+                        .map_err(journal_err("append_durable"))?
+                } else {
+                    journal.append(&bytes).map_err(journal_err("append"))?
+                };
+                if commit_every == 1 {
+                    // Acknowledged durable: the sink goes first, checks after.
+                    let record_crc = crc32c::crc32c(&bytes);
+                    self.shared.ack(
+                        phase,
+                        &Ack::Records {
+                            first_lsn: lsn,
+                            last_lsn: lsn,
+                            crc32c: record_crc,
+                        },
+                    )?;
+                }
+                if lsn != self.next_lsn {
+                    return Err(ExecError::Contract {
+                        phase: phase.clone(),
+                        message: format!("record got LSN {lsn}, expected {}", self.next_lsn),
+                    });
+                }
+                self.next_lsn += 1;
+                last_lsn = lsn;
+                crc = crc32c::crc32c_append(crc, &bytes);
+                identities.push((
+                    lsn,
+                    RecordIdentity {
+                        writer: MAIN_WRITER,
+                        sequence,
+                        len_bytes,
+                        crc32c: crc32c::crc32c(&bytes),
+                    },
+                ));
+                self.summary.records += 1;
+                self.summary.record_bytes += len_bytes as u64;
+            }
+            if commit_every > 1 {
+                let durable = self
+                    .journal(phase)?
+                    .commit()
+                    .map_err(journal_err("commit"))?;
+                self.shared.ack(
+                    phase,
+                    &Ack::Records {
+                        first_lsn,
+                        last_lsn,
+                        crc32c: crc,
+                    },
+                )?;
+                if durable < last_lsn {
+                    return Err(ExecError::Contract {
+                        phase: phase.clone(),
+                        message: format!(
+                            "commit returned durable LSN {durable} below the last appended {last_lsn}"
+                        ),
+                    });
+                }
+            }
+            for (lsn, identity) in identities {
+                self.shared.record(lsn, identity);
+            }
+        }
+        Ok(())
+    }
+
+    fn reopen(&mut self, phase: &Phase) -> Result<(), ExecError> {
+        let journal = self.journal.take().ok_or_else(|| ExecError::Contract {
+            phase: phase.clone(),
+            message: "no journal open".into(),
+        })?;
+        journal.close().map_err(|source| ExecError::Journal {
+            phase: phase.clone(),
+            op: "close",
+            source,
+        })?;
+        let report = self.open_journal(phase)?;
+        self.check_recovery(phase, &report.recovery)
+    }
+
+    /// The recovery of a cleanly closed journal holds exactly the acknowledged records.
+    fn check_recovery(
+        &self,
+        phase: &Phase,
+        recovery: &powercut_writer::Recovery,
+    ) -> Result<(), ExecError> {
+        let mismatch = |message: String| ExecError::RecoveryMismatch {
+            phase: phase.clone(),
+            message,
+        };
+        let ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tail) = recovery.truncated_tail {
+            return Err(mismatch(format!(
+                "a clean close left a torn tail: {tail:?}"
+            )));
+        }
+        if recovery.records.len() != ledger.len() {
+            return Err(mismatch(format!(
+                "{} records recovered, {} acknowledged",
+                recovery.records.len(),
+                ledger.len()
+            )));
+        }
+        let seed = self.shared.workload.seed;
+        for (position, (record, (&lsn, identity))) in
+            recovery.records.iter().zip(ledger.iter()).enumerate()
+        {
+            let expected_lsn = position as u64 + 1;
+            if record.lsn != expected_lsn || lsn != expected_lsn {
+                return Err(mismatch(format!(
+                    "record {position} has LSN {} (acknowledged: {lsn}), expected {expected_lsn}",
+                    record.lsn
+                )));
+            }
+            let origin = payload::verify(seed, &record.payload)
+                .map_err(|why| mismatch(format!("LSN {lsn}: payload {why}")))?;
+            if origin.writer != identity.writer
+                || origin.sequence != identity.sequence
+                || record.payload.len() != identity.len_bytes
+                || crc32c::crc32c(&record.payload) != identity.crc32c
+            {
+                return Err(mismatch(format!(
+                    "LSN {lsn}: recovered writer {} sequence {} ({} bytes), acknowledged writer \
+                     {} sequence {} ({} bytes)",
+                    origin.writer,
+                    origin.sequence,
+                    record.payload.len(),
+                    identity.writer,
+                    identity.sequence,
+                    identity.len_bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn ingest(&mut self, index: usize, step: &IngestStep, phase: &Phase) -> Result<(), ExecError> {
+        // The server opens the journal itself: hand it the directory.
+        let journal = self.journal.take().ok_or_else(|| ExecError::Contract {
+            phase: phase.clone(),
+            message: "no journal open".into(),
+        })?;
+        journal.close().map_err(|source| ExecError::Journal {
+            phase: phase.clone(),
+            op: "close",
+            source,
+        })?;
+        let clients = u32::try_from(step.clients).unwrap_or(u32::MAX);
+        let options = ServeOptions {
+            listen: "127.0.0.1:0".to_string(),
+            max_frame_bytes: usize::try_from(step.size.max_bytes).unwrap_or(usize::MAX),
+            max_connections: clients as usize + 1,
+            idle_timeout: Duration::from_secs(60),
+        };
+        let server = ServerHandle::start(
+            &self.journal_dir,
+            self.shared.workload.journal_options(),
+            options,
+        )
+        .map_err(|source| ExecError::Server {
+            phase: phase.clone(),
+            source,
+        })?;
+        self.summary
+            .open_reports
+            .push(describe_open(&server.open_report));
+        // The server's open ran recovery: it must hold exactly what was acked, as for a reopen.
+        self.check_recovery(phase, &server.open_report.recovery)?;
+        let addr = server.local_addr();
+        let seed = self.shared.workload.seed;
+        let first_sequences: Vec<u64> = (1..=clients)
+            .map(|writer| {
+                let first = *self.next_sequence.get(&writer).unwrap_or(&1);
+                self.next_sequence
+                    .insert(writer, first + step.records_per_client);
+                first
+            })
+            .collect();
+        let shared = self.shared;
+        let results: Vec<Result<(u64, u64), ExecError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..=clients)
+                .zip(first_sequences)
+                .map(|(writer, first_sequence)| {
+                    let phase = phase.clone();
+                    scope.spawn(move || {
+                        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                        rng.set_stream(ingest_stream(index, writer));
+                        run_client(shared, &phase, addr, writer, first_sequence, step, &mut rng)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ExecError::Contract {
+                            phase: phase.clone(),
+                            message: "an ingest client thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        // Take the journal back from the server (its connection threads drop their references
+        // as they finish).
+        let journal = Arc::clone(server.journal());
+        server.shutdown();
+        let journal = take_back(journal).ok_or_else(|| ExecError::Contract {
+            phase: phase.clone(),
+            message: "the ingest server kept its journal after shutting down".into(),
+        })?;
+        self.journal = Some(journal);
+        for result in results {
+            let (records, bytes) = result?;
+            self.summary.records += records;
+            self.summary.record_bytes += bytes;
+        }
+        let total = step.clients * step.records_per_client;
+        let expected_last = self.next_lsn - 1 + total;
+        let (ledger_len, last_lsn) = {
+            let ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                ledger.len() as u64,
+                ledger.keys().next_back().copied().unwrap_or(0),
+            )
+        };
+        if ledger_len != expected_last || last_lsn != expected_last {
+            return Err(ExecError::Contract {
+                phase: phase.clone(),
+                message: format!(
+                    "after ingest {ledger_len} records are acknowledged up to LSN {last_lsn},                      expected LSNs 1..={expected_last}"
+                ),
+            });
+        }
+        self.next_lsn += total;
+        Ok(())
+    }
+
+    fn file_op(&mut self, index: usize, op: &FileOp, phase: &Phase) -> Result<(), ExecError> {
+        self.summary.file_ops += 1;
+        let file_err = |op: &'static str, path: &Path| {
+            let phase = phase.clone();
+            let path = path.to_path_buf();
+            move |source| ExecError::File {
+                phase,
+                op,
+                path,
+                source,
+            }
+        };
+        let seed = self.shared.workload.seed;
+        match op {
+            FileOp::Create {
+                path,
+                size_bytes,
+                fsync_file,
+                fsync_dir,
+            } => {
+                let full = self.files_dir.join(path);
+                let new_dirs = create_parents(&self.files_dir, path)
+                    .map_err(file_err("create directory", &full))?;
+                let contents = file_contents(seed, path, index, *size_bytes);
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&full)
+                    .map_err(file_err("create", &full))?;
+                file.write_all(&contents)
+                    .map_err(file_err("write", &full))?;
+                if *fsync_file {
+                    file.sync_all().map_err(file_err("fsync", &full))?;
+                }
+                drop(file);
+                if *fsync_dir {
+                    self.fsync_parents(&[path.as_str()], &new_dirs, phase)?;
+                }
+                let crc = crc32c::crc32c(&contents);
+                if op.is_acked() {
+                    self.shared.ack(
+                        phase,
+                        &Ack::FileCreate {
+                            path: path.clone(),
+                            crc32c: crc,
+                        },
+                    )?;
+                }
+                self.file_crcs.insert(path.clone(), crc);
+            }
+            FileOp::Rename {
+                from,
+                to,
+                fsync_file,
+                fsync_dir,
+            } => {
+                let from_full = self.files_dir.join(from);
+                let to_full = self.files_dir.join(to);
+                let crc = match self.file_crcs.get(from) {
+                    Some(crc) => *crc,
+                    None => {
+                        return Err(ExecError::Contract {
+                            phase: phase.clone(),
+                            message: format!("rename of {from}, which this run did not create"),
+                        })
+                    }
+                };
+                if *fsync_file {
+                    File::open(&from_full)
+                        .and_then(|f| f.sync_all())
+                        .map_err(file_err("fsync", &from_full))?;
+                }
+                let new_dirs = create_parents(&self.files_dir, to)
+                    .map_err(file_err("create directory", &to_full))?;
+                fs::rename(&from_full, &to_full).map_err(file_err("rename", &from_full))?;
+                if *fsync_dir {
+                    self.fsync_parents(&[from.as_str(), to.as_str()], &new_dirs, phase)?;
+                }
+                if op.is_acked() {
+                    self.shared.ack(
+                        phase,
+                        &Ack::FileRename {
+                            from: from.clone(),
+                            to: to.clone(),
+                            crc32c: crc,
+                        },
+                    )?;
+                }
+                self.file_crcs.remove(from);
+                self.file_crcs.insert(to.clone(), crc);
+            }
+            FileOp::Remove { path, fsync_dir } => {
+                let full = self.files_dir.join(path);
+                fs::remove_file(&full).map_err(file_err("remove", &full))?;
+                if *fsync_dir {
+                    self.fsync_parents(&[path.as_str()], &[], phase)?;
+                }
+                if op.is_acked() {
+                    self.shared
+                        .ack(phase, &Ack::FileRemove { path: path.clone() })?;
+                }
+                self.file_crcs.remove(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs the directories holding `paths` and, for each directory created on the way,
+    /// the directory holding it: every new name then survives a crash.
+    fn fsync_parents(
+        &self,
+        paths: &[&str],
+        new_dirs: &[String],
+        phase: &Phase,
+    ) -> Result<(), ExecError> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for relative in paths
+            .iter()
+            .copied()
+            .chain(new_dirs.iter().map(String::as_str))
+        {
+            let parent = match relative.rsplit_once('/') {
+                Some((parent, _)) => self.files_dir.join(parent),
+                None => self.files_dir.clone(),
+            };
+            if !dirs.contains(&parent) {
+                dirs.push(parent);
+            }
+        }
+        // Deepest first: a directory's own entries before the entry naming it.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            fsync_dir(&dir).map_err(|source| ExecError::File {
+                phase: phase.clone(),
+                op: "fsync directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// One ingest client: sends its records one at a time, acking each on the server's reply.
+/// Returns (records, payload bytes).
+fn run_client(
+    shared: &Shared<'_>,
+    phase: &Phase,
+    addr: std::net::SocketAddr,
+    writer: u32,
+    first_sequence: u64,
+    step: &IngestStep,
+    rng: &mut ChaCha8Rng,
+) -> Result<(u64, u64), ExecError> {
+    let seed = shared.workload.seed;
+    let client_err = |sequence| {
+        move |source| ExecError::Client {
+            phase: phase.clone(),
+            client: writer,
+            sequence,
+            source,
+        }
+    };
+    let mut client =
+        powercut_writer::server::Client::connect(addr).map_err(client_err(first_sequence))?;
+    let mut bytes_total = 0u64;
+    for sequence in first_sequence..first_sequence + step.records_per_client {
+        let len_bytes = draw_size(rng, step.size);
+        let bytes = payload::derive(seed, writer, sequence, len_bytes);
+        let lsn = client.append(&bytes).map_err(client_err(sequence))?;
+        let crc = crc32c::crc32c(&bytes);
+        shared.ack(
+            phase,
+            &Ack::Records {
+                first_lsn: lsn,
+                last_lsn: lsn,
+                crc32c: crc,
+            },
+        )?;
+        let identity = RecordIdentity {
+            writer,
+            sequence,
+            len_bytes,
+            crc32c: crc,
+        };
+        let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = ledger.insert(lsn, identity) {
+            return Err(ExecError::Contract {
+                phase: phase.clone(),
+                message: format!(
+                    "LSN {lsn} returned twice: writer {} sequence {} and writer {writer} sequence \
+                     {sequence}",
+                    previous.writer, previous.sequence
+                ),
+            });
+        }
+        bytes_total += len_bytes as u64;
+    }
+    Ok((step.records_per_client, bytes_total))
+}
+
+/// Waits (bounded) until the server's threads have dropped their references to the journal.
+fn take_back(mut journal: Arc<Journal>) -> Option<Journal> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Arc::try_unwrap(journal) {
+            Ok(journal) => return Some(journal),
+            Err(still_shared) => {
+                if Instant::now() > deadline {
+                    return None;
+                }
+                journal = still_shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// RNG stream of ingest client `writer` in step `index` (stream 0 is the main appender).
+fn ingest_stream(index: usize, writer: u32) -> u64 {
+    ((index as u64 + 1) << 16) | u64::from(writer)
+}
+
+fn draw_size(rng: &mut ChaCha8Rng, size: SizeRange) -> usize {
+    let bytes = rng.random_range(size.min_bytes..=size.max_bytes);
+    // Bounded by spec::MAX_RECORD_BYTES.
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+fn describe_open(report: &OpenReport) -> String {
+    format!(
+        "io path {}, {}, alignment {} bytes ({}), durability {}{}, segment {}",
+        report.io_path.name(),
+        if report.direct_io {
+            "O_DIRECT"
+        } else {
+            "buffered + fdatasync"
+        },
+        report.alignment_bytes,
+        report.alignment_source,
+        report.durability.name(),
+        if report.sync_after_write {
+            " + fdatasync"
+        } else {
+            ""
+        },
+        report.segment
+    )
+}
+
+/// Contents of a file created by step `step_index`: deterministic from the seed, the path and
+/// the step, so two creations of the same path differ.
+pub fn file_contents(seed: u64, path: &str, step_index: usize, len_bytes: u64) -> Vec<u8> {
+    let mut state = seed
+        ^ (u64::from(crc32c::crc32c(path.as_bytes())) << 32)
+        ^ (step_index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    // Bounded by spec::MAX_FILE_BYTES.
+    let len = usize::try_from(len_bytes).unwrap_or(0);
+    let mut out = vec![0u8; len];
+    for chunk in out.chunks_mut(8) {
+        // splitmix64, as the payload bodies.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+/// Creates the missing parent directories of `relative` under `base`; returns the ones created
+/// (relative paths, outermost first).
+fn create_parents(base: &Path, relative: &str) -> std::io::Result<Vec<String>> {
+    let mut created = Vec::new();
+    for (i, _) in relative.match_indices('/') {
+        let dir = &relative[..i];
+        match fs::create_dir(base.join(dir)) {
+            Ok(()) => created.push(dir.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
+}
+
+fn fsync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}
