@@ -1,0 +1,183 @@
+//! Coverage: a check that needs no crash enumeration. For each ack MARK at log position p, build
+//! the state "everything durable at p" (every write before the last FLUSH before p, plus the FUA
+//! writes before p, nothing else) and check that the acked records and files are there (I1, I6,
+//! and the rest of I2-I4 on that state). An engine that acks before its sync completed fails this
+//! deterministically: its data sits after the mark, or before it but unflushed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use powercut_workloads::ack::Ack;
+
+use crate::blocklog::BlockLog;
+use crate::check::{run_states, CheckConfig, CheckError};
+use crate::crash::{self, CrashState, StateId, Subset};
+use crate::invariants::{self, RecoverFn};
+use crate::mount::{self, FsType};
+use crate::report::CoverageReport;
+
+fn is_checked_ack(a: &Ack) -> bool {
+    !matches!(a, Ack::Start { .. } | Ack::End { .. })
+}
+
+/// The durable-only states of the acks, deduplicated by image (each keeps the latest cut of its
+/// group, so it expects every ack of the group), with the positions in `acks` of the acks whose own
+/// durable state it is. Sorted for replay.
+pub fn durable_states(log: &BlockLog, acks: &[(u64, Ack)]) -> Vec<(CrashState, Vec<usize>)> {
+    let mut groups: Vec<(CrashState, Vec<usize>)> = Vec::new();
+    let mut by_key: HashMap<u64, usize> = HashMap::new();
+    for (pos, (mark, ack)) in acks.iter().enumerate() {
+        if !is_checked_ack(ack) {
+            continue;
+        }
+        let id = StateId {
+            log_hash: log.hash(),
+            cut: mark + 1,
+            subset: Subset::List(Vec::new()),
+            tear: None,
+        };
+        // The id comes from this log and an empty subset always resolves.
+        let Ok(state) = crash::resolve(log, &id) else {
+            continue;
+        };
+        match by_key.get(&state.image_key) {
+            Some(&g) => {
+                if state.id.cut > groups[g].0.id.cut {
+                    groups[g].0 = state;
+                }
+                groups[g].1.push(pos);
+            }
+            None => {
+                by_key.insert(state.image_key, groups.len());
+                groups.push((state, vec![pos]));
+            }
+        }
+    }
+    groups.sort_by_key(|(s, _)| (s.prefix_len, s.id.cut));
+    groups
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_coverage(
+    log: &BlockLog,
+    base: &Path,
+    fs: FsType,
+    seed: u64,
+    acks: &[(u64, Ack)],
+    config: &CheckConfig,
+    recover: &RecoverFn,
+    scratch: &Path,
+) -> Result<CoverageReport, CheckError> {
+    let groups = durable_states(log, acks);
+    let states: Vec<CrashState> = groups.iter().map(|(s, _)| s.clone()).collect();
+    // Coverage is cheap (one state per distinct durable image) and always runs whole.
+    let cfg = CheckConfig {
+        budget: None,
+        mid_log_corruption: false,
+        ..config.clone()
+    };
+    let outcomes = run_states(
+        log,
+        base,
+        fs,
+        seed,
+        acks,
+        &cfg,
+        recover,
+        &scratch.join("coverage"),
+        &states,
+    )?;
+    let by_id: HashMap<&str, usize> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.state_id.as_str(), i))
+        .collect();
+    let mut report = CoverageReport::default();
+    for (state, members) in &groups {
+        let id = state.id.to_string();
+        let outcome = by_id.get(id.as_str()).map(|&i| &outcomes[i]);
+        for &pos in members {
+            let label = acks[pos].1.to_label();
+            let uncovered = outcome.is_none_or(|o| {
+                o.violations
+                    .iter()
+                    .any(|v| v.step.is_none() || v.step.as_deref() == Some(label.as_str()))
+            });
+            if uncovered {
+                report.acks_uncovered += 1;
+                if report.uncovered.len() < 100 {
+                    report.uncovered.push(label);
+                }
+            } else {
+                report.acks_covered += 1;
+            }
+        }
+        if let Some(o) = outcome {
+            report.violations.extend(o.violations.iter().cloned());
+        }
+    }
+    Ok(report)
+}
+
+/// Coverage of a log on its own (for `powercut log inspect` and `record`).
+pub fn check_coverage(
+    log_path: &Path,
+    base_image: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+) -> Result<CoverageReport, CheckError> {
+    mount::can_mount()?;
+    let log = BlockLog::open(log_path)?;
+    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let scratch = std::env::temp_dir().join(format!("powercut-coverage-{}", std::process::id()));
+    let root = config
+        .scratch_dir
+        .clone()
+        .map(|d| d.join("coverage"))
+        .unwrap_or(scratch);
+    std::fs::create_dir_all(&root).map_err(|source| CheckError::Io {
+        op: "create scratch directory",
+        path: root.clone(),
+        source,
+    })?;
+    let r = run_coverage(&log, base_image, fs, seed, &acks, config, recover, &root);
+    let _ = std::fs::remove_dir_all(&root);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocklog::LogWriter;
+
+    #[test]
+    fn durable_states_group_acks_by_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut w = LogWriter::create(&p, 512).unwrap();
+        w.mark("s:wl").unwrap();
+        w.write(1, &[1; 512], 0).unwrap();
+        w.flush().unwrap();
+        w.mark("r:1-1:00000001").unwrap();
+        w.mark("f:create:a:00000002").unwrap();
+        w.write(2, &[2; 512], 0).unwrap(); // acked before its flush: durable state lacks it
+        w.mark("r:2-2:00000003").unwrap();
+        w.flush().unwrap();
+        w.mark("r:3-3:00000004").unwrap();
+        w.finish(None, 0).unwrap();
+        let log = BlockLog::open(&p).unwrap();
+        let acks = invariants::acks_of_log(&log).unwrap();
+        assert_eq!(acks.len(), 5);
+        let groups = durable_states(&log, &acks);
+        // Marks 3, 4 and 6 share the durable image {entry 1}; mark 8 sees {1, 5}.
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].1, vec![1, 2, 3]);
+        assert_eq!(groups[0].0.id.cut, 7);
+        assert!(groups[0].0.applied.is_empty());
+        assert_eq!(groups[0].0.prefix_len, 2);
+        assert_eq!(groups[1].1, vec![4]);
+        assert_eq!(groups[1].0.prefix_len, 7);
+    }
+}

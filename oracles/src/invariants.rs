@@ -1,0 +1,730 @@
+//! The invariants checked on a crash state (DESIGN section 5).
+//!
+//! The engine's recovery is injected as a [`RecoverFn`] (the oracles never link the engine): it
+//! is given the journal directory of the mounted state and returns the records it recovered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use powercut_workloads::ack::Ack;
+use powercut_workloads::payload;
+
+use crate::blocklog::BlockLog;
+
+/// Where recovery found the end of the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TailInfo {
+    pub segment: u64,
+    pub offset: u64,
+    pub discarded_bytes: u64,
+}
+
+/// What the engine's recovery returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveredJournal {
+    /// (LSN, payload) in the order recovery returned them.
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Some when recovery truncated a torn tail.
+    pub truncated_tail: Option<TailInfo>,
+}
+
+/// The engine's recovery, run on a journal directory; Err is a recovery error (its message).
+pub type RecoverFn = dyn Fn(&Path) -> Result<RecoveredJournal, String> + Sync;
+
+/// One broken invariant on one state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Violation {
+    /// "I1" .. "I6".
+    pub invariant: String,
+    pub state_id: String,
+    /// Workload seed.
+    pub seed: u64,
+    /// The ack label (workload step) the violation is about, if any.
+    pub step: Option<String>,
+    pub expected: String,
+    pub found: String,
+}
+
+/// Where the engine's files live inside the mounted file system.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InvariantConfig {
+    /// Journal directory, relative to the mount root.
+    pub journal_dir: PathBuf,
+    /// Root of the file operations of file acks, relative to the mount root.
+    pub files_dir: PathBuf,
+}
+
+impl Default for InvariantConfig {
+    fn default() -> Self {
+        InvariantConfig {
+            journal_dir: PathBuf::from("journal"),
+            files_dir: PathBuf::from("files"),
+        }
+    }
+}
+
+/// What a state must show.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation<'a> {
+    pub state_id: &'a str,
+    pub seed: u64,
+    /// Acks marked before the cut, in log order.
+    pub acks: &'a [Ack],
+}
+
+/// Violations per invariant per state kept in reports (the first ones tell the story).
+const MAX_PER_INVARIANT: usize = 8;
+
+impl Expectation<'_> {
+    fn violation(
+        &self,
+        inv: &str,
+        step: Option<&Ack>,
+        expected: String,
+        found: String,
+    ) -> Violation {
+        Violation {
+            invariant: inv.to_string(),
+            state_id: self.state_id.to_string(),
+            seed: self.seed,
+            step: step.map(|a| a.to_label()),
+            expected,
+            found,
+        }
+    }
+}
+
+/// Acks of a log: every MARK whose label is one of ours, with its entry index, in log order.
+/// Foreign marks (e.g. `dm-log-writes-end`) are skipped; a label of ours that does not parse is an
+/// error (a damaged ledger).
+pub fn acks_of_log(
+    log: &BlockLog,
+) -> Result<Vec<(u64, Ack)>, powercut_workloads::ack::AckLabelError> {
+    let mut out = Vec::new();
+    for e in log.entries() {
+        if let Some(label) = &e.mark {
+            if Ack::is_ack_label(label) {
+                out.push((e.index, Ack::parse_label(label)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The acks a check uses: `given` (acks placed at entry indexes by the caller, for logs without
+/// MARKs) or the log's own marks, sorted by entry index (stable).
+pub fn ledger(
+    log: &BlockLog,
+    given: Option<&[(u64, Ack)]>,
+) -> Result<Vec<(u64, Ack)>, powercut_workloads::ack::AckLabelError> {
+    let mut acks = match given {
+        Some(a) => a.to_vec(),
+        None => acks_of_log(log)?,
+    };
+    acks.sort_by_key(|(index, _)| *index);
+    Ok(acks)
+}
+
+/// The acks with entry index `< cut` (a prefix of `acks_of_log`).
+pub fn acks_before(acks: &[(u64, Ack)], cut: u64) -> Vec<Ack> {
+    acks.iter()
+        .take_while(|(i, _)| *i < cut)
+        .map(|(_, a)| a.clone())
+        .collect()
+}
+
+/// I1-I4 on the result of recovery.
+pub fn check_journal(
+    exp: &Expectation<'_>,
+    result: &Result<RecoveredJournal, String>,
+) -> Vec<Violation> {
+    let journal = match result {
+        Ok(j) => j,
+        Err(msg) => {
+            // A crash state holds only completed, dropped or torn writes: recovery must cope.
+            return vec![exp.violation(
+                "I4",
+                None,
+                "recovery succeeds on a crash state (torn or dropped writes end in a truncated tail)".into(),
+                format!("recovery error: {msg}"),
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    let by_lsn: HashMap<u64, &[u8]> = {
+        let mut m = HashMap::with_capacity(journal.records.len());
+        for (lsn, p) in &journal.records {
+            m.entry(*lsn).or_insert(p.as_slice());
+        }
+        m
+    };
+    // I1: every acked record, byte for byte.
+    let mut i1 = 0;
+    for ack in exp.acks {
+        let Ack::Records {
+            first_lsn,
+            last_lsn,
+            crc32c,
+        } = ack
+        else {
+            continue;
+        };
+        if i1 >= MAX_PER_INVARIANT {
+            break;
+        }
+        let expected = format!("records {first_lsn}..={last_lsn} with crc32c {crc32c:08x}");
+        let span = last_lsn - first_lsn + 1;
+        let mut missing = Vec::new();
+        let mut crc = 0u32;
+        if span > journal.records.len() as u64 {
+            missing.push(format!(
+                "{span} acked records but only {} recovered",
+                journal.records.len()
+            ));
+        } else {
+            for lsn in *first_lsn..=*last_lsn {
+                match by_lsn.get(&lsn) {
+                    Some(p) => crc = crc32c::crc32c_append(crc, p),
+                    None if missing.len() < 10 => missing.push(lsn.to_string()),
+                    None => {}
+                }
+            }
+        }
+        if !missing.is_empty() {
+            i1 += 1;
+            out.push(exp.violation(
+                "I1",
+                Some(ack),
+                expected,
+                format!("missing LSN {}", missing.join(", ")),
+            ));
+        } else if crc != *crc32c {
+            i1 += 1;
+            out.push(exp.violation(
+                "I1",
+                Some(ack),
+                expected,
+                format!("recovered bytes have crc32c {crc:08x}"),
+            ));
+        }
+    }
+    // I2: exactly 1..n, n >= last acked.
+    for (pos, (lsn, _)) in journal.records.iter().enumerate() {
+        if *lsn != pos as u64 + 1 {
+            out.push(exp.violation(
+                "I2",
+                None,
+                format!("LSN {} at position {pos} (records exactly 1..n)", pos + 1),
+                format!(
+                    "LSN {lsn} at position {pos} (a hole, duplicate or reorder; {} records recovered)",
+                    journal.records.len()
+                ),
+            ));
+            break;
+        }
+    }
+    let last_acked = exp
+        .acks
+        .iter()
+        .filter_map(|a| match a {
+            Ack::Records { last_lsn, .. } => Some(*last_lsn),
+            _ => None,
+        })
+        .max();
+    if let Some(last) = last_acked {
+        let n = journal.records.len() as u64;
+        if n < last {
+            let step = exp
+                .acks
+                .iter()
+                .rev()
+                .find(|a| matches!(a, Ack::Records { .. }));
+            out.push(exp.violation(
+                "I2",
+                step,
+                format!("at least {last} records"),
+                format!("{n} records"),
+            ));
+        }
+    }
+    // I3: nothing recovered that was never written.
+    let mut i3 = 0;
+    for (lsn, p) in &journal.records {
+        if let Err(reason) = payload::verify(exp.seed, p) {
+            out.push(exp.violation(
+                "I3",
+                None,
+                "every recovered payload derived from the workload seed".into(),
+                format!("LSN {lsn} ({} bytes): {reason}", p.len()),
+            ));
+            i3 += 1;
+            if i3 >= MAX_PER_INVARIANT {
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileExpect {
+    Exists { crc32c: u32, step: Ack },
+    Absent { step: Ack },
+}
+
+/// What the file acks promise, after applying them in order.
+fn file_expectations(acks: &[Ack]) -> BTreeMap<String, FileExpect> {
+    let mut m = BTreeMap::new();
+    for a in acks {
+        match a {
+            Ack::FileCreate { path, crc32c } => {
+                m.insert(
+                    path.clone(),
+                    FileExpect::Exists {
+                        crc32c: *crc32c,
+                        step: a.clone(),
+                    },
+                );
+            }
+            Ack::FileRename { from, to, crc32c } => {
+                m.insert(from.clone(), FileExpect::Absent { step: a.clone() });
+                m.insert(
+                    to.clone(),
+                    FileExpect::Exists {
+                        crc32c: *crc32c,
+                        step: a.clone(),
+                    },
+                );
+            }
+            Ack::FileRemove { path } => {
+                m.insert(path.clone(), FileExpect::Absent { step: a.clone() });
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+fn file_crc(path: &Path) -> std::io::Result<u32> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut crc = 0u32;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+/// I6: every acked file operation holds under `files_root`.
+pub fn check_files(exp: &Expectation<'_>, files_root: &Path) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (path, want) in file_expectations(exp.acks) {
+        let full = files_root.join(&path);
+        match want {
+            FileExpect::Exists { crc32c, step } => {
+                let expected = format!("{path} exists with crc32c {crc32c:08x}");
+                match file_crc(&full) {
+                    Ok(c) if c == crc32c => {}
+                    Ok(c) => out.push(exp.violation(
+                        "I6",
+                        Some(&step),
+                        expected,
+                        format!("crc32c {c:08x}"),
+                    )),
+                    Err(e) => out.push(exp.violation(
+                        "I6",
+                        Some(&step),
+                        expected,
+                        format!("cannot read: {e}"),
+                    )),
+                }
+            }
+            FileExpect::Absent { step } => {
+                if std::fs::symlink_metadata(&full).is_ok() {
+                    out.push(exp.violation(
+                        "I6",
+                        Some(&step),
+                        format!("{path} absent"),
+                        format!("{path} exists"),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Result of the I5 probe on one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MidLogProbe {
+    /// Nothing to corrupt (fewer than two recovered records, or payloads not found in the files).
+    NotApplicable(String),
+    /// Recovery refused the corrupted copy.
+    Refused,
+    /// Recovery accepted it: an I5 violation.
+    Violated(Violation),
+}
+
+/// Errors of the I5 probe itself (copying files).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct ProbeError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn perr(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ProbeError {
+    let path = path.to_path_buf();
+    move |source| ProbeError { op, path, source }
+}
+
+fn copy_dir(src: &Path, dst: &Path, files: &mut Vec<PathBuf>) -> Result<(), ProbeError> {
+    let e = perr;
+    std::fs::create_dir_all(dst).map_err(e("create directory", dst))?;
+    for entry in std::fs::read_dir(src).map_err(e("read directory", src))? {
+        let entry = entry.map_err(e("read directory", src))?;
+        let ty = entry.file_type().map_err(e("stat", &entry.path()))?;
+        let to = dst.join(entry.file_name());
+        if ty.is_dir() {
+            copy_dir(&entry.path(), &to, files)?;
+        } else if ty.is_file() {
+            std::fs::copy(entry.path(), &to).map_err(e("copy", &entry.path()))?;
+            files.push(to);
+        }
+    }
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() || from > hay.len() - needle.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// I5: copies the journal directory to `scratch`, flips one bit in the middle of the payload of an
+/// acked record that is followed (in the same file) by another valid record, and runs recovery on
+/// the copy: it must fail, not silently truncate.
+pub fn check_mid_log_corruption(
+    exp: &Expectation<'_>,
+    journal_dir: &Path,
+    recovered: &RecoveredJournal,
+    recover: &RecoverFn,
+    scratch: &Path,
+) -> Result<MidLogProbe, ProbeError> {
+    let acked: Vec<(u64, u64)> = exp
+        .acks
+        .iter()
+        .filter_map(|a| match a {
+            Ack::Records {
+                first_lsn,
+                last_lsn,
+                ..
+            } => Some((*first_lsn, *last_lsn)),
+            _ => None,
+        })
+        .collect();
+    let is_acked = |lsn: u64| acked.iter().any(|(f, l)| (*f..=*l).contains(&lsn));
+    let recs = &recovered.records;
+    if recs.len() < 2 {
+        return Ok(MidLogProbe::NotApplicable(
+            "fewer than two recovered records".into(),
+        ));
+    }
+    let copy = scratch.join("i5-journal");
+    let _ = std::fs::remove_dir_all(&copy);
+    let mut files = Vec::new();
+    copy_dir(journal_dir, &copy, &mut files)?;
+    files.sort();
+    let e = perr;
+    // Candidates from the middle outwards: acked, not the last record.
+    let mut order: Vec<usize> = (0..recs.len() - 1)
+        .filter(|&i| is_acked(recs[i].0))
+        .collect();
+    let mid = recs.len() / 2;
+    order.sort_by_key(|&i| i.abs_diff(mid));
+    for &i in order.iter().take(16) {
+        let (lsn, victim) = &recs[i];
+        let (next_lsn, next) = &recs[i + 1];
+        for f in &files {
+            let mut bytes = std::fs::read(f).map_err(e("read", f))?;
+            let Some(at) = find(&bytes, victim, 0) else {
+                continue;
+            };
+            if find(&bytes, next, at + victim.len()).is_none() {
+                continue;
+            }
+            let flip_at = at + victim.len() / 2;
+            bytes[flip_at] ^= 0x10;
+            std::fs::write(f, &bytes).map_err(e("write", f))?;
+            let result = recover(&copy);
+            let _ = std::fs::remove_dir_all(&copy);
+            let where_ = format!(
+                "bit flipped at byte {flip_at} of {} inside LSN {lsn}, followed by LSN {next_lsn}",
+                f.strip_prefix(&copy).unwrap_or(f).display()
+            );
+            return Ok(match result {
+                Err(_) => MidLogProbe::Refused,
+                Ok(j) => MidLogProbe::Violated(exp.violation(
+                    "I5",
+                    None,
+                    format!("recovery error ({where_})"),
+                    format!(
+                        "recovery returned {} records, truncated_tail {:?}",
+                        j.records.len(),
+                        j.truncated_tail
+                    ),
+                )),
+            });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&copy);
+    Ok(MidLogProbe::NotApplicable(
+        "no acked record found followed by another in the same file".into(),
+    ))
+}
+
+/// Runs recovery on `root/journal_dir`, then I1-I4 and I6. Returns the violations and what
+/// recovery returned (for I5).
+pub fn check_mounted(
+    exp: &Expectation<'_>,
+    root: &Path,
+    cfg: &InvariantConfig,
+    recover: &RecoverFn,
+) -> (Vec<Violation>, Result<RecoveredJournal, String>) {
+    let result = recover(&root.join(&cfg.journal_dir));
+    let mut v = check_journal(exp, &result);
+    v.extend(check_files(exp, &root.join(&cfg.files_dir)));
+    (v, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use powercut_workloads::payload::derive;
+
+    const SEED: u64 = 42;
+
+    fn rec(lsn: u64) -> (u64, Vec<u8>) {
+        (lsn, derive(SEED, 0, lsn, 40 + lsn as usize))
+    }
+
+    fn ack_for(first: u64, last: u64) -> Ack {
+        let mut crc = 0;
+        for l in first..=last {
+            crc = crc32c::crc32c_append(crc, &rec(l).1);
+        }
+        Ack::Records {
+            first_lsn: first,
+            last_lsn: last,
+            crc32c: crc,
+        }
+    }
+
+    fn exp(acks: &[Ack]) -> Expectation<'_> {
+        Expectation {
+            state_id: "00000000-c1-p",
+            seed: SEED,
+            acks,
+        }
+    }
+
+    fn journal(lsns: &[u64]) -> Result<RecoveredJournal, String> {
+        Ok(RecoveredJournal {
+            records: lsns.iter().map(|&l| rec(l)).collect(),
+            truncated_tail: None,
+        })
+    }
+
+    fn invariants(v: &[Violation]) -> Vec<&str> {
+        v.iter().map(|x| x.invariant.as_str()).collect()
+    }
+
+    #[test]
+    fn all_acked_and_recovered_passes() {
+        let acks = [ack_for(1, 2), ack_for(3, 3)];
+        assert!(check_journal(&exp(&acks), &journal(&[1, 2, 3, 4])).is_empty());
+    }
+
+    #[test]
+    fn missing_acked_record_is_i1() {
+        let acks = [ack_for(1, 3)];
+        let v = check_journal(&exp(&acks), &journal(&[1, 2]));
+        assert!(invariants(&v).contains(&"I1"), "{v:?}");
+        assert!(invariants(&v).contains(&"I2"));
+        assert_eq!(v[0].step.as_deref(), Some(acks[0].to_label().as_str()));
+    }
+
+    #[test]
+    fn hole_is_i2() {
+        let v = check_journal(&exp(&[]), &journal(&[1, 3]));
+        assert_eq!(invariants(&v), vec!["I2"]);
+        let v = check_journal(&exp(&[]), &journal(&[1, 1]));
+        assert_eq!(invariants(&v), vec!["I2"]);
+        let v = check_journal(&exp(&[]), &journal(&[2, 1]));
+        assert_eq!(invariants(&v), vec!["I2"]);
+    }
+
+    #[test]
+    fn garbage_is_i3() {
+        let mut j = journal(&[1, 2]).unwrap();
+        j.records[1].1[30] ^= 1;
+        let v = check_journal(&exp(&[]), &Ok(j));
+        assert_eq!(invariants(&v), vec!["I3"]);
+    }
+
+    #[test]
+    fn torn_tail_passes_and_recovery_error_is_i4() {
+        let mut j = journal(&[1, 2]).unwrap();
+        j.truncated_tail = Some(TailInfo {
+            segment: 0,
+            offset: 100,
+            discarded_bytes: 7,
+        });
+        assert!(check_journal(&exp(&[ack_for(1, 2)]), &Ok(j)).is_empty());
+        let v = check_journal(&exp(&[ack_for(1, 2)]), &Err("bad record at 100".into()));
+        assert_eq!(invariants(&v), vec!["I4"]);
+    }
+
+    #[test]
+    fn wrong_ledger_is_caught() {
+        // An ack for a record never written.
+        let v = check_journal(&exp(&[ack_for(1, 5)]), &journal(&[1, 2, 3]));
+        assert!(invariants(&v).contains(&"I1"));
+        // An ack whose crc does not match what was written.
+        let bad = Ack::Records {
+            first_lsn: 1,
+            last_lsn: 2,
+            crc32c: 0x1234_5678,
+        };
+        let v = check_journal(&exp(std::slice::from_ref(&bad)), &journal(&[1, 2]));
+        assert_eq!(invariants(&v), vec!["I1"]);
+        assert!(v[0].found.contains("crc32c"));
+    }
+
+    #[test]
+    fn file_acks_are_i6() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/a"), b"alpha").unwrap();
+        std::fs::write(root.join("b"), b"beta").unwrap();
+        let crc_a = crc32c::crc32c(b"alpha");
+        let ok = [
+            Ack::FileCreate {
+                path: "d/a.tmp".into(),
+                crc32c: crc_a,
+            },
+            Ack::FileRename {
+                from: "d/a.tmp".into(),
+                to: "d/a".into(),
+                crc32c: crc_a,
+            },
+            Ack::FileCreate {
+                path: "b".into(),
+                crc32c: crc32c::crc32c(b"beta"),
+            },
+            Ack::FileCreate {
+                path: "gone".into(),
+                crc32c: 0,
+            },
+            Ack::FileRemove {
+                path: "gone".into(),
+            },
+        ];
+        assert!(check_files(&exp(&ok), root).is_empty());
+        let bad = [
+            Ack::FileCreate {
+                path: "b".into(),
+                crc32c: 1,
+            },
+            Ack::FileCreate {
+                path: "missing".into(),
+                crc32c: 0,
+            },
+            Ack::FileRemove { path: "d/a".into() },
+        ];
+        let v = check_files(&exp(&bad), root);
+        assert_eq!(invariants(&v), vec!["I6", "I6", "I6"]);
+    }
+
+    /// A toy journal: one file of [u32 len][u64 lsn][u32 crc(payload)][payload] records.
+    fn toy_recover(dir: &Path) -> Result<RecoveredJournal, String> {
+        let bytes = std::fs::read(dir.join("seg0")).map_err(|e| e.to_string())?;
+        let mut at = 0;
+        let mut records = Vec::new();
+        while at + 16 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            let lsn = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+            let crc = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap());
+            let Some(p) = bytes.get(at + 16..at + 16 + len) else {
+                break;
+            };
+            if crc32c::crc32c(p) != crc {
+                return Err(format!("bad record at {at}"));
+            }
+            records.push((lsn, p.to_vec()));
+            at += 16 + len;
+        }
+        Ok(RecoveredJournal {
+            records,
+            truncated_tail: None,
+        })
+    }
+
+    fn toy_lenient(dir: &Path) -> Result<RecoveredJournal, String> {
+        // The M8 bug: a bad record ends the log silently.
+        match toy_recover(dir) {
+            Ok(j) => Ok(j),
+            Err(_) => Ok(RecoveredJournal::default()),
+        }
+    }
+
+    #[test]
+    fn mid_log_corruption_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("journal");
+        std::fs::create_dir_all(&j).unwrap();
+        let mut seg = Vec::new();
+        for l in 1..=4 {
+            let p = rec(l).1;
+            seg.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&l.to_le_bytes());
+            seg.extend_from_slice(&crc32c::crc32c(&p).to_le_bytes());
+            seg.extend_from_slice(&p);
+        }
+        std::fs::write(j.join("seg0"), &seg).unwrap();
+        let recovered = toy_recover(&j).unwrap();
+        let acks = [ack_for(1, 4)];
+        let e = exp(&acks);
+        let scratch = dir.path().join("scratch");
+        let r = check_mid_log_corruption(&e, &j, &recovered, &toy_recover, &scratch).unwrap();
+        assert_eq!(r, MidLogProbe::Refused);
+        let r = check_mid_log_corruption(&e, &j, &recovered, &toy_lenient, &scratch).unwrap();
+        assert!(
+            matches!(r, MidLogProbe::Violated(ref v) if v.invariant == "I5"),
+            "{r:?}"
+        );
+        // The original is untouched.
+        assert_eq!(toy_recover(&j).unwrap(), recovered);
+        let one = RecoveredJournal {
+            records: vec![rec(1)],
+            truncated_tail: None,
+        };
+        assert!(matches!(
+            check_mid_log_corruption(&e, &j, &one, &toy_recover, &scratch).unwrap(),
+            MidLogProbe::NotApplicable(_)
+        ));
+    }
+}

@@ -1,0 +1,299 @@
+//! Reports: JSON (serde), a human summary, JUnit XML, and the merge of shard reports.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::invariants::Violation;
+
+/// Result of the coverage check (every ack on the state "everything durable at its mark").
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CoverageReport {
+    pub acks_covered: u64,
+    pub acks_uncovered: u64,
+    /// Labels of the uncovered acks (first ones).
+    pub uncovered: Vec<String>,
+    pub violations: Vec<Violation>,
+}
+
+/// The invariants a check covers; JUnit gets one testcase per workload x invariant. "MOUNT" is
+/// a crash image the file system refused to mount.
+pub const INVARIANTS: [&str; 7] = ["I1", "I2", "I3", "I4", "I5", "I6", "MOUNT"];
+
+/// What a check run found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Workload seed.
+    pub seed: u64,
+    /// Workload name (from the `s:NAME` mark), "unknown" if the log has none.
+    pub workload: String,
+    pub fs: String,
+    /// Log hash (8 hex digits), the prefix of every state id.
+    pub log_hash: String,
+    /// Seed of the sampled subsets and tears.
+    pub enumeration_seed: u64,
+    /// `K/N` when this is one shard.
+    pub shard: Option<String>,
+    /// States in this shard after deduplication.
+    pub states_total: u64,
+    pub states_checked: u64,
+    pub duplicates_skipped: u64,
+    pub states_by_kind: BTreeMap<String, u64>,
+    pub states_per_second: f64,
+    pub elapsed_seconds: f64,
+    /// States on which the I5 probe corrupted a record.
+    pub mid_log_probes: u64,
+    pub violations: Vec<Violation>,
+    pub coverage: Option<CoverageReport>,
+    /// The time budget ran out before every state was checked.
+    pub budget_exhausted: bool,
+}
+
+/// Reports that cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("no reports to merge")]
+    Empty,
+    #[error("reports disagree on {field}: {a} vs {b}")]
+    Mismatch {
+        field: &'static str,
+        a: String,
+        b: String,
+    },
+}
+
+impl Report {
+    /// No violation, none in coverage either.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.coverage.as_ref().is_none_or(|c| c.acks_uncovered == 0)
+    }
+
+    /// All violations, coverage ones included.
+    pub fn all_violations(&self) -> impl Iterator<Item = &Violation> {
+        self.violations
+            .iter()
+            .chain(self.coverage.iter().flat_map(|c| c.violations.iter()))
+    }
+
+    /// Human summary (a few lines, then one line per violation, at most 20).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "workload {} seed {} on {} (log {}){}",
+            self.workload,
+            self.seed,
+            self.fs,
+            self.log_hash,
+            self.shard
+                .as_ref()
+                .map(|k| format!(" shard {k}"))
+                .unwrap_or_default()
+        );
+        let kinds: Vec<String> = self
+            .states_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ =
+            writeln!(
+            s,
+            "states: {} of {} checked ({}), {} duplicates skipped, {:.1} states/s over {:.1} s{}",
+            self.states_checked,
+            self.states_total,
+            kinds.join(", "),
+            self.duplicates_skipped,
+            self.states_per_second,
+            self.elapsed_seconds,
+            if self.budget_exhausted { ", BUDGET EXHAUSTED" } else { "" }
+        );
+        if let Some(c) = &self.coverage {
+            let _ = writeln!(
+                s,
+                "coverage: {} acks covered, {} uncovered",
+                c.acks_covered, c.acks_uncovered
+            );
+        }
+        let all: Vec<&Violation> = self.all_violations().collect();
+        if all.is_empty() {
+            let _ = writeln!(s, "all invariants held");
+        } else {
+            let _ = writeln!(s, "{} violations:", all.len());
+            for v in all.iter().take(20) {
+                let _ = writeln!(
+                    s,
+                    "  {} state {}{}: expected {}; found {}",
+                    v.invariant,
+                    v.state_id,
+                    v.step
+                        .as_ref()
+                        .map(|st| format!(" step {st}"))
+                        .unwrap_or_default(),
+                    v.expected,
+                    v.found
+                );
+            }
+        }
+        s
+    }
+
+    /// JUnit XML: suite "powercut", one testcase per workload x invariant.
+    pub fn to_junit(&self) -> Result<String, quick_junit::SerializeError> {
+        use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
+        let mut suite = TestSuite::new("powercut");
+        for inv in INVARIANTS {
+            let failing: Vec<&Violation> = self
+                .all_violations()
+                .filter(|v| v.invariant == inv)
+                .collect();
+            let status = if failing.is_empty() {
+                TestCaseStatus::success()
+            } else {
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                let lines: Vec<String> = failing
+                    .iter()
+                    .take(20)
+                    .map(|v| {
+                        format!(
+                            "state {}: expected {}; found {}",
+                            v.state_id, v.expected, v.found
+                        )
+                    })
+                    .collect();
+                st.set_message(format!("{} violations of {inv}", failing.len()));
+                st.set_description(lines.join("\n"));
+                st
+            };
+            let mut case = TestCase::new(format!("{}::{inv}", self.workload), status);
+            case.set_classname(format!("powercut.{}", self.fs));
+            suite.add_test_case(case);
+        }
+        let mut report = JReport::new("powercut");
+        report.add_test_suite(suite);
+        report.to_string()
+    }
+}
+
+/// Joins shard reports of one run. Errors if seeds, workloads, file systems or logs differ.
+pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
+    let first = reports.first().ok_or(MergeError::Empty)?;
+    let mut out = first.clone();
+    out.shard = None;
+    for r in &reports[1..] {
+        let same = |field, a: String, b: String| {
+            if a == b {
+                Ok(())
+            } else {
+                Err(MergeError::Mismatch { field, a, b })
+            }
+        };
+        same("seed", first.seed.to_string(), r.seed.to_string())?;
+        same("workload", first.workload.clone(), r.workload.clone())?;
+        same("fs", first.fs.clone(), r.fs.clone())?;
+        same("log_hash", first.log_hash.clone(), r.log_hash.clone())?;
+        same(
+            "enumeration_seed",
+            first.enumeration_seed.to_string(),
+            r.enumeration_seed.to_string(),
+        )?;
+        out.states_total += r.states_total;
+        out.states_checked += r.states_checked;
+        out.duplicates_skipped = out.duplicates_skipped.max(r.duplicates_skipped);
+        for (k, v) in &r.states_by_kind {
+            *out.states_by_kind.entry(k.clone()).or_insert(0) += v;
+        }
+        // Shards run side by side: rates add up, wall time is the longest.
+        out.states_per_second += r.states_per_second;
+        out.elapsed_seconds = out.elapsed_seconds.max(r.elapsed_seconds);
+        out.mid_log_probes += r.mid_log_probes;
+        out.violations.extend(r.violations.iter().cloned());
+        out.budget_exhausted |= r.budget_exhausted;
+        if out.coverage.is_none() {
+            out.coverage = r.coverage.clone();
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(shard: &str, checked: u64, violations: Vec<Violation>) -> Report {
+        Report {
+            seed: 7,
+            workload: "smoke".into(),
+            fs: "ext4".into(),
+            log_hash: "0badcafe".into(),
+            enumeration_seed: 0,
+            shard: Some(shard.into()),
+            states_total: checked,
+            states_checked: checked,
+            duplicates_skipped: 3,
+            states_by_kind: BTreeMap::from([("prefix".to_string(), checked)]),
+            states_per_second: 10.0,
+            elapsed_seconds: checked as f64 / 10.0,
+            mid_log_probes: 0,
+            violations,
+            coverage: None,
+            budget_exhausted: false,
+        }
+    }
+
+    fn v(inv: &str) -> Violation {
+        Violation {
+            invariant: inv.into(),
+            state_id: "0badcafe-c3-p".into(),
+            seed: 7,
+            step: Some("r:1-2:00000000".into()),
+            expected: "records 1..=2".into(),
+            found: "missing LSN 2".into(),
+        }
+    }
+
+    #[test]
+    fn merge_sums_and_checks_identity() {
+        let m = merge(&[report("0/2", 5, vec![]), report("1/2", 7, vec![v("I1")])]).unwrap();
+        assert_eq!(m.states_checked, 12);
+        assert_eq!(m.states_by_kind["prefix"], 12);
+        assert_eq!(m.violations.len(), 1);
+        assert!((m.states_per_second - 20.0).abs() < 1e-9);
+        assert!(!m.passed());
+        let mut other = report("1/2", 1, vec![]);
+        other.seed = 8;
+        assert!(matches!(
+            merge(&[report("0/2", 1, vec![]), other]),
+            Err(MergeError::Mismatch { field: "seed", .. })
+        ));
+        assert_eq!(merge(&[]), Err(MergeError::Empty));
+    }
+
+    #[test]
+    fn json_junit_and_summary() {
+        let r = report("0/1", 4, vec![v("I1"), v("I1")]);
+        let json = serde_json::to_value(&r).unwrap();
+        for key in [
+            "seed",
+            "workload",
+            "states_checked",
+            "states_per_second",
+            "violations",
+            "states_by_kind",
+            "coverage",
+            "budget_exhausted",
+        ] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        let xml = r.to_junit().unwrap();
+        assert_eq!(xml.matches("<testcase").count(), 7);
+        assert!(xml.contains("smoke::I1"));
+        assert!(xml.contains("2 violations of I1"));
+        assert_eq!(xml.matches("<failure").count(), 1);
+        let s = r.summary();
+        assert!(
+            s.contains("2 violations") && s.contains("missing LSN 2"),
+            "{s}"
+        );
+    }
+}

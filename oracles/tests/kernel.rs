@@ -1,0 +1,293 @@
+//! End to end with the real kernel: crafted dm-log-writes logs over a real ext4 image, every crash
+//! state loop-mounted (root only; prints SKIPPED otherwise).
+
+mod common;
+
+use common::{
+    capability, make_base, make_base_fs, record_log, record_log_without_marks, toy_recover,
+    toy_recover_lenient, Engine, SEED,
+};
+use powercut_oracles::check::{check_log, check_one, CheckConfig};
+use powercut_oracles::coverage::check_coverage;
+use powercut_oracles::crash::StateKind;
+use powercut_oracles::mount::FsType;
+use powercut_oracles::replay::{replay_to, ReplayTarget};
+
+fn cfg(dir: &std::path::Path) -> CheckConfig {
+    CheckConfig {
+        keep_dir: Some(dir.join("keep")),
+        scratch_dir: Some(dir.join("scratch")),
+        max_exhaustive_subset: 4,
+        samples_per_epoch: 6,
+        torn_samples: 3,
+        seed: 11,
+        ..CheckConfig::default()
+    }
+}
+
+#[test]
+fn correct_engine_passes_every_state() {
+    if let Err(why) = capability() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, n) = record_log(dir.path(), &base, &[1, 3, 2, 7, 1, 12], Engine::Correct);
+    let mut last = None;
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &cfg(dir.path()),
+        &toy_recover,
+        &mut |p| last = Some(p),
+    )
+    .unwrap();
+    println!("{}", report.summary());
+    assert!(report.violations.is_empty(), "{}", report.summary());
+    assert!(report.passed());
+    assert_eq!(report.workload, "toy");
+    assert_eq!(report.states_checked, report.states_total);
+    assert!(report.states_checked >= 20, "{}", report.states_checked);
+    assert!(
+        report
+            .states_by_kind
+            .get(StateKind::Torn.as_str())
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert_eq!(
+        report.mid_log_probes, 1,
+        "the I5 probe ran on the final state"
+    );
+    let cov = report.coverage.as_ref().unwrap();
+    assert_eq!((cov.acks_covered, cov.acks_uncovered), (6, 0));
+    assert_eq!(last.unwrap().states_done, report.states_checked);
+    // The full replay holds every record.
+    let out = dir.path().join("full.img");
+    replay_to(&log, &base.image, ReplayTarget::Mark("e:toy".into()), &out).unwrap();
+    assert!(n == 26);
+}
+
+#[test]
+fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
+    if let Err(why) = capability() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, _) = record_log(dir.path(), &base, &[2, 3, 1], Engine::AckBeforeSync);
+    let c = cfg(dir.path());
+    let cov = check_coverage(&log, &base.image, FsType::Ext4, SEED, &c, &toy_recover).unwrap();
+    assert_eq!(cov.acks_covered, 0);
+    assert_eq!(cov.acks_uncovered, 3);
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        report.violations.iter().any(|v| v.invariant == "I1"),
+        "{}",
+        report.summary()
+    );
+    assert!(!report.passed());
+    // The failing state is kept with its ledger, and repro rebuilds it with the same verdict.
+    let v = report
+        .violations
+        .iter()
+        .find(|v| v.invariant == "I1")
+        .unwrap();
+    let kept = dir.path().join("keep").join(&v.state_id);
+    assert!(kept.join("image").exists() && kept.join("ledger.json").exists());
+    assert!(dir.path().join("keep/block.log").exists());
+    let one = check_one(
+        &v.state_id,
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+    )
+    .unwrap();
+    assert!(one.violations.iter().any(|x| x.invariant == "I1"));
+    let junit = report.to_junit().unwrap();
+    assert!(junit.contains("toy::I1") && junit.contains("<failure"));
+}
+
+#[test]
+fn lenient_recovery_fails_the_mid_log_probe_and_shards_partition() {
+    if let Err(why) = capability() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, _) = record_log(dir.path(), &base, &[2, 2, 2], Engine::Correct);
+    let c = cfg(dir.path());
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover_lenient,
+        &mut |_| {},
+    )
+    .unwrap();
+    let i5: Vec<_> = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == "I5")
+        .collect();
+    assert_eq!(i5.len(), 1, "{}", report.summary());
+    // Shards: together they check exactly the unsharded states.
+    let mut parts = Vec::new();
+    for k in 0..2 {
+        let c = CheckConfig {
+            shard: Some((k, 2)),
+            mid_log_corruption: false,
+            ..cfg(dir.path())
+        };
+        parts.push(
+            check_log(
+                &log,
+                &base.image,
+                FsType::Ext4,
+                SEED,
+                &c,
+                &toy_recover,
+                &mut |_| {},
+            )
+            .unwrap(),
+        );
+    }
+    let merged = powercut_oracles::report::merge(&parts).unwrap();
+    assert_eq!(merged.states_checked, report.states_checked);
+    assert!(merged.violations.is_empty());
+    // A budget of zero checks nothing and says so.
+    let c = CheckConfig {
+        budget: Some(std::time::Duration::ZERO),
+        coverage: false,
+        ..cfg(dir.path())
+    };
+    let r = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(r.budget_exhausted);
+    assert_eq!(r.states_checked, 0);
+}
+
+#[test]
+fn xfs_crash_states_mount_and_pass() {
+    if let Err(why) = capability() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    if std::process::Command::new("mkfs.xfs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: mkfs.xfs not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base_fs(dir.path(), 320, FsType::Xfs);
+    let (log, _) = record_log(dir.path(), &base, &[2, 5, 1], Engine::Correct);
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Xfs,
+        SEED,
+        &cfg(dir.path()),
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.passed(), "{}", report.summary());
+    assert_eq!(report.fs, "xfs");
+    assert!(report.states_checked >= 10);
+    let (bad, _) = record_log(dir.path(), &base, &[2, 5, 1], Engine::AckBeforeSync);
+    let report = check_log(
+        &bad,
+        &base.image,
+        FsType::Xfs,
+        SEED,
+        &cfg(dir.path()),
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.violations.iter().any(|v| v.invariant == "I1"));
+}
+
+#[test]
+fn logs_without_marks_use_given_acks() {
+    if let Err(why) = capability() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, acks) = record_log_without_marks(dir.path(), &base, &[1, 4, 2], false);
+    let parsed = powercut_oracles::blocklog::BlockLog::open(&log).unwrap();
+    assert_eq!(parsed.nr_entries_in_super(), 0);
+    assert!(parsed.entries_past_nr_entries() > 0);
+    let c = CheckConfig {
+        acks: Some(acks),
+        ..cfg(dir.path())
+    };
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.passed(), "{}", report.summary());
+    assert_eq!(report.workload, "toy");
+    assert_eq!(report.coverage.as_ref().unwrap().acks_covered, 3);
+    let (log, acks) = record_log_without_marks(dir.path(), &base, &[1, 4, 2], true);
+    let c = CheckConfig {
+        acks: Some(acks),
+        ..cfg(dir.path())
+    };
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        report.coverage.as_ref().unwrap().acks_uncovered,
+        3,
+        "{}",
+        report.summary()
+    );
+    assert!(report.violations.iter().any(|v| v.invariant == "I1"));
+}
