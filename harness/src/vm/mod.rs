@@ -1,0 +1,7 @@
+//! The QEMU backend: provisioning, the guest image and running VMs.
+
+pub mod image;
+pub mod initramfs;
+pub mod progress;
+pub mod provision;
+pub mod qemu;

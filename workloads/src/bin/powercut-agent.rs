@@ -1,0 +1,184 @@
+//! The guest agent: started by the guest init, it reads the job from the job disk, stacks
+//! `pclog` = dm-log-writes(data disk, log disk) and above it `pcdata` = linear over `pclog` (the
+//! fault layer goes above the log so failed I/O never reaches it), mounts `pcdata` at /mnt, runs
+//! the workload with every ack written as a MARK into the log, unmounts (which flushes), removes
+//! the dm devices (dm-log-writes writes its super on removal), reports over the serial console
+//! and powers the VM off.
+
+use std::fs::File;
+use std::io::Stdout;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use powercut_workloads::ack::Ack;
+use powercut_workloads::executor::{self, AckSink, ProgressEvent};
+use powercut_workloads::guest::disks::{self, BlockDisk};
+use powercut_workloads::guest::dm::{self, DmControl, LogWritesStatus};
+use powercut_workloads::guest::serial::Console;
+use powercut_workloads::guest::{kmsg, mount};
+use powercut_workloads::protocol::{self, DoneReport, GuestMessage};
+use powercut_workloads::spec::Workload;
+
+/// dm-log-writes device (marks go here).
+const LOG_DEVICE: &str = "pclog";
+/// Device the file system lives on (linear now; swapped to error/flakey for fault injection).
+const DATA_DEVICE: &str = "pcdata";
+const MOUNT_POINT: &str = "/mnt";
+/// Kernel log lines worth forwarding to the host.
+const KERNEL_NEEDLES: &[&str] = &[
+    "log-writes",
+    "device-mapper",
+    "Ran out of space",
+    "XFS",
+    "EXT4-fs error",
+];
+
+/// Acks become MARKs right when the executor acknowledges, then serial lines. One lock covers
+/// both so the console order is the mark order.
+struct MarkSink<'a> {
+    dm: &'a DmControl,
+    console: &'a Console<Stdout>,
+    acks: Mutex<u64>,
+}
+
+impl MarkSink<'_> {
+    fn count(&self) -> u64 {
+        *self.acks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl AckSink for MarkSink<'_> {
+    fn ack(&self, ack: &Ack) -> Result<(), String> {
+        let label = ack.to_label();
+        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        self.dm
+            .message(LOG_DEVICE, 0, &format!("mark {label}"))
+            .map_err(|e| e.to_string())?;
+        *acks += 1;
+        // The mark is the record; a console write error does not undo it.
+        let _ = self.console.send(&GuestMessage::Ack {
+            index: *acks,
+            label,
+            ack: ack.clone(),
+        });
+        Ok(())
+    }
+
+    fn progress(&self, event: &ProgressEvent) {
+        let state = if event.finished { "done" } else { "start" };
+        let _ = self.console.send(&GuestMessage::Progress {
+            what: format!(
+                "step {}/{} {state}: {}",
+                event.step_index + 1,
+                event.steps_total,
+                event.description
+            ),
+            detail: serde_json::json!({
+                "step_index": event.step_index,
+                "finished": event.finished,
+                "acks_so_far": event.acks_so_far,
+                "acks_total": event.acks_total,
+            }),
+        });
+    }
+}
+
+fn find_disk(serial: &str) -> Result<BlockDisk, String> {
+    disks::find_by_serial(Path::new("/sys/block"), serial).map_err(|e| e.to_string())
+}
+
+fn read_job() -> Result<Workload, String> {
+    let disk = find_disk(disks::JOB_SERIAL)?;
+    let mut file = File::open(&disk.dev_path)
+        .map_err(|e| format!("opening {}: {e}", disk.dev_path.display()))?;
+    let json = protocol::decode_job(&mut file).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(json).map_err(|_| "the job is not UTF-8".to_string())?;
+    Workload::from_json(&text).map_err(|e| format!("job: {e}"))
+}
+
+fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
+    let workload = read_job()?;
+    let data = find_disk(disks::DATA_SERIAL)?;
+    let log = find_disk(disks::LOG_SERIAL)?;
+    let dm = DmControl::open().map_err(|e| e.to_string())?;
+    let pclog = dm
+        .create_device(
+            LOG_DEVICE,
+            &dm::log_writes_table(&data.maj_min, &log.maj_min, data.size_sectors),
+        )
+        .map_err(|e| e.to_string())?;
+    let pcdata = dm
+        .create_device(
+            DATA_DEVICE,
+            &dm::linear_table(&pclog.to_string_lossy(), data.size_sectors),
+        )
+        .map_err(|e| e.to_string())?;
+    // The executor acks the start (`s:NAME`) and the clean end (`e:NAME`) itself.
+    let sink = MarkSink {
+        dm: &dm,
+        console,
+        acks: Mutex::new(0),
+    };
+    let mount_point = Path::new(MOUNT_POINT);
+    mount::mount(&pcdata, mount_point, workload.filesystem.name()).map_err(|e| e.to_string())?;
+    let root = mount_point.join("pc");
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let started = Instant::now();
+    let summary =
+        executor::execute(&workload, &root, &sink).map_err(|e| format!("workload: {e}"))?;
+    let workload_s = started.elapsed().as_secs_f64();
+    mount::unmount(mount_point).map_err(|e| e.to_string())?;
+    // After the unmount every write has been flushed, so the status covers the whole run.
+    let status = dm
+        .status(LOG_DEVICE)
+        .map_err(|e| e.to_string())?
+        .first()
+        .and_then(|s| LogWritesStatus::parse(&s.status))
+        .ok_or("dm-log-writes status is unreadable")?;
+    dm.remove_device(DATA_DEVICE).map_err(|e| e.to_string())?;
+    dm.remove_device(LOG_DEVICE).map_err(|e| e.to_string())?;
+    nix::unistd::sync();
+    let kernel_errors =
+        kmsg::matching_lines(&["log-writes", "Ran out of space"]).unwrap_or_default();
+    Ok(DoneReport {
+        acks: sink.count(),
+        log_entries: status.logged_entries,
+        log_last_sector: status.last_sector,
+        logging_disabled: status.logging_disabled,
+        kernel_errors,
+        workload_s,
+        summary: serde_json::json!({
+            "acks": summary.acks,
+            "records": summary.records,
+            "record_bytes": summary.record_bytes,
+            "file_ops": summary.file_ops,
+            "elapsed_s": summary.elapsed.as_secs_f64(),
+            "open_reports": summary.open_reports,
+        }),
+    })
+}
+
+fn main() {
+    let console = Console::new(std::io::stdout());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = console.send(&GuestMessage::Ready {
+        uptime_s: powercut_workloads::guest::uptime_s().unwrap_or(-1.0),
+        kernel: kernel.trim().to_string(),
+    });
+    match run(&console) {
+        Ok(report) => {
+            let _ = console.send(&GuestMessage::Done(report));
+        }
+        Err(message) => {
+            for line in kmsg::matching_lines(KERNEL_NEEDLES).unwrap_or_default() {
+                let _ = console.plain(&format!("kernel: {line}"));
+            }
+            let _ = console.send(&GuestMessage::Error { message });
+        }
+    }
+    let error = powercut_workloads::guest::sync_and_power_off();
+    let _ = console.send(&GuestMessage::Error {
+        message: format!("power off: {error}"),
+    });
+}
