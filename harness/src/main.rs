@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_cmds;
 mod record;
 mod vm;
 
@@ -45,8 +46,133 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Record a workload in a VM, then check every crash state of its block log.
+    Run(RunArgs),
     /// Run one workload in a VM and record its block log, without checking it.
     Record(RecordArgs),
+    /// Check every crash state of an existing recording (a `record --out` directory).
+    Check(CheckRecordingArgs),
+    /// Rebuild one crash state offline (no VM) and say what the oracle finds in it.
+    Repro(ReproArgs),
+    /// Replay a block log onto a base image up to an entry or a mark.
+    Replay(ReplayArgs),
+    /// Block logs.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Join the JSON reports of shards (`--shard K/N`) into one.
+    Merge(MergeArgs),
+    /// Parse a workload file and report errors with file, line and field.
+    Workload {
+        #[command(subcommand)]
+        command: WorkloadCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Workload spec (YAML).
+    workload: PathBuf,
+    /// Output directory for the recording and the kept failing states
+    /// (default: out/WORKLOAD-SEED).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the workload's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum, default_value_t = KernelFlavor::Cloud)]
+    kernel: KernelFlavor,
+    /// Give up on the VM after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Use this static agent binary instead of building it from the workspace.
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    #[command(flatten)]
+    check: check_cmds::CheckArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckRecordingArgs {
+    /// A directory written by `powercut record --out`.
+    dir: PathBuf,
+    #[command(flatten)]
+    check: check_cmds::CheckArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReproArgs {
+    /// The state id printed in a report (e.g. 0e96f691-c20-s18-19).
+    state_id: String,
+    #[arg(long)]
+    log: PathBuf,
+    #[arg(long)]
+    base: PathBuf,
+    /// File system of the image (default: from workload.json beside the log).
+    #[arg(long)]
+    fs: Option<powercut_oracles::mount::FsType>,
+    /// Workload seed (default: from workload.json beside the log).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep the image here when the state violates an invariant.
+    #[arg(long, default_value = "repro-out")]
+    keep: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    log: PathBuf,
+    #[arg(long)]
+    base: PathBuf,
+    /// Apply entries 0..=N (`end`: every entry).
+    #[arg(long, conflicts_with = "mark")]
+    to: Option<String>,
+    /// Apply entries up to and including the first MARK with this label.
+    #[arg(long)]
+    mark: Option<String>,
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Counts of entries, writes, flushes, FUA, discards, marks and epochs.
+    Inspect {
+        log: PathBuf,
+        /// One line per entry.
+        #[arg(long)]
+        list: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Also check that every ack is covered by a flush (needs the base image; root).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long)]
+        fs: Option<powercut_oracles::mount::FsType>,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// Shard reports (`--json` of `run`/`check`).
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Write the merged JSON report here.
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    /// Write a JUnit XML report of the merged result here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkloadCommand {
+    /// Parse and validate workload files.
+    Check { files: Vec<PathBuf> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +208,30 @@ struct RecordArgs {
     agent: Option<PathBuf>,
 }
 
+fn load_workload(
+    path: &std::path::Path,
+    seed: Option<u64>,
+) -> anyhow::Result<powercut_workloads::spec::Workload> {
+    let mut workload = powercut_workloads::spec::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(seed) = seed {
+        workload.seed = seed;
+        workload.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(workload)
+}
+
+/// Exit code of a report: 0 when every invariant held, 1 otherwise.
+fn report_outcome(report: &powercut_oracles::report::Report) -> anyhow::Result<()> {
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(
+            check_cmds::ViolationFound(format!("{} violations", report.all_violations().count()))
+                .into(),
+        )
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = vm::progress::Progress::stderr();
     match cli.command {
@@ -99,12 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record(args) => {
-            let mut workload = powercut_workloads::spec::load(&args.workload).map_err(|e| {
-                anyhow::anyhow!("loading workload {}: {e}", args.workload.display())
-            })?;
-            if let Some(seed) = args.seed {
-                workload.seed = seed;
-            }
+            let workload = load_workload(&args.workload, args.seed)?;
             let options = record::RecordOptions {
                 image: vm::image::BuildOptions {
                     flavor: args.kernel,
@@ -121,6 +266,87 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Run(args) => {
+            let workload = load_workload(&args.workload, args.seed)?;
+            eprintln!(
+                "seed {} (re-run with --seed {})",
+                workload.seed, workload.seed
+            );
+            let out = args.out.unwrap_or_else(|| {
+                PathBuf::from("out").join(format!("{}-{}", workload.name, workload.seed))
+            });
+            let options = record::RecordOptions {
+                image: vm::image::BuildOptions {
+                    flavor: args.kernel,
+                    agent: args.agent,
+                },
+                timeout: std::time::Duration::from_secs(args.timeout),
+            };
+            let report = check_cmds::run(&workload, &out, &options, &args.check, &progress)?;
+            report_outcome(&report)
+        }
+        Command::Check(args) => {
+            let workload = check_cmds::load_recorded_workload(&args.dir)?;
+            let report = check_cmds::check_recording(&args.dir, &workload, &args.check)?;
+            report_outcome(&report)
+        }
+        Command::Repro(args) => {
+            let held = check_cmds::repro(
+                &args.state_id,
+                &args.log,
+                &args.base,
+                args.fs,
+                args.seed,
+                &args.keep,
+            )?;
+            if held {
+                Ok(())
+            } else {
+                Err(check_cmds::ViolationFound(format!("state {}", args.state_id)).into())
+            }
+        }
+        Command::Replay(args) => {
+            check_cmds::replay(&args.log, &args.base, args.to, args.mark, &args.out)
+        }
+        Command::Log {
+            command:
+                LogCommand::Inspect {
+                    log,
+                    list,
+                    json,
+                    base,
+                    fs,
+                    seed,
+                },
+        } => check_cmds::inspect(&log, list, json, base.as_deref(), fs, seed),
+        Command::Merge(args) => {
+            let merged =
+                check_cmds::merge(&args.reports, args.out.as_deref(), args.junit.as_deref())?;
+            report_outcome(&merged)
+        }
+        Command::Workload {
+            command: WorkloadCommand::Check { files },
+        } => {
+            let mut failed = 0;
+            for file in &files {
+                match powercut_workloads::spec::load(file) {
+                    Ok(w) => println!(
+                        "{}: ok ({} steps, about {} acks)",
+                        file.display(),
+                        w.steps.len(),
+                        w.total_acks_estimate()
+                    ),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} workload files are invalid", files.len());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -129,6 +355,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(violation) = e.downcast_ref::<check_cmds::ViolationFound>() {
+                eprintln!("powercut: {violation}");
+                return ExitCode::from(check_cmds::EXIT_VIOLATION);
+            }
             if let Some(skipped) = e.downcast_ref::<Skipped>() {
                 eprintln!("powercut: {skipped}");
                 return ExitCode::from(EXIT_SKIPPED);

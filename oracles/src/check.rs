@@ -33,6 +33,8 @@ pub struct CheckConfig {
     pub max_exhaustive_subset: usize,
     pub samples_per_epoch: usize,
     pub torn_samples: usize,
+    /// The device's atomic write size: tears split writes only at multiples of it.
+    pub atomic_write_bytes: u64,
     /// Seed of sampled subsets and tears (printed in the report; ids carry the derived seeds).
     pub seed: u64,
     /// Failing images, the log and the ledger go here.
@@ -65,6 +67,7 @@ impl Default for CheckConfig {
             max_exhaustive_subset: e.max_exhaustive_subset,
             samples_per_epoch: e.samples_per_epoch,
             torn_samples: e.torn_samples,
+            atomic_write_bytes: e.atomic_write_bytes,
             seed: 0,
             keep_dir: None,
             scratch_dir: None,
@@ -84,6 +87,7 @@ impl CheckConfig {
             max_exhaustive_subset: self.max_exhaustive_subset,
             samples_per_epoch: self.samples_per_epoch,
             torn_samples: self.torn_samples,
+            atomic_write_bytes: self.atomic_write_bytes,
             seed: self.seed,
         }
     }
@@ -710,6 +714,7 @@ mod tests {
             &log,
             &EnumConfig {
                 torn_samples: 3,
+                atomic_write_bytes: 512,
                 ..EnumConfig::default()
             },
         );

@@ -33,11 +33,23 @@ pub enum Subset {
     Sampled(u64),
 }
 
-/// One volatile write applied torn: the sectors kept are drawn from `mask_seed`.
+/// One volatile write applied torn: the units kept are drawn from `mask_seed`. A unit is
+/// `unit_sectors` log sectors: the device's atomic write size (a tear never splits a unit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tear {
     pub entry: u64,
+    pub unit_sectors: u64,
     pub mask_seed: u64,
+}
+
+/// Largest atomic unit accepted in ids (1 MiB of 512-byte sectors).
+pub const MAX_TEAR_UNIT_SECTORS: u64 = 2048;
+
+impl Tear {
+    /// Units of a write of `nr_sectors` sectors (the last one may be short).
+    pub fn units(unit_sectors: u64, nr_sectors: u64) -> u64 {
+        nr_sectors.div_ceil(unit_sectors.max(1))
+    }
 }
 
 /// Printable, parseable name of a crash state.
@@ -118,7 +130,11 @@ impl fmt::Display for StateId {
             }
         }
         if let Some(t) = &self.tear {
-            write!(f, "t{}.{:x}", t.entry, t.mask_seed)?;
+            if t.unit_sectors == 1 {
+                write!(f, "t{}.{:x}", t.entry, t.mask_seed)?;
+            } else {
+                write!(f, "t{}u{}.{:x}", t.entry, t.unit_sectors, t.mask_seed)?;
+            }
         }
         Ok(())
     }
@@ -159,10 +175,26 @@ impl FromStr for StateId {
         let (body, tear) = match body.split_once('t') {
             Some((b, t)) => {
                 let (e, m) = t.split_once('.').ok_or_else(|| err("tear without '.'"))?;
+                let (e, unit) = match e.split_once('u') {
+                    Some((e, u)) => (e, u),
+                    None => (e, "1"),
+                };
                 let entry = e.parse().map_err(|_| err("tear entry is not a number"))?;
+                let unit_sectors: u64 =
+                    unit.parse().map_err(|_| err("tear unit is not a number"))?;
+                if unit_sectors == 0 || unit_sectors > MAX_TEAR_UNIT_SECTORS {
+                    return Err(err("tear unit out of range"));
+                }
                 let mask_seed =
                     u64::from_str_radix(m, 16).map_err(|_| err("tear seed is not hex"))?;
-                (b, Some(Tear { entry, mask_seed }))
+                (
+                    b,
+                    Some(Tear {
+                        entry,
+                        unit_sectors,
+                        mask_seed,
+                    }),
+                )
             }
             None => (body, None),
         };
@@ -366,13 +398,18 @@ pub fn resolve(log: &BlockLog, id: &StateId) -> Result<CrashState, ResolveError>
             });
         }
         let e = &log.entries()[t.entry as usize];
-        if e.nr_sectors < 2 {
+        let units = Tear::units(t.unit_sectors, e.nr_sectors);
+        if units < 2 {
             return Err(ResolveError::NotTearable {
                 id: ids(),
                 entry: t.entry,
             });
         }
-        torn = Some((t.entry, tear_mask(t.mask_seed, e.nr_sectors)));
+        let unit_mask = tear_mask(t.mask_seed, units);
+        let sector_mask = (0..e.nr_sectors)
+            .map(|i| unit_mask[(i / t.unit_sectors) as usize])
+            .collect();
+        torn = Some((t.entry, sector_mask));
     }
     let mut applied = Vec::new();
     let mut lossy = chosen.len() < volatile.len();
@@ -450,6 +487,17 @@ pub struct EnumConfig {
     pub torn_samples: usize,
     /// Seed of the sampled subsets and tears.
     pub seed: u64,
+    /// The device's atomic write size in bytes: tears split writes only at multiples of it.
+    /// 4096 by default (the file systems' block size): tearing inside one file-system block
+    /// breaks metadata checksums of the file system itself, which is not the engine's bug.
+    pub atomic_write_bytes: u64,
+}
+
+impl EnumConfig {
+    /// The atomic unit in sectors of `log`.
+    pub fn tear_unit_sectors(&self, log: &BlockLog) -> u64 {
+        (self.atomic_write_bytes / u64::from(log.sectorsize())).clamp(1, MAX_TEAR_UNIT_SECTORS)
+    }
 }
 
 impl Default for EnumConfig {
@@ -458,6 +506,7 @@ impl Default for EnumConfig {
             max_exhaustive_subset: 6,
             samples_per_epoch: 16,
             torn_samples: 4,
+            atomic_write_bytes: 4096,
             seed: 0,
         }
     }
@@ -495,6 +544,7 @@ pub fn cut_points(log: &BlockLog) -> Vec<u64> {
 pub fn enumerate(log: &BlockLog, cfg: &EnumConfig) -> Enumeration {
     let mut ids: Vec<StateId> = Vec::new();
     let hash = log.hash();
+    let unit_sectors = cfg.tear_unit_sectors(log);
     for cut in cut_points(log) {
         let volatile = volatile_writes(log, cut);
         let mk = |subset, tear| StateId {
@@ -526,7 +576,7 @@ pub fn enumerate(log: &BlockLog, cfg: &EnumConfig) -> Enumeration {
         let tearable: Vec<u64> = volatile
             .iter()
             .copied()
-            .filter(|&e| log.entries()[e as usize].nr_sectors >= 2)
+            .filter(|&e| Tear::units(unit_sectors, log.entries()[e as usize].nr_sectors) >= 2)
             .collect();
         if !tearable.is_empty() {
             for j in 0..cfg.torn_samples as u64 {
@@ -537,6 +587,7 @@ pub fn enumerate(log: &BlockLog, cfg: &EnumConfig) -> Enumeration {
                     Subset::Sampled(subset_seed),
                     Some(Tear {
                         entry,
+                        unit_sectors,
                         mask_seed: splitmix(s ^ 2),
                     }),
                 ));
@@ -630,6 +681,7 @@ mod tests {
             &log,
             &EnumConfig {
                 torn_samples: 3,
+                atomic_write_bytes: 512,
                 ..EnumConfig::default()
             },
         );
@@ -658,6 +710,7 @@ mod tests {
             samples_per_epoch: 5,
             torn_samples: 2,
             seed: 9,
+            atomic_write_bytes: 512,
         };
         let en = enumerate(&log, &cfg);
         assert!(en.states.len() <= 1 + 5 + 2 + 1 + 1);
@@ -758,7 +811,13 @@ mod tests {
                 .prop_map(|s| Subset::List(s.into_iter().collect())),
         ];
         let tear = proptest::option::of(
-            (any::<u64>(), any::<u64>()).prop_map(|(entry, mask_seed)| Tear { entry, mask_seed }),
+            (any::<u64>(), 1..=MAX_TEAR_UNIT_SECTORS, any::<u64>()).prop_map(
+                |(entry, unit_sectors, mask_seed)| Tear {
+                    entry,
+                    unit_sectors,
+                    mask_seed,
+                },
+            ),
         );
         (any::<u32>(), any::<u64>(), subset, tear).prop_map(|(log_hash, cut, subset, tear)| {
             StateId {

@@ -20,6 +20,7 @@ fn cfg(dir: &std::path::Path) -> CheckConfig {
         max_exhaustive_subset: 4,
         samples_per_epoch: 6,
         torn_samples: 3,
+        atomic_write_bytes: 512,
         seed: 11,
         ..CheckConfig::default()
     }

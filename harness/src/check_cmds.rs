@@ -1,0 +1,522 @@
+//! The checking side of the CLI: `run` (record + check), `check` (an existing recording),
+//! `repro`, `replay`, `log inspect` and `merge`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use powercut_oracles::blocklog::BlockLog;
+use powercut_oracles::check::{self, CheckConfig, Progress};
+use powercut_oracles::coverage;
+use powercut_oracles::invariants::{InvariantConfig, RecoveredJournal, TailInfo};
+use powercut_oracles::mount::FsType;
+use powercut_oracles::replay::{self, ReplayTarget};
+use powercut_oracles::report::{self, Report};
+use powercut_workloads::spec::{Filesystem, Workload};
+
+use crate::record::{self, RecordOptions};
+use crate::vm;
+
+/// Exit code of a run in which an invariant was violated.
+pub const EXIT_VIOLATION: u8 = 1;
+
+/// The guest agent runs the workload in `pc/` of the data file system.
+const GUEST_JOURNAL_DIR: &str = "pc/journal";
+const GUEST_FILES_DIR: &str = "pc/files";
+
+/// Knobs shared by `run`, `check` and `repro`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Seed of the sampled subsets and tears (default: the workload seed).
+    #[arg(long)]
+    pub enumeration_seed: Option<u64>,
+    /// Stop starting new crash states after this long (e.g. 90s, 5m, 1h); the report says what
+    /// was covered.
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Option<Duration>,
+    /// Check only shard K of N (0-based), e.g. 0/4; `powercut merge` joins the shard reports.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// Epochs with at most this many writes get every subset checked; larger ones are sampled.
+    #[arg(long, default_value_t = CheckConfig::default().max_exhaustive_subset)]
+    pub max_exhaustive_subset: usize,
+    /// Sampled subsets per large epoch.
+    #[arg(long, default_value_t = CheckConfig::default().samples_per_epoch)]
+    pub samples_per_epoch: usize,
+    /// Torn variants per multi-sector write.
+    #[arg(long, default_value_t = CheckConfig::default().torn_samples)]
+    pub torn_samples: usize,
+    /// The device's atomic write size: torn writes split only at multiples of it. 4096 (the
+    /// file systems' block size) by default; 512 also tears file-system metadata blocks, which
+    /// ext4 then refuses to mount (its metadata checksums fail): a file-system finding.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(512..=1048576))]
+    pub atomic_write_bytes: u64,
+    /// Build crash images here (a reflink-capable file system makes each state a clone).
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a JUnit XML report here (one testcase per workload x invariant).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Parallel checkers (each mounts its own images).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+impl CheckArgs {
+    fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {
+        CheckConfig {
+            budget: self.budget,
+            shard: self.shard,
+            max_exhaustive_subset: self.max_exhaustive_subset,
+            samples_per_epoch: self.samples_per_epoch,
+            torn_samples: self.torn_samples,
+            atomic_write_bytes: self.atomic_write_bytes,
+            seed: self.enumeration_seed.unwrap_or(workload_seed),
+            keep_dir: Some(keep_dir),
+            scratch_dir: self.scratch_dir.clone(),
+            workers: self.workers.max(1),
+            invariants: guest_invariant_config(),
+            ..CheckConfig::default()
+        }
+    }
+}
+
+/// Where the guest agent keeps the journal and the files inside the data file system.
+pub fn guest_invariant_config() -> InvariantConfig {
+    InvariantConfig {
+        journal_dir: PathBuf::from(GUEST_JOURNAL_DIR),
+        files_dir: PathBuf::from(GUEST_FILES_DIR),
+    }
+}
+
+/// The engine's own recovery, in the shape the oracles take.
+pub fn writer_recovery(dir: &Path) -> Result<RecoveredJournal, String> {
+    let recovery = powercut_writer::recover(dir).map_err(|e| e.to_string())?;
+    Ok(RecoveredJournal {
+        records: recovery
+            .records
+            .into_iter()
+            .map(|r| (r.lsn, r.payload))
+            .collect(),
+        truncated_tail: recovery.truncated_tail.map(|t| TailInfo {
+            segment: t.segment,
+            offset: t.offset,
+            discarded_bytes: t.discarded_bytes,
+        }),
+    })
+}
+
+/// Parses `90`, `90s`, `5m`, `1h`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: expected e.g. 90s, 5m, 1h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "bad duration unit {unit:?} in {text:?} (ms, s, m, h)"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 || seconds > 30.0 * 86_400.0 {
+        return Err(format!("duration {text:?} out of range (0 to 30 days)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `K/N` with K < N.
+pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("bad shard {text:?}: expected K/N, e.g. 0/4"))?;
+    let k: u32 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad shard index in {text:?}"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad shard count in {text:?}"))?;
+    if n == 0 || k >= n {
+        return Err(format!("bad shard {text:?}: need 0 <= K < N"));
+    }
+    Ok((k, n))
+}
+
+fn fs_type(fs: Filesystem) -> FsType {
+    match fs {
+        Filesystem::Ext4 => FsType::Ext4,
+        Filesystem::Xfs => FsType::Xfs,
+    }
+}
+
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} {msg} (eta {eta})",
+        )
+        .expect("static progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Checks a recording directory (as `record` leaves it) and writes the reports.
+pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Result<Report> {
+    let log = dir.join("log.bin");
+    let base = dir.join("base.img");
+    for needed in [&log, &base] {
+        if !needed.exists() {
+            bail!(
+                "{} is missing: is {} a recording made by `powercut record`?",
+                needed.display(),
+                dir.display()
+            );
+        }
+    }
+    let keep = dir.join("violations");
+    let config = args.config(workload.seed, keep.clone());
+    eprintln!(
+        "checking crash states of {} (seed {}, enumeration seed {})",
+        log.display(),
+        workload.seed,
+        config.seed
+    );
+    let bar = progress_bar(0, "states");
+    let mut on_progress = |p: Progress| {
+        bar.set_length(p.states_total);
+        bar.set_position(p.states_done);
+        bar.set_message(format!("{} violations", p.violations));
+    };
+    let report = check::check_log(
+        &log,
+        &base,
+        fs_type(workload.filesystem),
+        workload.seed,
+        &config,
+        &writer_recovery,
+        &mut on_progress,
+    )
+    .with_context(|| format!("checking {}", log.display()))?;
+    bar.finish_and_clear();
+    let mut report = report;
+    report.workload = workload.name.clone();
+    write_reports(&report, args)?;
+    if !report.passed() {
+        eprintln!(
+            "failing images, the log and the ledger are kept in {}",
+            keep.display()
+        );
+    }
+    Ok(report)
+}
+
+fn write_reports(report: &Report, args: &CheckArgs) -> Result<()> {
+    println!("{}", report.summary());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JSON report: {}", path.display());
+    }
+    if let Some(path) = &args.junit {
+        let text = report.to_junit().context("rendering JUnit XML")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JUnit report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `powercut run`: record the workload in a VM, then check every crash state of its log.
+pub fn run(
+    workload: &Workload,
+    out: &Path,
+    record_options: &RecordOptions,
+    args: &CheckArgs,
+    progress: &vm::progress::Progress,
+) -> Result<Report> {
+    let started = Instant::now();
+    eprintln!(
+        "powercut run: workload {} seed {} -> {}",
+        workload.name,
+        workload.seed,
+        out.display()
+    );
+    let outcome = record::record(workload, out, record_options, progress)?;
+    eprintln!(
+        "recorded {} acks, {} bytes of block log in {:.1}s",
+        outcome.summary.acks,
+        outcome.summary.log_bytes,
+        started.elapsed().as_secs_f64()
+    );
+    let report = check_recording(out, workload, args)?;
+    eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// Loads `workload.json` that `record` leaves beside the log.
+pub fn load_recorded_workload(dir: &Path) -> Result<Workload> {
+    let path = dir.join("workload.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
+    Workload::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `powercut repro STATE_ID --log LOG --base BASE`: rebuild one state offline and check it.
+pub fn repro(
+    state_id: &str,
+    log: &Path,
+    base: &Path,
+    fs: Option<FsType>,
+    seed: Option<u64>,
+    keep: &Path,
+) -> Result<bool> {
+    let recorded = log
+        .parent()
+        .map(load_recorded_workload)
+        .transpose()
+        .ok()
+        .flatten();
+    let fs = fs
+        .or(recorded.as_ref().map(|w| fs_type(w.filesystem)))
+        .context("no --fs given and no workload.json beside the log to take it from")?;
+    let seed = seed
+        .or(recorded.as_ref().map(|w| w.seed))
+        .context("no --seed given and no workload.json beside the log to take it from")?;
+    let config = CheckConfig {
+        keep_dir: Some(keep.to_path_buf()),
+        invariants: guest_invariant_config(),
+        ..CheckConfig::default()
+    };
+    let outcome = check::check_one(state_id, log, base, fs, seed, &config, &writer_recovery)
+        .with_context(|| format!("rebuilding state {state_id}"))?;
+    println!("state      {}", outcome.state_id);
+    println!("kind       {}", outcome.kind.as_str());
+    match (&outcome.recovery_error, outcome.records_recovered) {
+        (Some(e), _) => println!("recovery   error: {e}"),
+        (None, Some(n)) => println!("recovery   {n} records"),
+        (None, None) => println!("recovery   not run"),
+    }
+    if let Some(t) = outcome.truncated_tail {
+        println!(
+            "torn tail  segment {} offset {} ({} bytes discarded)",
+            t.segment, t.offset, t.discarded_bytes
+        );
+    }
+    if let Some(p) = &outcome.mid_log_probe {
+        println!("I5 probe   {p}");
+    }
+    if outcome.violations.is_empty() {
+        println!("verdict    every invariant held");
+    } else {
+        for v in &outcome.violations {
+            println!(
+                "violation  {} at {}: expected {}, found {}",
+                v.invariant,
+                v.step.as_deref().unwrap_or("-"),
+                v.expected,
+                v.found
+            );
+        }
+        if let Some(k) = &outcome.kept {
+            println!("image kept {}", k.display());
+        }
+    }
+    Ok(outcome.violations.is_empty())
+}
+
+/// `powercut replay LOG --base BASE --to N|--mark LABEL -o OUT`.
+pub fn replay(
+    log: &Path,
+    base: &Path,
+    to: Option<String>,
+    mark: Option<String>,
+    out: &Path,
+) -> Result<()> {
+    let target = match (to, mark) {
+        (Some(end), None) if end == "end" => ReplayTarget::End,
+        (Some(n), None) => ReplayTarget::Entry(
+            n.parse()
+                .with_context(|| format!("--to {n:?}: expected an entry index or `end`"))?,
+        ),
+        (None, Some(label)) => ReplayTarget::Mark(label),
+        _ => bail!("give exactly one of --to N and --mark LABEL"),
+    };
+    let started = Instant::now();
+    let summary = replay::replay_to(log, base, target, out)
+        .with_context(|| format!("replaying {} onto {}", log.display(), base.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    println!("wrote {} in {seconds:.2}s", out.display());
+    Ok(())
+}
+
+/// `powercut log inspect LOG [--list] [--json] [--base BASE]`.
+pub fn inspect(
+    log_path: &Path,
+    list: bool,
+    json: bool,
+    base: Option<&Path>,
+    fs: Option<FsType>,
+    seed: Option<u64>,
+) -> Result<()> {
+    let log =
+        BlockLog::open(log_path).with_context(|| format!("reading {}", log_path.display()))?;
+    let mut stats = log.stats();
+    if let Some(base) = base {
+        let recorded = log_path
+            .parent()
+            .map(load_recorded_workload)
+            .transpose()
+            .ok()
+            .flatten();
+        let fs = fs
+            .or(recorded.as_ref().map(|w| fs_type(w.filesystem)))
+            .context("--base needs --fs (or a workload.json beside the log)")?;
+        let seed = seed
+            .or(recorded.as_ref().map(|w| w.seed))
+            .context("--base needs --seed (or a workload.json beside the log)")?;
+        let config = CheckConfig {
+            invariants: guest_invariant_config(),
+            ..CheckConfig::default()
+        };
+        let coverage =
+            coverage::check_coverage(log_path, base, fs, seed, &config, &writer_recovery)
+                .context("checking that every ack is covered by a flush")?;
+        stats.acks_covered = Some(coverage.acks_covered);
+        stats.acks_uncovered = Some(coverage.acks_uncovered);
+        if !json {
+            for label in &coverage.uncovered {
+                println!("uncovered ack: {label}");
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if list {
+        for entry in log.entries() {
+            let mut line = format!(
+                "#{:<7} @{:<10} {:<14} sector {:<10} sectors {:<6}",
+                entry.index,
+                entry.header_offset_bytes,
+                entry.flag_names(),
+                entry.sector,
+                entry.nr_sectors
+            );
+            if let Some(label) = &entry.mark {
+                line.push_str(&format!(" mark {label}"));
+            }
+            writeln!(out, "{line}")?;
+        }
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
+    } else {
+        writeln!(
+            out,
+            "log        {} ({} bytes, sector size {})",
+            log_path.display(),
+            log.len_bytes(),
+            log.sectorsize()
+        )?;
+        writeln!(
+            out,
+            "entries    {} ({} past the super's nr_entries)",
+            stats.entries,
+            log.entries_past_nr_entries()
+        )?;
+        writeln!(
+            out,
+            "writes     {} ({} bytes of data)",
+            stats.writes, stats.data_bytes
+        )?;
+        writeln!(
+            out,
+            "flushes    {}  fua {}  discards {}  marks {}",
+            stats.flushes, stats.fua, stats.discards, stats.marks
+        )?;
+        writeln!(out, "epochs     {}", stats.epochs)?;
+        if let (Some(c), Some(u)) = (stats.acks_covered, stats.acks_uncovered) {
+            writeln!(out, "acks       {c} covered by a flush, {u} uncovered")?;
+        }
+    }
+    if stats.acks_uncovered.is_some_and(|u| u > 0) {
+        bail!(ViolationFound(format!(
+            "{} acks not covered by a flush or FUA write",
+            stats.acks_uncovered.unwrap_or(0)
+        )));
+    }
+    Ok(())
+}
+
+/// `powercut merge A.json B.json.. [-o OUT]`.
+pub fn merge(inputs: &[PathBuf], out: Option<&Path>, junit: Option<&Path>) -> Result<Report> {
+    let mut reports = Vec::new();
+    for path in inputs {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let r: Report = serde_json::from_str(&text)
+            .with_context(|| format!("parsing report {}", path.display()))?;
+        reports.push(r);
+    }
+    let merged = report::merge(&reports).context("merging shard reports")?;
+    println!("{}", merged.summary());
+    if let Some(out) = out {
+        std::fs::write(out, serde_json::to_string_pretty(&merged)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, merged.to_junit().context("rendering JUnit XML")?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(merged)
+}
+
+/// An invariant violation found by a command that is not `run` (exit code 1).
+#[derive(Debug)]
+pub struct ViolationFound(pub String);
+
+impl std::fmt::Display for ViolationFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invariant violated: {}", self.0)
+    }
+}
+
+impl std::error::Error for ViolationFound {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("five").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(parse_shard("1/4").unwrap(), (1, 4));
+        assert!(parse_shard("4/4").is_err());
+        assert!(parse_shard("1").is_err());
+        assert!(parse_shard("0/0").is_err());
+    }
+}
