@@ -1,1 +1,30 @@
-//! The durable-write engine.
+//! The durable-write engine: an append-only journal of checksummed records on O_DIRECT files,
+//! written through io_uring (or pwritev2) with group commit.
+//!
+//! The byte format, the segment naming, the recovery rules and the ingest server's wire
+//! protocol are described in `docs/journal-format.md`.
+
+mod alignment;
+mod error;
+mod journal;
+mod options;
+pub mod record;
+mod recovery;
+mod segment;
+pub mod server;
+mod storage;
+mod sys;
+
+pub mod bench;
+
+pub use alignment::discover_alignment_bytes;
+pub use error::JournalError;
+pub use journal::{IoPath, Journal, JournalStats, OpenReport, MAX_GROUPS_IN_FLIGHT};
+pub use options::{Durability, IoPathChoice, JournalOptions, Preallocation};
+pub use recovery::{
+    recover, recover_with_storage, LogEnd, RecoveredRecord, Recovery, SegmentSummary, TruncatedTail,
+};
+pub use storage::{FaultPlan, FaultyStorage, OpenFlags, RealStorage, SegmentFile, Storage};
+
+/// Log sequence number: records are numbered 1, 2, 3, ... without holes.
+pub type Lsn = u64;

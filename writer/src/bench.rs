@@ -1,0 +1,234 @@
+//! The `bench` command: acknowledged records per second and latency percentiles of
+//! `append_durable` from concurrent clients.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use crate::{Durability, IoPath, Journal, JournalError, JournalOptions};
+
+/// Parameters of a run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// Concurrent clients (threads calling `append_durable`).
+    pub clients: usize,
+    /// Duration of the measurement.
+    pub duration: Duration,
+    /// Journal options (durability mode included).
+    pub journal: JournalOptions,
+    /// Retire durable segments while running (recycling them), as a checkpointing user would.
+    pub retire: bool,
+}
+
+/// Results of a run.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Acknowledged records.
+    pub records: u64,
+    /// Measured wall time in seconds.
+    pub elapsed_seconds: f64,
+    /// Acknowledged records per second.
+    pub records_per_second: f64,
+    /// Acknowledged payload MiB per second.
+    pub mib_per_second: f64,
+    /// Median latency.
+    pub p50_us: f64,
+    /// 99th percentile latency.
+    pub p99_us: f64,
+    /// 99.9th percentile latency.
+    pub p999_us: f64,
+    /// Durability mode.
+    pub mode: Durability,
+    /// Submission path.
+    pub io_path: IoPath,
+    /// Whether O_DIRECT was in effect.
+    pub direct_io: bool,
+    /// Alignment in bytes.
+    pub alignment_bytes: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Payload bytes per record.
+    pub record_bytes: usize,
+    /// Group commits written.
+    pub groups: u64,
+}
+
+impl BenchResult {
+    /// Records per group commit on average.
+    pub fn mean_group_records(&self) -> f64 {
+        if self.groups == 0 {
+            0.0
+        } else {
+            self.records as f64 / self.groups as f64
+        }
+    }
+
+    /// One JSON object.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"records\":{},\"elapsed_seconds\":{:.3},\"records_per_second\":{:.1},\"mib_per_second\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"mode\":\"{}\",\"io_path\":\"{}\",\"direct_io\":{},\"alignment_bytes\":{},\"clients\":{},\"record_bytes\":{},\"groups\":{},\"mean_group_records\":{:.2}}}",
+            self.records,
+            self.elapsed_seconds,
+            self.records_per_second,
+            self.mib_per_second,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.mode.name(),
+            self.io_path.name(),
+            self.direct_io,
+            self.alignment_bytes,
+            self.clients,
+            self.record_bytes,
+            self.groups,
+            self.mean_group_records()
+        )
+    }
+}
+
+impl std::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} clients x {} B records, {} ({}, {}): {:.0} records/s, {:.1} MiB/s, latency p50 {:.0} us, p99 {:.0} us, p999 {:.0} us ({} records in {:.1} s, {:.1} records per group commit)",
+            self.clients,
+            self.record_bytes,
+            self.mode.name(),
+            self.io_path.name(),
+            if self.direct_io { "O_DIRECT" } else { "buffered" },
+            self.records_per_second,
+            self.mib_per_second,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.records,
+            self.elapsed_seconds,
+            self.mean_group_records()
+        )
+    }
+}
+
+/// Latency samples kept per client at most (beyond, samples are dropped, counts are not).
+const MAX_SAMPLES_PER_CLIENT: usize = 4_000_000;
+
+fn percentile_us(sorted_ns: &[u64], fraction: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted_ns.len() as f64 * fraction).ceil() as usize).clamp(1, sorted_ns.len());
+    sorted_ns[rank - 1] as f64 / 1000.0
+}
+
+/// Runs the benchmark on a journal in `dir` (created or continued).
+pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalError> {
+    assert!(options.clients > 0, "at least one client");
+    let (journal, report) = Journal::open(dir, options.journal.clone())?;
+    if options.record_bytes > journal.max_payload_bytes() {
+        return Err(JournalError::RecordTooLarge {
+            len_bytes: options.record_bytes,
+            limit_bytes: journal.max_payload_bytes(),
+        });
+    }
+    journal.wait_for_prepared_segment()?;
+    let journal = Arc::new(journal);
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(options.clients + 1));
+    let threads: Vec<_> = (0..options.clients)
+        .map(|client| {
+            let journal = Arc::clone(&journal);
+            let stop = Arc::clone(&stop);
+            let barrier = Arc::clone(&barrier);
+            let record_bytes = options.record_bytes;
+            std::thread::spawn(move || -> Result<(u64, Vec<u64>), JournalError> {
+                let payload: Vec<u8> = (0..record_bytes).map(|i| (i + client) as u8).collect();
+                let mut samples = Vec::with_capacity(1 << 16);
+                let mut count = 0u64;
+                barrier.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    journal.append_durable(&payload)?;
+                    let ns = start.elapsed().as_nanos() as u64;
+                    count += 1;
+                    if samples.len() < MAX_SAMPLES_PER_CLIENT {
+                        samples.push(ns);
+                    }
+                }
+                Ok((count, samples))
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    // Like a database checkpointing its log: records already durable are released, so
+    // rotations reuse (recycle) written segments instead of zero-filling new ones.
+    while start.elapsed() < options.duration {
+        std::thread::sleep(
+            Duration::from_millis(50).min(options.duration.saturating_sub(start.elapsed())),
+        );
+        if options.retire {
+            journal.retire_before(journal.durable_lsn())?;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut records = 0u64;
+    let mut samples = Vec::new();
+    let mut first_error = None;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok((count, mut client_samples))) => {
+                records += count;
+                samples.append(&mut client_samples);
+            }
+            Ok(Err(err)) => {
+                first_error.get_or_insert(err);
+            }
+            Err(_) => {
+                first_error.get_or_insert(JournalError::Closed);
+            }
+        }
+    }
+    let elapsed_seconds = start.elapsed().as_secs_f64();
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    let stats = journal.stats();
+    let groups = stats.groups;
+    if let Some(journal) = Arc::into_inner(journal) {
+        journal.close()?;
+    }
+    samples.sort_unstable();
+    let records_per_second = records as f64 / elapsed_seconds;
+    Ok(BenchResult {
+        records,
+        elapsed_seconds,
+        records_per_second,
+        mib_per_second: records_per_second * options.record_bytes as f64 / (1024.0 * 1024.0),
+        p50_us: percentile_us(&samples, 0.50),
+        p99_us: percentile_us(&samples, 0.99),
+        p999_us: percentile_us(&samples, 0.999),
+        mode: options.journal.durability,
+        io_path: report.io_path,
+        direct_io: report.direct_io,
+        alignment_bytes: report.alignment_bytes,
+        clients: options.clients,
+        record_bytes: options.record_bytes,
+        groups,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let samples: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
+        assert_eq!(percentile_us(&samples, 0.5), 500.0);
+        assert_eq!(percentile_us(&samples, 0.99), 990.0);
+        assert_eq!(percentile_us(&samples, 0.999), 999.0);
+        assert_eq!(percentile_us(&[], 0.5), 0.0);
+    }
+}

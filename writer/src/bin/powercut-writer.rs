@@ -1,0 +1,260 @@
+//! `powercut-writer`: serve, recover, bench. Flags are parsed by hand so the crate needs no
+//! command-line library. Exit codes: 0 success, 1 the operation failed, 2 bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use powercut_writer::bench::{self, BenchOptions};
+use powercut_writer::server::{self, ServeOptions};
+use powercut_writer::{recover, Durability, IoPathChoice, JournalOptions, Preallocation};
+
+const USAGE: &str = "usage:
+  powercut-writer serve   --dir D [--listen 127.0.0.1:7171] [--mode dsync|fdatasync]
+                          [--max-frame-bytes N] [--max-connections N] [--idle-timeout-seconds S]
+  powercut-writer recover --dir D [--json]
+  powercut-writer bench   --dir D --mode dsync|fdatasync --record-bytes N --clients C --seconds S
+                          [--json] [--segment-bytes N] [--preallocation zero|fallocate|none]
+                          [--io-path auto|io_uring|pwritev2] [--max-staging-bytes N]
+                          [--max-write-chunk-bytes N] [--groups-in-flight 1..8] [--keep-segments]
+  (bench retires durable segments as it goes, so rotations recycle them, unless
+   --keep-segments)";
+
+struct Flags {
+    values: Vec<(String, Option<String>)>,
+}
+
+const SWITCHES: &[&str] = &["--json", "--keep-segments"];
+
+impl Flags {
+    fn parse(args: &[String], allowed: &[&str]) -> Result<Flags, String> {
+        let mut values = Vec::new();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            if !allowed.contains(&arg.as_str()) {
+                return Err(format!("unknown argument {arg:?}"));
+            }
+            if values.iter().any(|(name, _)| name == arg) {
+                return Err(format!("{arg} given twice"));
+            }
+            if SWITCHES.contains(&arg.as_str()) {
+                values.push((arg.clone(), None));
+            } else {
+                let value = iter.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                values.push((arg.clone(), Some(value.clone())));
+            }
+        }
+        Ok(Flags { values })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.values.iter().any(|(n, _)| n == name)
+    }
+
+    fn required(&self, name: &str) -> Result<&str, String> {
+        self.get(name).ok_or_else(|| format!("{name} is required"))
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{name}: {text:?} is not a valid number")),
+        }
+    }
+}
+
+fn durability(flags: &Flags) -> Result<Option<Durability>, String> {
+    flags
+        .get("--mode")
+        .map(|text| {
+            Durability::parse(text)
+                .ok_or_else(|| format!("--mode: {text:?} is not dsync or fdatasync"))
+        })
+        .transpose()
+}
+
+enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let Some(command) = args.first() else {
+        return Err(Failure::Usage("no command given".into()));
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "serve" => {
+            let flags = Flags::parse(
+                rest,
+                &[
+                    "--dir",
+                    "--listen",
+                    "--mode",
+                    "--max-frame-bytes",
+                    "--max-connections",
+                    "--idle-timeout-seconds",
+                ],
+            )
+            .map_err(Failure::Usage)?;
+            let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
+            let mut journal = JournalOptions::default();
+            if let Some(mode) = durability(&flags).map_err(Failure::Usage)? {
+                journal.durability = mode;
+            }
+            let mut options = ServeOptions::default();
+            if let Some(listen) = flags.get("--listen") {
+                options.listen = listen.to_string();
+            }
+            if let Some(n) = flags.number("--max-frame-bytes").map_err(Failure::Usage)? {
+                options.max_frame_bytes = n;
+            }
+            if let Some(n) = flags.number("--max-connections").map_err(Failure::Usage)? {
+                options.max_connections = n;
+            }
+            if let Some(n) = flags
+                .number::<u64>("--idle-timeout-seconds")
+                .map_err(Failure::Usage)?
+            {
+                options.idle_timeout = Duration::from_secs(n);
+            }
+            server::serve(&dir, journal, options).map_err(|err| Failure::Run(err.to_string()))
+        }
+        "recover" => {
+            let flags = Flags::parse(rest, &["--dir", "--json"]).map_err(Failure::Usage)?;
+            let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
+            let recovery = recover(&dir).map_err(|err| Failure::Run(err.to_string()))?;
+            if flags.has("--json") {
+                println!("{}", recovery.to_json());
+            } else {
+                println!("{recovery}");
+            }
+            Ok(())
+        }
+        "bench" => {
+            let flags = Flags::parse(
+                rest,
+                &[
+                    "--dir",
+                    "--mode",
+                    "--record-bytes",
+                    "--clients",
+                    "--seconds",
+                    "--json",
+                    "--segment-bytes",
+                    "--preallocation",
+                    "--io-path",
+                    "--max-staging-bytes",
+                    "--max-write-chunk-bytes",
+                    "--keep-segments",
+                    "--groups-in-flight",
+                ],
+            )
+            .map_err(Failure::Usage)?;
+            let usage = Failure::Usage;
+            let dir = PathBuf::from(flags.required("--dir").map_err(usage)?);
+            let mut journal = JournalOptions {
+                durability: durability(&flags)
+                    .map_err(Failure::Usage)?
+                    .ok_or_else(|| Failure::Usage("--mode is required".into()))?,
+                segment_bytes: 64 * 1024 * 1024,
+                ..JournalOptions::default()
+            };
+            let need = |name: &str| -> Result<u64, Failure> {
+                flags
+                    .number::<u64>(name)
+                    .map_err(Failure::Usage)?
+                    .ok_or_else(|| Failure::Usage(format!("{name} is required")))
+            };
+            let record_bytes = need("--record-bytes")? as usize;
+            let clients = need("--clients")? as usize;
+            let seconds = need("--seconds")?;
+            if clients == 0 || clients > 4096 {
+                return Err(Failure::Usage(
+                    "--clients must be between 1 and 4096".into(),
+                ));
+            }
+            if seconds == 0 {
+                return Err(Failure::Usage("--seconds must be positive".into()));
+            }
+            if let Some(n) = flags.number("--segment-bytes").map_err(Failure::Usage)? {
+                journal.segment_bytes = n;
+            }
+            if let Some(n) = flags
+                .number("--max-staging-bytes")
+                .map_err(Failure::Usage)?
+            {
+                journal.max_staging_bytes = n;
+            }
+            if let Some(n) = flags
+                .number("--max-write-chunk-bytes")
+                .map_err(Failure::Usage)?
+            {
+                journal.max_write_chunk_bytes = n;
+            }
+            if let Some(text) = flags.get("--preallocation") {
+                journal.preallocation = Preallocation::parse(text).ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "--preallocation: {text:?} is not zero, fallocate or none"
+                    ))
+                })?;
+            }
+            if let Some(text) = flags.get("--io-path") {
+                journal.io_path = match text {
+                    "auto" => IoPathChoice::Auto,
+                    "io_uring" => IoPathChoice::IoUring,
+                    "pwritev2" => IoPathChoice::Pwritev2,
+                    _ => {
+                        return Err(Failure::Usage(format!(
+                            "--io-path: {text:?} is not auto, io_uring or pwritev2"
+                        )))
+                    }
+                };
+            }
+            let options = BenchOptions {
+                record_bytes,
+                clients,
+                duration: Duration::from_secs(seconds),
+                journal,
+                retire: !flags.has("--keep-segments"),
+            };
+            let result = bench::run(&dir, &options).map_err(|err| Failure::Run(err.to_string()))?;
+            if flags.has("--json") {
+                println!("{}", result.to_json());
+            } else {
+                println!("{result}");
+            }
+            Ok(())
+        }
+        "--help" | "-h" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(Failure::Usage(format!("unknown command {other:?}"))),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("powercut-writer: {message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(message)) => {
+            eprintln!("powercut-writer: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Options of [`crate::Journal::open`].
+
+/// How a write is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Files opened O_DIRECT|O_DSYNC: each write is durable when it completes.
+    Dsync,
+    /// Writes followed by one fdatasync per group commit.
+    Fdatasync,
+}
+
+/// How a new segment file is prepared before records are written into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preallocation {
+    /// fallocate + zero fill + fsync + directory fsync: appends are overwrites of written
+    /// blocks and change no metadata.
+    Zero,
+    /// fallocate only (unwritten extents): every first write converts extents.
+    Fallocate,
+    /// No preallocation: appends extend the file; the file is truncated to its logical size
+    /// on rotation and close.
+    None,
+}
+
+/// Which submission path to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoPathChoice {
+    /// io_uring when it can be set up, else pwritev2.
+    Auto,
+    /// io_uring or fail to open.
+    IoUring,
+    /// Synchronous pwritev2.
+    Pwritev2,
+}
+
+/// Options of a journal.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// Durability mode.
+    pub durability: Durability,
+    /// Size of a segment file in bytes (rounded up to the alignment).
+    pub segment_bytes: u64,
+    /// Segment preparation.
+    pub preallocation: Preallocation,
+    /// Reuse retired segment files (rename + directory fsync) instead of creating new ones.
+    pub recycle_segments: bool,
+    /// Upper bound on the memory of the staging buffers (two buffers of half this size).
+    pub max_staging_bytes: usize,
+    /// Submission path.
+    pub io_path: IoPathChoice,
+    /// Largest single write submitted to the kernel; a group larger than this is split into
+    /// several writes submitted together (io_uring) so the device can work on them in parallel.
+    pub max_write_chunk_bytes: usize,
+    /// Try O_DIRECT (falls back to buffered I/O when the file system refuses it).
+    pub direct_io: bool,
+    /// Prepare the next segment in a background thread while the current one is written.
+    pub prepare_ahead: bool,
+    /// Group commits that may be written at the same time (1 to 8): above 1, the next group is
+    /// submitted while earlier ones are still being written; acknowledgements stay in order.
+    pub max_groups_in_flight: usize,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            durability: Durability::Dsync,
+            segment_bytes: 16 * 1024 * 1024,
+            preallocation: Preallocation::Zero,
+            recycle_segments: true,
+            max_staging_bytes: 8 * 1024 * 1024,
+            io_path: IoPathChoice::Auto,
+            max_write_chunk_bytes: 16 * 1024,
+            direct_io: true,
+            prepare_ahead: true,
+            max_groups_in_flight: 4,
+        }
+    }
+}
+
+impl Durability {
+    /// The name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Dsync => "dsync",
+            Durability::Fdatasync => "fdatasync",
+        }
+    }
+
+    /// Parses `dsync` or `fdatasync`.
+    pub fn parse(text: &str) -> Option<Durability> {
+        match text {
+            "dsync" => Some(Durability::Dsync),
+            "fdatasync" => Some(Durability::Fdatasync),
+            _ => None,
+        }
+    }
+}
+
+impl Preallocation {
+    /// The name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preallocation::Zero => "zero",
+            Preallocation::Fallocate => "fallocate",
+            Preallocation::None => "none",
+        }
+    }
+
+    /// Parses `zero`, `fallocate` or `none`.
+    pub fn parse(text: &str) -> Option<Preallocation> {
+        match text {
+            "zero" => Some(Preallocation::Zero),
+            "fallocate" => Some(Preallocation::Fallocate),
+            "none" => Some(Preallocation::None),
+            _ => None,
+        }
+    }
+}

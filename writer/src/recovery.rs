@@ -1,0 +1,463 @@
+//! Recovery: reads the segments in index order and returns the records of the log, stopping at
+//! the first record that fails its checks.
+//!
+//! What follows the end decides what the end was:
+//! - nothing but zeros, or a valid record of an older generation (a recycled file): a clean end;
+//! - anything else (garbage, a cut record, records that were in flight): a torn tail, reported
+//!   as [`TruncatedTail`], never as records and never as an error;
+//! - a valid record of the segment's own generation whose `synced_lsn` shows the writer knew
+//!   the missing record was durable: mid-log corruption, a hard error.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::JournalError;
+use crate::record::{decode_record, RECORD_ALIGN_BYTES, RECORD_MAGIC};
+use crate::segment::{self, SegmentName};
+use crate::storage::{RealStorage, Storage};
+use crate::Lsn;
+
+/// Largest segment file recovery reads (segments are read whole).
+pub const MAX_SEGMENT_FILE_BYTES: u64 = 1 << 30;
+
+/// A record returned by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredRecord {
+    /// Its log sequence number.
+    pub lsn: Lsn,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Index of the segment holding it.
+    pub segment: u64,
+    /// Byte offset of its header in the segment file.
+    pub offset: u64,
+}
+
+/// A torn tail that recovery cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruncatedTail {
+    /// Segment index.
+    pub segment: u64,
+    /// Offset of the first byte that is not part of the log.
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the discarded (non-zero, non-stale) data.
+    pub discarded_bytes: u64,
+}
+
+/// Where the log ends: the next record goes here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnd {
+    /// Segment index (0 when the directory holds no segment).
+    pub segment: u64,
+    /// Generation of that segment.
+    pub generation: u32,
+    /// Byte offset in the segment.
+    pub offset: u64,
+    /// LSN of the next record.
+    pub next_lsn: Lsn,
+}
+
+/// One segment file as recovery saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Index.
+    pub index: u64,
+    /// Generation.
+    pub generation: u32,
+    /// File size.
+    pub file_bytes: u64,
+    /// Records of the log in it.
+    pub records: u64,
+}
+
+/// The result of recovery.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// The records of the log, LSNs contiguous.
+    pub records: Vec<RecoveredRecord>,
+    /// The torn tail, if one was cut off.
+    pub truncated_tail: Option<TruncatedTail>,
+    /// Where the log ends.
+    pub end: LogEnd,
+    /// The segments scanned.
+    pub segments: Vec<SegmentSummary>,
+    /// Whether the log ended at a stale record of an older generation.
+    pub ended_at_stale_record: bool,
+}
+
+impl Recovery {
+    /// LSN of the last record (0 when empty).
+    pub fn last_lsn(&self) -> Lsn {
+        self.records.last().map_or(0, |record| record.lsn)
+    }
+
+    /// The report as one JSON object (records summarised, payloads omitted).
+    pub fn to_json(&self) -> String {
+        let tail = match self.truncated_tail {
+            Some(tail) => format!(
+                "{{\"segment\":{},\"offset\":{},\"discarded_bytes\":{}}}",
+                tail.segment, tail.offset, tail.discarded_bytes
+            ),
+            None => "null".to_string(),
+        };
+        let segments: Vec<String> = self
+            .segments
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"index\":{},\"generation\":{},\"file_bytes\":{},\"records\":{}}}",
+                    s.index, s.generation, s.file_bytes, s.records
+                )
+            })
+            .collect();
+        format!(
+            "{{\"records\":{},\"first_lsn\":{},\"last_lsn\":{},\"payload_bytes\":{},\"truncated_tail\":{},\"end\":{{\"segment\":{},\"generation\":{},\"offset\":{},\"next_lsn\":{}}},\"ended_at_stale_record\":{},\"segments\":[{}]}}",
+            self.records.len(),
+            self.records.first().map_or(0, |r| r.lsn),
+            self.last_lsn(),
+            self.records.iter().map(|r| r.payload.len() as u64).sum::<u64>(),
+            tail,
+            self.end.segment,
+            self.end.generation,
+            self.end.offset,
+            self.end.next_lsn,
+            self.ended_at_stale_record,
+            segments.join(",")
+        )
+    }
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first = self.records.first().map_or(0, |r| r.lsn);
+        writeln!(
+            f,
+            "records: {} (LSN {}..={}), {} segment(s)",
+            self.records.len(),
+            first,
+            self.last_lsn(),
+            self.segments.len()
+        )?;
+        match self.truncated_tail {
+            Some(tail) => writeln!(
+                f,
+                "truncated tail: segment {} offset {} ({} bytes discarded)",
+                tail.segment, tail.offset, tail.discarded_bytes
+            )?,
+            None => writeln!(f, "truncated tail: none")?,
+        }
+        write!(
+            f,
+            "log end: segment {} offset {} next LSN {}{}",
+            self.end.segment,
+            self.end.offset,
+            self.end.next_lsn,
+            if self.ended_at_stale_record {
+                " (stale records of an older generation follow)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Reads the journal in `dir` without modifying anything.
+pub fn recover(dir: &Path) -> Result<Recovery, JournalError> {
+    let storage = RealStorage::new(crate::IoPathChoice::Pwritev2, 1 << 20)
+        .map_err(|err| JournalError::io("set up storage", dir, 0, err))?;
+    recover_with_storage(&(Arc::new(storage) as Arc<dyn Storage>), dir)
+}
+
+/// [`recover`] through a given storage.
+pub fn recover_with_storage(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+) -> Result<Recovery, JournalError> {
+    scan(storage.as_ref(), dir).map(|scan| scan.recovery)
+}
+
+/// Recovery plus what the writer needs to continue.
+pub(crate) struct Scan {
+    pub recovery: Recovery,
+    /// Contents of the segment the log ends in (empty when there is none).
+    pub end_segment_data: Vec<u8>,
+    /// Live segments found.
+    pub listing: segment::DirListing,
+}
+
+enum Remainder {
+    Clean {
+        stale: bool,
+    },
+    Dirty {
+        discarded_bytes: u64,
+        evidence: Option<(u64, Lsn, Lsn)>,
+    },
+}
+
+/// Sector size below which a write cannot tear; the writer pads every flush with zeros to the
+/// end of an alignment block (at least this large).
+const SECTOR_BYTES: usize = 512;
+
+/// Classifies the bytes of a segment from `pos` on (see the module comment). `missing_lsn` is
+/// the LSN the log needs next.
+fn classify(data: &[u8], pos: usize, segment: SegmentName, missing_lsn: Lsn) -> Remainder {
+    let pos = pos.min(data.len());
+    let rest = &data[pos..];
+    if rest.iter().all(|&b| b == 0) {
+        return Remainder::Clean { stale: false };
+    }
+    let mut first_stale: Option<usize> = None;
+    let mut last_own_end: Option<usize> = None;
+    let mut evidence = None;
+    let mut at = pos.div_ceil(RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES;
+    while at + 4 <= data.len() {
+        if magic_at(data, at) {
+            if let Ok(record) = decode_record(&data[at..]) {
+                if record.header.generation != segment.generation {
+                    first_stale.get_or_insert(at);
+                } else {
+                    last_own_end = Some(at + record.span_bytes);
+                    if record.header.synced_lsn >= missing_lsn && evidence.is_none() {
+                        evidence = Some((at as u64, record.header.lsn, record.header.synced_lsn));
+                    }
+                }
+                at += record.span_bytes.max(RECORD_ALIGN_BYTES);
+                continue;
+            }
+        }
+        at += RECORD_ALIGN_BYTES;
+    }
+    if last_own_end.is_none() {
+        if first_stale == Some(pos) {
+            return Remainder::Clean { stale: true };
+        }
+        // A clean flush leaves zeros up to the end of its last block; after that a recycled
+        // file shows whatever its earlier life left there, often mid-record.
+        let sector_end = pos.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+        let head_zero = data[pos..sector_end.min(data.len())]
+            .iter()
+            .all(|&b| b == 0);
+        if head_zero && first_stale.is_some() {
+            return Remainder::Clean { stale: true };
+        }
+    }
+    let garbage_end = first_stale.unwrap_or(data.len());
+    let last_nonzero = data[pos..garbage_end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(pos, |i| pos + i + 1);
+    let dirty_end = last_nonzero.max(last_own_end.unwrap_or(pos));
+    Remainder::Dirty {
+        discarded_bytes: (dirty_end - pos) as u64,
+        evidence,
+    }
+}
+
+/// Largest zero gap between two groups (a group moves to the next write block when the block
+/// before is still being written; write blocks are at most 64 KiB).
+const MAX_GAP_BYTES: usize = 64 * 1024;
+
+/// Where the next record of the log starts: at `pos`, or after a gap of zeros ending at a
+/// 512-byte boundary, provided a valid record of the segment's generation with the expected
+/// LSN is there. None at the end of the log.
+fn next_record_at(
+    data: &[u8],
+    pos: usize,
+    segment: SegmentName,
+    expected: Option<Lsn>,
+) -> Option<usize> {
+    let fits = |at: usize| match decode_record(&data[at..]) {
+        Ok(record) => {
+            record.header.generation == segment.generation
+                && !matches!(expected, Some(want) if record.header.lsn != want)
+        }
+        Err(_) => false,
+    };
+    if pos >= data.len() {
+        return None;
+    }
+    if fits(pos) {
+        return Some(pos);
+    }
+    // Only between records (never before the first one) and only over zeros.
+    expected?;
+    let window = &data[pos..data.len().min(pos + MAX_GAP_BYTES + 1)];
+    let gap = window.iter().position(|&b| b != 0)?;
+    let at = pos + gap;
+    // SECTOR_BYTES is a power of two.
+    (gap > 0 && at & (SECTOR_BYTES - 1) == 0 && fits(at)).then_some(at)
+}
+
+fn magic_at(data: &[u8], at: usize) -> bool {
+    data.get(at..at + 4)
+        .is_some_and(|bytes| bytes == RECORD_MAGIC.to_le_bytes())
+}
+
+/// Looks for a record of the segment's own generation from `from` on whose writer knew LSN
+/// `missing_lsn` was durable: proof that the end of the log is corruption, not a torn tail.
+fn find_durable_evidence(
+    data: &[u8],
+    from: usize,
+    segment: SegmentName,
+    missing_lsn: Lsn,
+) -> Option<(u64, Lsn, Lsn)> {
+    let mut at = from.div_ceil(RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES;
+    while at + 4 <= data.len() {
+        if magic_at(data, at) {
+            if let Ok(record) = decode_record(&data[at..]) {
+                if record.header.generation == segment.generation
+                    && record.header.synced_lsn >= missing_lsn
+                {
+                    return Some((at as u64, record.header.lsn, record.header.synced_lsn));
+                }
+            }
+        }
+        at += RECORD_ALIGN_BYTES;
+    }
+    None
+}
+
+pub(crate) fn scan(storage: &dyn Storage, dir: &Path) -> Result<Scan, JournalError> {
+    let listing = segment::list(storage, dir)?;
+    let mut records: Vec<RecoveredRecord> = Vec::new();
+    let mut summaries = Vec::new();
+    // The next LSN the log needs; unknown only when the first segment was retired.
+    let mut expected: Option<Lsn> = match listing.segments.first() {
+        Some(first) if first.index == 1 => Some(1),
+        Some(_) => None,
+        None => Some(1),
+    };
+    let mut end: Option<(SegmentName, u64)> = None;
+    let mut end_is_final = false;
+    let mut end_data: Vec<u8> = Vec::new();
+    let mut truncated_tail = None;
+    let mut ended_at_stale_record = false;
+
+    for (position, &seg) in listing.segments.iter().enumerate() {
+        let path = dir.join(seg.file_name());
+        let data = storage
+            .read_file(&path, MAX_SEGMENT_FILE_BYTES)
+            .map_err(|err| JournalError::io("read segment", &path, 0, err))?;
+        let mut summary = SegmentSummary {
+            index: seg.index,
+            generation: seg.generation,
+            file_bytes: data.len() as u64,
+            records: 0,
+        };
+        let consecutive = match end {
+            None => position == 0,
+            Some((previous, _)) => !end_is_final && seg.index == previous.index + 1,
+        };
+        if !consecutive {
+            // Past the end of the log: only look for proof that the end was corruption.
+            end_is_final = true;
+            let missing = expected.unwrap_or(0);
+            if let Some((at, lsn, synced)) = find_durable_evidence(&data, 0, seg, missing) {
+                let (end_seg, end_offset) = end.map_or((seg.index, 0), |(s, o)| (s.index, o));
+                return Err(corruption(
+                    end_seg, end_offset, missing, seg.index, at, lsn, synced,
+                ));
+            }
+            summaries.push(summary);
+            continue;
+        }
+        let mut pos = 0usize;
+        while let Some(at) = next_record_at(&data, pos, seg, expected) {
+            let Ok(record) = decode_record(&data[at..]) else {
+                break;
+            };
+            records.push(RecoveredRecord {
+                lsn: record.header.lsn,
+                payload: record.payload.to_vec(),
+                segment: seg.index,
+                offset: at as u64,
+            });
+            summary.records += 1;
+            expected = Some(record.header.lsn + 1);
+            pos = at + record.span_bytes;
+        }
+        let remainder = classify(&data, pos, seg, expected.unwrap_or(0));
+        if summary.records == 0 && position > 0 {
+            if let Remainder::Clean { stale } = remainder {
+                // A prepared but unused segment: the log ended in the previous one.
+                end_is_final = true;
+                ended_at_stale_record |= stale;
+                summaries.push(summary);
+                continue;
+            }
+        }
+        end = Some((seg, pos as u64));
+        end_data = data;
+        match remainder {
+            Remainder::Clean { stale } => {
+                ended_at_stale_record = stale;
+            }
+            Remainder::Dirty {
+                discarded_bytes,
+                evidence,
+            } => {
+                end_is_final = true;
+                truncated_tail = Some(TruncatedTail {
+                    segment: seg.index,
+                    offset: pos as u64,
+                    discarded_bytes,
+                });
+                if let Some((at, lsn, synced)) = evidence {
+                    let missing = expected.unwrap_or(0);
+                    return Err(corruption(
+                        seg.index, pos as u64, missing, seg.index, at, lsn, synced,
+                    ));
+                }
+            }
+        }
+        summaries.push(summary);
+    }
+    let (end_segment, end_offset) = match end {
+        Some((seg, offset)) => (seg, offset),
+        None => (
+            SegmentName {
+                index: 0,
+                generation: 0,
+            },
+            0,
+        ),
+    };
+    Ok(Scan {
+        recovery: Recovery {
+            end: LogEnd {
+                segment: end_segment.index,
+                generation: end_segment.generation,
+                offset: end_offset,
+                next_lsn: expected.unwrap_or(1),
+            },
+            records,
+            truncated_tail,
+            segments: summaries,
+            ended_at_stale_record,
+        },
+        end_segment_data: end_data,
+        listing,
+    })
+}
+
+fn corruption(
+    segment: u64,
+    offset: u64,
+    missing: Lsn,
+    evidence_segment: u64,
+    evidence_offset: u64,
+    evidence_lsn: Lsn,
+    evidence_synced: Lsn,
+) -> JournalError {
+    JournalError::MidLogCorruption {
+        segment,
+        offset,
+        reason: format!(
+            "record LSN {missing} is missing or damaged, but record LSN {evidence_lsn} in segment \
+             {evidence_segment} at offset {evidence_offset} was written after LSN \
+             {evidence_synced} was durable"
+        ),
+    }
+}

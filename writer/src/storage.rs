@@ -1,0 +1,378 @@
+//! The disk behind a trait, so the engine runs unchanged on real files (O_DIRECT + io_uring or
+//! pwritev2) and on a wrapper that injects failures.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::journal::IoPath;
+use crate::options::IoPathChoice;
+use crate::sys;
+pub use crate::sys::AlignedBuf;
+
+/// How to open a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFlags {
+    /// Create the file when missing.
+    pub create: bool,
+    /// Ask for O_DIRECT (the file may still be opened buffered, see `SegmentFile::direct_io`).
+    pub direct: bool,
+    /// O_DSYNC: each write is durable when it completes.
+    pub dsync: bool,
+}
+
+/// Result of a write: the buffer comes back when the operation no longer uses it (None when
+/// it had to be leaked because the kernel might still read it), and the outcome.
+pub type WriteOutcome = (Option<AlignedBuf>, io::Result<()>);
+
+/// An open segment file. Writes to disjoint ranges may run concurrently from several threads.
+pub trait SegmentFile: Send + Sync + std::fmt::Debug {
+    /// Writes `buf[range]` at file offset `offset` (offset and range bounds multiples of the
+    /// alignment in direct mode).
+    fn write_at(&self, offset: u64, buf: AlignedBuf, range: Range<usize>) -> WriteOutcome;
+    /// fdatasync.
+    fn sync_data(&self) -> io::Result<()>;
+    /// fallocate the first `len_bytes`.
+    fn allocate(&self, len_bytes: u64) -> io::Result<()>;
+    /// ftruncate.
+    fn set_len(&self, len_bytes: u64) -> io::Result<()>;
+    /// Current file size.
+    fn len_bytes(&self) -> io::Result<u64>;
+    /// Reads at `offset`; returns the bytes read (short at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Whether writes bypass the page cache.
+    fn direct_io(&self) -> bool;
+}
+
+/// File-system operations of the journal.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// mkdir -p.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory (no error for a missing directory: empty).
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens a segment file for writing.
+    fn open(&self, path: &Path, flags: OpenFlags) -> io::Result<Box<dyn SegmentFile>>;
+    /// Reads a whole file of at most `limit_bytes` (larger files are an error).
+    fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>>;
+    /// rename(2).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// fsync of a directory.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Alignment for direct I/O under `dir`, and how it was found.
+    fn alignment_bytes(&self, dir: &Path) -> (usize, String);
+    /// The file system's block size under `dir` (a power of two; the alignment when unknown).
+    fn fs_block_bytes(&self, dir: &Path) -> usize;
+    /// The submission path writes take.
+    fn io_path(&self) -> IoPath;
+}
+
+/// The real kernel: files opened with O_DIRECT (and O_DSYNC), writes through io_uring or
+/// pwritev2.
+#[derive(Debug)]
+pub struct RealStorage {
+    io_path: IoPath,
+    max_write_chunk_bytes: usize,
+}
+
+impl RealStorage {
+    /// Chooses the submission path: io_uring when a ring can be set up (unless pwritev2 is
+    /// asked for). `IoPathChoice::IoUring` fails when io_uring is unavailable.
+    pub fn new(choice: IoPathChoice, max_write_chunk_bytes: usize) -> io::Result<RealStorage> {
+        let io_path = match choice {
+            IoPathChoice::Pwritev2 => IoPath::Pwritev2,
+            IoPathChoice::IoUring => {
+                sys::UringWriter::new()?;
+                IoPath::IoUring
+            }
+            IoPathChoice::Auto => match sys::UringWriter::new() {
+                Ok(_) => IoPath::IoUring,
+                Err(_) => IoPath::Pwritev2,
+            },
+        };
+        Ok(RealStorage {
+            io_path,
+            max_write_chunk_bytes: max_write_chunk_bytes.max(4096),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RealFile {
+    file: File,
+    direct: bool,
+    /// Idle rings; a write takes one (or sets up another) so concurrent writes never share.
+    rings: Option<std::sync::Mutex<Vec<sys::UringWriter>>>,
+    chunk_bytes: usize,
+}
+
+impl SegmentFile for RealFile {
+    fn write_at(&self, offset: u64, buf: AlignedBuf, range: Range<usize>) -> WriteOutcome {
+        match self.rings.as_ref() {
+            Some(pool) => {
+                let idle = pool.lock().ok().and_then(|mut rings| rings.pop());
+                let mut ring = match idle {
+                    Some(ring) => ring,
+                    None => match sys::UringWriter::new() {
+                        Ok(ring) => ring,
+                        Err(err) => return (Some(buf), Err(err)),
+                    },
+                };
+                let outcome = ring.write_all(&self.file, buf, range, offset, self.chunk_bytes);
+                if let Ok(mut rings) = pool.lock() {
+                    rings.push(ring);
+                }
+                outcome
+            }
+            None => {
+                let result = match buf.get(range) {
+                    Some(bytes) => sys::pwritev2_all(&self.file, bytes, offset),
+                    None => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+                };
+                (Some(buf), result)
+            }
+        }
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn allocate(&self, len_bytes: u64) -> io::Result<()> {
+        sys::fallocate(&self.file, len_bytes)
+    }
+    fn set_len(&self, len_bytes: u64) -> io::Result<()> {
+        self.file.set_len(len_bytes)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        sys::read_at(&self.file, buf, offset)
+    }
+    fn direct_io(&self) -> bool {
+        self.direct
+    }
+}
+
+impl Storage for RealStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+    fn open(&self, path: &Path, flags: OpenFlags) -> io::Result<Box<dyn SegmentFile>> {
+        let (file, direct) = sys::open_file(path, flags.create, flags.direct, flags.dsync)?;
+        let rings = match self.io_path {
+            IoPath::IoUring => Some(std::sync::Mutex::new(vec![sys::UringWriter::new()?])),
+            IoPath::Pwritev2 => None,
+        };
+        Ok(Box::new(RealFile {
+            file,
+            direct,
+            rings,
+            chunk_bytes: self.max_write_chunk_bytes,
+        }))
+    }
+    fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len > limit_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("file of {len} bytes exceeds the limit of {limit_bytes}"),
+            ));
+        }
+        let mut data = vec![0u8; len as usize];
+        let got = sys::read_at(&file, &mut data, 0)?;
+        data.truncate(got);
+        Ok(data)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        sys::sync_dir(dir)
+    }
+    fn alignment_bytes(&self, dir: &Path) -> (usize, String) {
+        crate::alignment::discover_alignment_bytes(dir)
+    }
+    fn fs_block_bytes(&self, dir: &Path) -> usize {
+        match nix::sys::statvfs::statvfs(dir) {
+            Ok(stat) => {
+                let bytes = stat.block_size() as usize;
+                if bytes.is_power_of_two() {
+                    bytes
+                } else {
+                    512
+                }
+            }
+            Err(_) => 512,
+        }
+    }
+    fn io_path(&self) -> IoPath {
+        self.io_path
+    }
+}
+
+/// Which operations a [`FaultyStorage`] fails. Counting starts at 1 and covers every file of
+/// the storage: `fail_write_at: Some(3)` fails the third write overall.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// Fail the Nth write (EIO), and every write after it while the plan is armed.
+    pub fail_write_at: Option<u64>,
+    /// Fail the Nth fdatasync or directory fsync (EIO), and every one after it.
+    pub fail_sync_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    plan: Mutex<FaultPlan>,
+    writes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl FaultState {
+    fn check_write(&self) -> io::Result<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.plan.lock().map(|plan| plan.fail_write_at) {
+            Ok(Some(at)) if n >= at => Err(injected("write", n)),
+            _ => Ok(()),
+        }
+    }
+    fn check_sync(&self) -> io::Result<()> {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.plan.lock().map(|plan| plan.fail_sync_at) {
+            Ok(Some(at)) if n >= at => Err(injected("sync", n)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn injected(_op: &str, _n: u64) -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
+
+/// Wraps a storage and fails chosen writes and syncs with EIO (without performing them), for
+/// the poisoning tests and the in-process fault runs. Cheap to clone; clones share counters.
+#[derive(Debug, Clone)]
+pub struct FaultyStorage {
+    inner: Arc<dyn Storage>,
+    state: Arc<FaultState>,
+}
+
+impl FaultyStorage {
+    /// Wraps `inner` with no fault armed.
+    pub fn new(inner: Arc<dyn Storage>) -> FaultyStorage {
+        FaultyStorage {
+            inner,
+            state: Arc::new(FaultState::default()),
+        }
+    }
+    /// Arms a plan (counters keep running).
+    pub fn set_plan(&self, plan: FaultPlan) {
+        if let Ok(mut guard) = self.state.plan.lock() {
+            *guard = plan;
+        }
+    }
+    /// Disarms every fault: later operations succeed again.
+    pub fn clear_faults(&self) {
+        self.set_plan(FaultPlan::default());
+    }
+    /// Writes attempted so far (successful or not).
+    pub fn writes(&self) -> u64 {
+        self.state.writes.load(Ordering::SeqCst)
+    }
+    /// Syncs attempted so far (fdatasync and directory fsync).
+    pub fn syncs(&self) -> u64 {
+        self.state.syncs.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Box<dyn SegmentFile>,
+    state: Arc<FaultState>,
+    dsync: bool,
+}
+
+impl SegmentFile for FaultyFile {
+    fn write_at(&self, offset: u64, buf: AlignedBuf, range: Range<usize>) -> WriteOutcome {
+        if let Err(err) = self.state.check_write() {
+            return (Some(buf), Err(err));
+        }
+        // With O_DSYNC a write is also a sync: a planned sync failure fails it too.
+        if self.dsync {
+            if let Err(err) = self.state.check_sync() {
+                return (Some(buf), Err(err));
+            }
+        }
+        self.inner.write_at(offset, buf, range)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.state.check_sync()?;
+        self.inner.sync_data()
+    }
+    fn allocate(&self, len_bytes: u64) -> io::Result<()> {
+        self.inner.allocate(len_bytes)
+    }
+    fn set_len(&self, len_bytes: u64) -> io::Result<()> {
+        self.inner.set_len(len_bytes)
+    }
+    fn len_bytes(&self) -> io::Result<u64> {
+        self.inner.len_bytes()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn direct_io(&self) -> bool {
+        self.inner.direct_io()
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(dir)
+    }
+    fn open(&self, path: &Path, flags: OpenFlags) -> io::Result<Box<dyn SegmentFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: self.inner.open(path, flags)?,
+            state: Arc::clone(&self.state),
+            dsync: flags.dsync,
+        }))
+    }
+    fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
+        self.inner.read_file(path, limit_bytes)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.state.check_sync()?;
+        self.inner.sync_dir(dir)
+    }
+    fn alignment_bytes(&self, dir: &Path) -> (usize, String) {
+        self.inner.alignment_bytes(dir)
+    }
+    fn fs_block_bytes(&self, dir: &Path) -> usize {
+        self.inner.fs_block_bytes(dir)
+    }
+    fn io_path(&self) -> IoPath {
+        self.inner.io_path()
+    }
+}

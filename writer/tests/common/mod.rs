@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use powercut_writer::JournalOptions;
+
+/// A scratch directory on the root disk (/var/tmp is ext4 here, not tmpfs, so O_DIRECT works).
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("powercut-writer-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+/// Small segments and staging so tests rotate and stay fast.
+pub fn small_options() -> JournalOptions {
+    JournalOptions {
+        segment_bytes: 256 * 1024,
+        max_staging_bytes: 128 * 1024,
+        ..JournalOptions::default()
+    }
+}
+
+/// A payload without zero bytes, derived from the LSN.
+pub fn payload(lsn: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((lsn as usize).wrapping_mul(131) + i * 7) as u8 | 1)
+        .collect()
+}
+
+/// The file of segment `index`.
+pub fn segment_file(dir: &Path, index: u64) -> PathBuf {
+    let prefix = format!("seg-{index:016x}-");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&prefix)
+        })
+        .unwrap_or_else(|| panic!("no segment {index} in {}", dir.display()))
+}
+
+/// Copies every file of a directory into a new scratch directory.
+pub fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = scratch();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+/// Overwrites bytes of a file at an offset.
+pub fn write_bytes(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+/// Reads a file's bytes.
+pub fn read_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
