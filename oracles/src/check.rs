@@ -237,6 +237,11 @@ impl Run<'_> {
             state_id: &id,
             seed: self.seed,
             acks: &acks,
+            in_flight: self
+                .acks
+                .iter()
+                .find(|(i, _)| *i >= state.id.cut)
+                .map(|(_, a)| a),
         };
         let mut outcome = StateOutcome {
             state_id: id.clone(),

@@ -72,6 +72,7 @@ fn every_bundled_workload_passes_the_oracle_on_the_host() {
             state_id: "host-final",
             seed: workload.seed,
             acks: &acks,
+            in_flight: None,
         };
         let journal = recovered(&dir.path().join("journal"));
         let mut violations = check_journal(&exp, &journal);
@@ -102,6 +103,7 @@ fn a_forged_ack_is_caught() {
         state_id: "forged",
         seed: workload.seed,
         acks: &acks,
+        in_flight: None,
     };
     let violations = check_journal(&exp, &recovered(&dir.path().join("journal")));
     assert!(
@@ -117,6 +119,7 @@ fn a_wrong_seed_is_caught_as_garbage() {
         state_id: "wrong-seed",
         seed: workload.seed ^ 1,
         acks: &acks,
+        in_flight: None,
     };
     let violations = check_journal(&exp, &recovered(&dir.path().join("journal")));
     assert!(
@@ -148,6 +151,7 @@ fn a_lost_acked_file_is_caught() {
         state_id: "lost-file",
         seed: workload.seed,
         acks: &acks[..=upto],
+        in_flight: None,
     };
     let violations = check_files(&exp, &dir.path().join("files"));
     assert!(
