@@ -27,11 +27,19 @@ pub const MAX_LABEL_BYTES: usize = 479;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ack {
     /// Records `first_lsn..=last_lsn` were acknowledged durable.
-    Records { first_lsn: u64, last_lsn: u64, crc32c: u32 },
+    Records {
+        first_lsn: u64,
+        last_lsn: u64,
+        crc32c: u32,
+    },
     /// A file was created (or overwritten) and acknowledged durable, file and directory fsynced.
     FileCreate { path: String, crc32c: u32 },
     /// A rename was acknowledged durable (directory fsynced).
-    FileRename { from: String, to: String, crc32c: u32 },
+    FileRename {
+        from: String,
+        to: String,
+        crc32c: u32,
+    },
     /// A removal was acknowledged durable (directory fsynced).
     FileRemove { path: String },
     /// The workload started.
@@ -62,7 +70,11 @@ impl Ack {
     /// the workload is parsed, so reaching that is a bug.
     pub fn to_label(&self) -> String {
         let label = match self {
-            Ack::Records { first_lsn, last_lsn, crc32c } => {
+            Ack::Records {
+                first_lsn,
+                last_lsn,
+                crc32c,
+            } => {
                 format!("r:{first_lsn}-{last_lsn}:{crc32c:08x}")
             }
             Ack::FileCreate { path, crc32c } => {
@@ -88,11 +100,16 @@ impl Ack {
     /// Parses a MARK label. Labels that are not acks (other tools' marks) are errors; callers that
     /// tolerate foreign marks check [`Ack::is_ack_label`] first.
     pub fn parse_label(label: &str) -> Result<Ack, AckLabelError> {
-        let err = |reason| AckLabelError { label: label.chars().take(80).collect(), reason };
+        let err = |reason| AckLabelError {
+            label: label.chars().take(80).collect(),
+            reason,
+        };
         if label.len() > MAX_LABEL_BYTES {
             return Err(err("longer than 479 bytes"));
         }
-        let (kind, rest) = label.split_once(':').ok_or_else(|| err("no ':' after the kind"))?;
+        let (kind, rest) = label
+            .split_once(':')
+            .ok_or_else(|| err("no ':' after the kind"))?;
         let parse_crc = |s: &str| {
             if s.len() != 8 {
                 return Err(err("crc is not 8 hex digits"));
@@ -115,14 +132,23 @@ impl Ack {
                 if first_lsn == 0 || last_lsn < first_lsn {
                     return Err(err("empty or zero LSN range"));
                 }
-                Ok(Ack::Records { first_lsn, last_lsn, crc32c: parse_crc(crc)? })
+                Ok(Ack::Records {
+                    first_lsn,
+                    last_lsn,
+                    crc32c: parse_crc(crc)?,
+                })
             }
             "f" => {
-                let (op, rest) = rest.split_once(':').ok_or_else(|| err("no file operation"))?;
+                let (op, rest) = rest
+                    .split_once(':')
+                    .ok_or_else(|| err("no file operation"))?;
                 match op {
                     "create" => {
                         let (path, crc) = rest.rsplit_once(':').ok_or_else(|| err("no crc"))?;
-                        Ok(Ack::FileCreate { path: check_path(path)?, crc32c: parse_crc(crc)? })
+                        Ok(Ack::FileCreate {
+                            path: check_path(path)?,
+                            crc32c: parse_crc(crc)?,
+                        })
                     }
                     "rename" => {
                         let (paths, crc) = rest.rsplit_once(':').ok_or_else(|| err("no crc"))?;
@@ -133,12 +159,18 @@ impl Ack {
                             crc32c: parse_crc(crc)?,
                         })
                     }
-                    "remove" => Ok(Ack::FileRemove { path: check_path(rest)? }),
+                    "remove" => Ok(Ack::FileRemove {
+                        path: check_path(rest)?,
+                    }),
                     _ => Err(err("unknown file operation")),
                 }
             }
-            "s" => Ok(Ack::Start { name: check_path(rest)? }),
-            "e" => Ok(Ack::End { name: check_path(rest)? }),
+            "s" => Ok(Ack::Start {
+                name: check_path(rest)?,
+            }),
+            "e" => Ok(Ack::End {
+                name: check_path(rest)?,
+            }),
             _ => Err(err("unknown kind")),
         }
     }
@@ -163,12 +195,27 @@ mod tests {
     #[test]
     fn labels_round_trip() {
         let acks = [
-            Ack::Records { first_lsn: 1, last_lsn: 7, crc32c: 0xdead_beef },
-            Ack::FileCreate { path: "d/a.txt".into(), crc32c: 1 },
-            Ack::FileRename { from: "d/a.tmp".into(), to: "d/a".into(), crc32c: 2 },
+            Ack::Records {
+                first_lsn: 1,
+                last_lsn: 7,
+                crc32c: 0xdead_beef,
+            },
+            Ack::FileCreate {
+                path: "d/a.txt".into(),
+                crc32c: 1,
+            },
+            Ack::FileRename {
+                from: "d/a.tmp".into(),
+                to: "d/a".into(),
+                crc32c: 2,
+            },
             Ack::FileRemove { path: "d/a".into() },
-            Ack::Start { name: "smoke".into() },
-            Ack::End { name: "smoke".into() },
+            Ack::Start {
+                name: "smoke".into(),
+            },
+            Ack::End {
+                name: "smoke".into(),
+            },
         ];
         for ack in acks {
             assert_eq!(Ack::parse_label(&ack.to_label()).unwrap(), ack);
@@ -177,7 +224,15 @@ mod tests {
 
     #[test]
     fn bad_labels_are_errors() {
-        for bad in ["", "r:", "r:5-3:00000000", "r:0-1:00000000", "r:1-2:xyz", "f:chmod:a", "q:x"] {
+        for bad in [
+            "",
+            "r:",
+            "r:5-3:00000000",
+            "r:0-1:00000000",
+            "r:1-2:xyz",
+            "f:chmod:a",
+            "q:x",
+        ] {
             assert!(Ack::parse_label(bad).is_err(), "{bad:?} parsed");
         }
     }

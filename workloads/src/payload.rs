@@ -20,7 +20,10 @@ pub const PAYLOAD_HEADER_BYTES: usize = 24;
 
 /// Builds the payload of `len_bytes` (at least [`PAYLOAD_HEADER_BYTES`]).
 pub fn derive(seed: u64, writer: u32, sequence: u64, len_bytes: usize) -> Vec<u8> {
-    assert!(len_bytes >= PAYLOAD_HEADER_BYTES, "payload shorter than its header");
+    assert!(
+        len_bytes >= PAYLOAD_HEADER_BYTES,
+        "payload shorter than its header"
+    );
     let len_u32 = u32::try_from(len_bytes).expect("payload length fits u32");
     let mut out = vec![0u8; len_bytes];
     fill_body(seed, writer, sequence, &mut out[PAYLOAD_HEADER_BYTES..]);
@@ -40,7 +43,7 @@ pub struct PayloadOrigin {
     pub sequence: u64,
 }
 
-/// Checks that `payload` is exactly what [`derive`] makes for `seed`; returns its origin.
+/// Checks that `payload` is exactly what [`derive()`] makes for `seed`; returns its origin.
 pub fn verify(seed: u64, payload: &[u8]) -> Result<PayloadOrigin, &'static str> {
     if payload.len() < PAYLOAD_HEADER_BYTES {
         return Err("shorter than the payload header");
@@ -83,7 +86,13 @@ mod tests {
         let a = derive(7, 0, 1, 100);
         let b = derive(7, 0, 2, 100);
         assert_ne!(a, b);
-        assert_eq!(verify(7, &a).unwrap(), PayloadOrigin { writer: 0, sequence: 1 });
+        assert_eq!(
+            verify(7, &a).unwrap(),
+            PayloadOrigin {
+                writer: 0,
+                sequence: 1
+            }
+        );
         assert!(verify(8, &a).is_err());
         let mut c = a.clone();
         c[50] ^= 1;
