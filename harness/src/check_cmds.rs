@@ -68,7 +68,7 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
-    fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {
+    pub(crate) fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {
         CheckConfig {
             budget: self.budget,
             shard: self.shard,
@@ -132,7 +132,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 30.0 * 86_400.0 {
+    if !seconds.is_finite() || !(0.0..=30.0 * 86_400.0).contains(&seconds) {
         return Err(format!("duration {text:?} out of range (0 to 30 days)"));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -157,7 +157,7 @@ pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     Ok((k, n))
 }
 
-fn fs_type(fs: Filesystem) -> FsType {
+pub(crate) fn fs_type(fs: Filesystem) -> FsType {
     match fs {
         Filesystem::Ext4 => FsType::Ext4,
         Filesystem::Xfs => FsType::Xfs,
@@ -191,7 +191,29 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
         }
     }
     let keep = dir.join("violations");
-    let config = args.config(workload.seed, keep.clone());
+    let mut config = args.config(workload.seed, keep.clone());
+    // A continuation after a power cut (`record --continue-from`): the first run's acks are
+    // expected in every state, and findings are I8.
+    let prior_path = dir.join("prior-acks.json");
+    let continued = prior_path.exists();
+    if continued {
+        let text = std::fs::read_to_string(&prior_path)
+            .with_context(|| format!("reading {}", prior_path.display()))?;
+        let prior: Vec<powercut_workloads::ack::Ack> = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", prior_path.display()))?;
+        let block_log =
+            BlockLog::open(&log).with_context(|| format!("reading {}", log.display()))?;
+        config.acks = Some(
+            crate::two_crash::expected_acks(&prior, &block_log)
+                .with_context(|| format!("acks of {}", log.display()))?,
+        );
+        eprintln!(
+            "{} holds the run after a power cut: {} acks of the first run expected in every \
+             state, findings reported as I8",
+            dir.display(),
+            prior.len()
+        );
+    }
     eprintln!(
         "checking crash states of {} (seed {}, enumeration seed {})",
         log.display(),
@@ -215,9 +237,18 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     )
     .with_context(|| format!("checking {}", log.display()))?;
     bar.finish_and_clear();
-    let mut report = report;
+    let mut report = if continued {
+        crate::two_crash::report_as_i8(report)
+    } else {
+        report
+    };
     report.workload = workload.name.clone();
-    write_reports(&report, args)?;
+    let invariants = if continued {
+        crate::two_crash::junit_invariants()
+    } else {
+        report::INVARIANTS.to_vec()
+    };
+    write_reports(&report, args, &invariants)?;
     if !report.passed() {
         eprintln!(
             "failing images, the log and the ledger are kept in {}",
@@ -227,7 +258,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     Ok(report)
 }
 
-fn write_reports(report: &Report, args: &CheckArgs) -> Result<()> {
+fn write_reports(report: &Report, args: &CheckArgs, invariants: &[&str]) -> Result<()> {
     println!("{}", report.summary());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(report)?;
@@ -235,19 +266,25 @@ fn write_reports(report: &Report, args: &CheckArgs) -> Result<()> {
         eprintln!("JSON report: {}", path.display());
     }
     if let Some(path) = &args.junit {
-        let text = report.to_junit().context("rendering JUnit XML")?;
+        let text = report
+            .to_junit_with(invariants)
+            .context("rendering JUnit XML")?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JUnit report: {}", path.display());
     }
     Ok(())
 }
 
-/// `powercut run`: record the workload in a VM, then check every crash state of its log.
+/// `powercut run`: record the workload in a VM, then check every crash state of its log. With a
+/// power cut, then boot again on the crash image, continue the workload and check every crash
+/// state of that second log as well (invariant I8, see [`crate::two_crash`]); the reports then
+/// cover both logs. `forged_prior_acks` is a test aid (see `--forge-prior-ack`).
 pub fn run(
     workload: &Workload,
     out: &Path,
     record_options: &RecordOptions,
     args: &CheckArgs,
+    forged_prior_acks: &[powercut_workloads::ack::Ack],
     progress: &vm::progress::Progress,
 ) -> Result<Report> {
     let started = Instant::now();
@@ -264,9 +301,62 @@ pub fn run(
         outcome.summary.log_bytes,
         started.elapsed().as_secs_f64()
     );
-    let report = check_recording(out, workload, args)?;
-    eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
-    Ok(report)
+    if outcome.summary.end != record::RunEnd::Killed {
+        if !forged_prior_acks.is_empty() {
+            bail!("--forge-prior-ack needs a workload with a power cut");
+        }
+        let report = check_recording(out, workload, args)?;
+        eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
+        return Ok(report);
+    }
+    // Two logs: the reports are written once both are checked.
+    let first_args = CheckArgs {
+        json: None,
+        junit: None,
+        ..args.clone()
+    };
+    let first = check_recording(out, workload, &first_args)?;
+    let second_keep = out
+        .join(crate::two_crash::AFTER_CRASH_DIR)
+        .join("violations");
+    let second = crate::two_crash::check_after_crash(
+        workload,
+        out,
+        &outcome,
+        record_options,
+        args.config(workload.seed, second_keep.clone()),
+        fs_type(workload.filesystem),
+        forged_prior_acks,
+        progress,
+    )?;
+    let combined = crate::two_crash::combine(&first, &second);
+    println!("{}", crate::two_crash::summary_line(&second));
+    if !second.report.passed() || !second.guest_prior_violations.is_empty() {
+        println!("{}", second.report.summary());
+        eprintln!(
+            "failing images of the second log are kept in {}",
+            second_keep.display()
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, crate::two_crash::report_json(&combined, &second)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JSON report: {}", path.display());
+    }
+    if let Some(path) = &args.junit {
+        let text = combined
+            .to_junit_with(&crate::two_crash::junit_invariants())
+            .context("rendering JUnit XML")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JUnit report: {}", path.display());
+    }
+    eprintln!(
+        "both logs: {} states checked, {} violations; whole run: {:.1}s",
+        combined.states_checked,
+        combined.all_violations().count(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(combined)
 }
 
 /// Loads `workload.json` that `record` leaves beside the log.
@@ -481,8 +571,19 @@ pub fn merge(inputs: &[PathBuf], out: Option<&Path>, junit: Option<&Path>) -> Re
             .with_context(|| format!("writing {}", out.display()))?;
     }
     if let Some(path) = junit {
-        std::fs::write(path, merged.to_junit().context("rendering JUnit XML")?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        // Shards of a run with a second crash carry I8 findings: give them their testcase.
+        let invariants = if merged
+            .all_violations()
+            .any(|v| v.invariant == crate::two_crash::I8)
+        {
+            crate::two_crash::junit_invariants()
+        } else {
+            report::INVARIANTS.to_vec()
+        };
+        let text = merged
+            .to_junit_with(&invariants)
+            .context("rendering JUnit XML")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(merged)
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod check_cmds;
 mod record;
+mod two_crash;
 mod vm;
 
 use vm::image::KernelFlavor;
@@ -89,6 +90,12 @@ struct RunArgs {
     /// Use this static agent binary instead of building it from the workspace.
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Test aid, not for real runs: add this ack label (e.g. `r:999-999:00000000`) to the first
+    /// run's acks handed to the run after the power cut and to its checker, as if the first run
+    /// had acknowledged it. The I8 check must then report violations; tests use this to prove
+    /// that it can fail. Repeatable.
+    #[arg(long, hide = true)]
+    forge_prior_ack: Vec<String>,
     #[command(flatten)]
     check: check_cmds::CheckArgs,
 }
@@ -206,6 +213,16 @@ struct RecordArgs {
     /// Use this static agent binary instead of building it from the workspace.
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Start from a copy of this data disk image instead of formatting a new one (it is also
+    /// the base image of the new log).
+    #[arg(long)]
+    base_image: Option<PathBuf>,
+    /// Reboot after a power cut (invariant I8): DIR is the first run's recording (`record --out`
+    /// of a workload with `power_cut:`). The data disk starts as DIR/final.img (unless
+    /// --base-image is given); the guest recovers the journal, checks the acks of
+    /// DIR/ledger.jsonl and runs the workload's `after_crash:` steps.
+    #[arg(long, value_name = "DIR")]
+    continue_from: Option<PathBuf>,
 }
 
 fn load_workload(
@@ -250,13 +267,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Record(args) => {
             let workload = load_workload(&args.workload, args.seed)?;
-            let options = record::RecordOptions {
-                image: vm::image::BuildOptions {
+            let mut options = record::RecordOptions::fresh(
+                vm::image::BuildOptions {
                     flavor: args.kernel,
                     agent: args.agent,
                 },
-                timeout: std::time::Duration::from_secs(args.timeout),
-            };
+                std::time::Duration::from_secs(args.timeout),
+            );
+            options.base_image = args.base_image;
+            if let Some(first) = &args.continue_from {
+                if options.base_image.is_none() {
+                    options.base_image = Some(first.join("final.img"));
+                }
+                options.continue_after_crash =
+                    Some(record::read_ledger_acks(&first.join("ledger.jsonl"))?);
+            }
             let outcome = record::record(&workload, &args.out, &options, &progress)?;
             println!("{}", serde_json::to_string_pretty(&outcome.summary)?);
             eprintln!(
@@ -275,14 +300,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = args.out.unwrap_or_else(|| {
                 PathBuf::from("out").join(format!("{}-{}", workload.name, workload.seed))
             });
-            let options = record::RecordOptions {
-                image: vm::image::BuildOptions {
+            let options = record::RecordOptions::fresh(
+                vm::image::BuildOptions {
                     flavor: args.kernel,
                     agent: args.agent,
                 },
-                timeout: std::time::Duration::from_secs(args.timeout),
-            };
-            let report = check_cmds::run(&workload, &out, &options, &args.check, &progress)?;
+                std::time::Duration::from_secs(args.timeout),
+            );
+            let forged = args
+                .forge_prior_ack
+                .iter()
+                .map(|label| {
+                    powercut_workloads::ack::Ack::parse_label(label)
+                        .map_err(|e| anyhow::anyhow!("--forge-prior-ack: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report =
+                check_cmds::run(&workload, &out, &options, &args.check, &forged, &progress)?;
             report_outcome(&report)
         }
         Command::Check(args) => {

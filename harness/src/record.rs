@@ -4,12 +4,18 @@
 //! | file           | what                                                                   |
 //! |----------------|------------------------------------------------------------------------|
 //! | `log.bin`      | the dm-log-writes block log (the whole log disk)                        |
-//! | `base.img`     | the data disk as formatted, before the workload                         |
+//! | `base.img`     | the data disk as formatted (or as given), before the workload           |
 //! | `final.img`    | the data disk after the VM ended (clean shutdown, or at the power cut)  |
 //! | `console.log`  | every console line                                                      |
 //! | `ledger.jsonl` | acks as the agent reported them over serial, one JSON object a line     |
 //! | `workload.json`| the workload as the guest got it                                        |
 //! | `record.json`  | [`RecordSummary`]                                                       |
+//! | `prior-acks.json` | continuation runs: the first run's acks handed to the guest          |
+//!
+//! [`RecordOptions::base_image`] starts from a given data disk instead of a formatted one;
+//! [`RecordOptions::continue_after_crash`] makes the run the reboot after a power cut (I8): the
+//! guest recovers the journal on that disk, checks the given acks of the first run and runs the
+//! workload's after-crash steps.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -19,8 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use powercut_workloads::ack::Ack;
+use powercut_workloads::executor::PriorViolation;
 use powercut_workloads::guest::disks;
-use powercut_workloads::protocol::{self, DoneReport, GuestMessage};
+use powercut_workloads::protocol::{self, DoneReport, GuestMessage, Job};
 use powercut_workloads::spec::{Filesystem, Workload};
 
 use crate::vm::image::{self, BuildOptions};
@@ -37,6 +44,43 @@ pub struct RecordOptions {
     pub image: BuildOptions,
     /// Upper bound for the whole VM run.
     pub timeout: Duration,
+    /// Start from a copy of this data disk instead of formatting one (it is also the log's base
+    /// image).
+    pub base_image: Option<PathBuf>,
+    /// The reboot after a power cut: the first run's acks, which the guest checks against what
+    /// it recovers before running the after-crash steps. Needs `base_image` (the crash image).
+    pub continue_after_crash: Option<Vec<Ack>>,
+}
+
+impl RecordOptions {
+    /// A run from a freshly formatted disk.
+    pub fn fresh(image: BuildOptions, timeout: Duration) -> Self {
+        RecordOptions {
+            image,
+            timeout,
+            base_image: None,
+            continue_after_crash: None,
+        }
+    }
+}
+
+/// Reads the acks of a `ledger.jsonl` (as [`record`] writes it), in order.
+pub fn read_ledger_acks(path: &Path) -> Result<Vec<Ack>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            #[derive(serde::Deserialize)]
+            struct Line {
+                ack: Ack,
+            }
+            serde_json::from_str::<Line>(line)
+                .map(|l| l.ack)
+                .with_context(|| format!("{} line {}: not a ledger entry", path.display(), i + 1))
+        })
+        .collect()
 }
 
 /// How the VM ended.
@@ -90,6 +134,12 @@ pub struct RecordSummary {
     /// The log device ran out of space (the run then fails).
     pub log_filled: bool,
     pub done: Option<DoneReport>,
+    /// The run continued after a power cut (started from a crash image).
+    pub continued_after_crash: bool,
+    /// Continuation runs: acks of the first run the guest checked.
+    pub prior_acks: u64,
+    /// Continuation runs: first-run acks the recovered state breaks, as the guest reported them.
+    pub prior_violations: Vec<PriorViolation>,
 }
 
 /// What [`record`] leaves behind.
@@ -212,24 +262,63 @@ pub fn record(
         .map(|d| d.as_secs())
         .unwrap_or(0);
 
-    let job_json = workload.to_json();
-    std::fs::write(out.join("workload.json"), &job_json)?;
+    if options.continue_after_crash.is_some() && options.base_image.is_none() {
+        bail!("continuing after a crash needs the crash image as the base image");
+    }
+    std::fs::write(out.join("workload.json"), workload.to_json())?;
+    let job_json = match &options.continue_after_crash {
+        None => Job::Fresh(workload.clone()).to_json(),
+        Some(prior_acks) => {
+            std::fs::write(
+                out.join("prior-acks.json"),
+                serde_json::to_vec_pretty(prior_acks)?,
+            )?;
+            Job::ContinueAfterCrash {
+                workload: workload.clone(),
+                prior_acks: prior_acks.clone(),
+            }
+            .to_json()
+        }
+    };
     let data_disk = out.join("final.img");
     let base = out.join("base.img");
     let log = out.join("log.bin");
     let job = out.join("job.img");
     let ledger_path = out.join("ledger.jsonl");
-    for stale in [&base, &log, &ledger_path, &out.join("record.json")] {
+    for stale in [
+        &base,
+        &log,
+        &ledger_path,
+        &out.join("record.json"),
+        &out.join("prior-acks.json"),
+    ] {
         let _ = std::fs::remove_file(stale);
     }
-    progress.step(
-        &format!(
-            "formatting {} MiB {}",
-            workload.disk_mib,
-            workload.filesystem.name()
-        ),
-        || format_data_disk(&data_disk, workload.filesystem, workload.disk_mib),
-    )?;
+    match &options.base_image {
+        Some(given) => {
+            if given.canonicalize().ok() == data_disk.canonicalize().ok() {
+                bail!(
+                    "the base image {} is this recording's own data disk: give a copy or another \
+                     output directory",
+                    given.display()
+                );
+            }
+            std::fs::copy(given, &data_disk).with_context(|| {
+                format!(
+                    "copying the base image {} to the data disk",
+                    given.display()
+                )
+            })?;
+        }
+        None => progress.step(
+            &format!(
+                "formatting {} MiB {}",
+                workload.disk_mib,
+                workload.filesystem.name()
+            ),
+            || format_data_disk(&data_disk, workload.filesystem, workload.disk_mib),
+        )?,
+    }
     std::fs::copy(&data_disk, &base).context("copying the pristine base image")?;
     // A fresh log every run: stale entries of a longer old log would be scanned as real.
     let log_disk_bytes = workload.log_mib << 20;
@@ -260,7 +349,13 @@ pub fn record(
         memory_mib: 512,
         append: KERNEL_APPEND.into(),
     };
-    let cut_after = workload.power_cut_after_ack();
+    // The run after a crash ends cleanly: its crash states come from its log.
+    let continued = options.continue_after_crash.is_some();
+    let cut_after = if continued {
+        None
+    } else {
+        workload.power_cut_after_ack()
+    };
     progress.line(format!(
         "booting {} ({}){}",
         image.kernel_package,
@@ -278,6 +373,7 @@ pub fn record(
     let mut host_boot_to_agent_s = None;
     let mut done = None;
     let mut guest_error = None;
+    let mut prior_violations = Vec::new();
     let mut end = None;
     let mut last_progress = Instant::now();
     loop {
@@ -336,6 +432,13 @@ pub fn record(
             }
             GuestMessage::Done(report) => done = Some(report),
             GuestMessage::Error { message } => guest_error = Some(message),
+            GuestMessage::PriorViolation(violation) => {
+                progress.line(format!(
+                    "guest: {} after the crash: expected {}; found {}",
+                    violation.invariant, violation.expected, violation.found
+                ));
+                prior_violations.push(violation);
+            }
         }
     }
     ledger_file.flush()?;
@@ -395,6 +498,12 @@ pub fn record(
         log_entries_scanned: scan.entries,
         log_filled,
         done,
+        continued_after_crash: continued,
+        prior_acks: options
+            .continue_after_crash
+            .as_ref()
+            .map_or(0, |a| a.len() as u64),
+        prior_violations,
     };
     std::fs::write(
         out.join("record.json"),

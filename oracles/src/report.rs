@@ -136,11 +136,20 @@ impl Report {
         s
     }
 
-    /// JUnit XML: suite "powercut", one testcase per workload x invariant.
+    /// JUnit XML: suite "powercut", one testcase per workload x invariant of [`INVARIANTS`].
     pub fn to_junit(&self) -> Result<String, quick_junit::SerializeError> {
+        self.to_junit_with(&INVARIANTS)
+    }
+
+    /// JUnit XML with one testcase per workload x invariant of `invariants` (e.g. [`INVARIANTS`]
+    /// plus "I8" for a run that also checked a second crash).
+    pub fn to_junit_with(
+        &self,
+        invariants: &[&str],
+    ) -> Result<String, quick_junit::SerializeError> {
         use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
         let mut suite = TestSuite::new("powercut");
-        for inv in INVARIANTS {
+        for &inv in invariants {
             let failing: Vec<&Violation> = self
                 .all_violations()
                 .filter(|v| v.invariant == inv)
@@ -290,6 +299,9 @@ mod tests {
         assert!(xml.contains("smoke::I1"));
         assert!(xml.contains("2 violations of I1"));
         assert_eq!(xml.matches("<failure").count(), 1);
+        let with_i8 = r.to_junit_with(&["I1", "I8"]).unwrap();
+        assert_eq!(with_i8.matches("<testcase").count(), 2);
+        assert!(with_i8.contains("smoke::I8"));
         let s = r.summary();
         assert!(
             s.contains("2 violations") && s.contains("missing LSN 2"),

@@ -30,7 +30,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::ack::Ack;
 use crate::payload;
-use crate::spec::{FileOp, IngestStep, SizeRange, SpecError, Step, Workload};
+use crate::spec::{
+    FileOp, IngestStep, SizeRange, SpecError, Step, Workload, AFTER_CRASH_WRITER_BASE,
+};
 
 /// Writer id of the main appender; ingest clients are 1..=clients.
 pub const MAIN_WRITER: u32 = 0;
@@ -44,6 +46,12 @@ pub trait AckSink: Sync {
     /// Reports progress; the default ignores it.
     fn progress(&self, event: &ProgressEvent) {
         let _ = event;
+    }
+
+    /// Reports an ack of the first run that the state after a crash breaks (see
+    /// [`continue_after_crash`]), before the after-crash steps run; the default ignores it.
+    fn prior_violation(&self, violation: &PriorViolation) {
+        let _ = violation;
     }
 }
 
@@ -212,7 +220,16 @@ struct Shared<'a> {
     acks: std::sync::atomic::AtomicU64,
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    fn new(workload: &'a Workload, sink: &'a dyn AckSink) -> Self {
+        Shared {
+            workload,
+            sink,
+            ledger: Mutex::new(BTreeMap::new()),
+            acks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     fn ack(&self, phase: &Phase, ack: &Ack) -> Result<(), ExecError> {
         self.sink.ack(ack).map_err(|message| ExecError::Sink {
             phase: phase.clone(),
@@ -244,75 +261,244 @@ pub fn execute(
 ) -> Result<ExecutionSummary, ExecError> {
     workload.validate()?;
     let started = Instant::now();
-    let shared = Shared {
-        workload,
-        sink,
-        ledger: Mutex::new(BTreeMap::new()),
-        acks: std::sync::atomic::AtomicU64::new(0),
-    };
-    let mut run = Run {
-        shared: &shared,
-        root: root.to_path_buf(),
-        journal_dir: root.join("journal"),
-        files_dir: root.join("files"),
-        journal: None,
-        main_rng: ChaCha8Rng::seed_from_u64(workload.seed),
-        next_sequence: BTreeMap::new(),
-        next_lsn: 1,
-        file_crcs: BTreeMap::new(),
-        summary: ExecutionSummary {
-            acks: 0,
-            records: 0,
-            record_bytes: 0,
-            file_ops: 0,
-            elapsed: Duration::ZERO,
-            open_reports: Vec::new(),
-        },
-    };
+    let shared = Shared::new(workload, sink);
+    let mut run = Run::new(&shared, root, workload.steps.clone(), MAIN_WRITER, 0);
     run.setup()?;
-    shared.ack(
-        &Phase::Setup,
-        &Ack::Start {
-            name: workload.name.clone(),
-        },
-    )?;
-    let steps_total = workload.steps.len();
-    let acks_total = workload.total_acks_estimate();
-    for (index, step) in workload.steps.iter().enumerate() {
-        let phase = Phase::Step {
-            index,
-            kind: step.kind(),
-        };
-        let event = |finished| ProgressEvent {
-            step_index: index,
-            steps_total,
-            acks_so_far: shared.acks(),
-            acks_total,
-            finished,
-            description: step.describe(),
-        };
-        sink.progress(&event(false));
-        run.step(index, step, &phase)?;
-        sink.progress(&event(true));
+    run.run_steps(&shared, sink, started)
+}
+
+/// RNG stream of the record sizes after a crash (stream 0 is the first run's appender).
+const AFTER_CRASH_RNG_STREAM: u64 = 0x00AF_7E2C;
+
+/// Something the run after a crash found wrong with what the first run acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PriorViolation {
+    /// The invariant that failed on the recovered journal (I1, I2, I3, I4, I6).
+    pub invariant: String,
+    /// Label of the ack concerned, if one.
+    pub step: Option<String>,
+    pub expected: String,
+    pub found: String,
+}
+
+/// What [`continue_after_crash`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinuationSummary {
+    /// Records the engine's recovery returned on the crash image.
+    pub recovered_records: u64,
+    /// The recovery's torn tail, as text.
+    pub truncated_tail: Option<String>,
+    /// Acks of the first run that the recovered state breaks (empty: all held).
+    pub prior_violations: Vec<PriorViolation>,
+    /// The after-crash steps; `None` when the journal could not be opened at all.
+    pub execution: Option<ExecutionSummary>,
+}
+
+/// The run after a power cut (invariant I8): opens the journal that `root` holds (the engine's
+/// recovery), checks that every record and file in `prior_acks` (the first run's acks) is
+/// there byte for byte, then runs [`Workload::after_crash_steps`] with payload writer ids from
+/// [`AFTER_CRASH_WRITER_BASE`], LSNs continuing after the recovered ones, every ack going to
+/// `sink`. Broken prior acks are returned, not errors, so the caller can report them and still
+/// finish cleanly; if the journal does not open, the steps are skipped.
+pub fn continue_after_crash(
+    workload: &Workload,
+    root: &Path,
+    prior_acks: &[Ack],
+    sink: &dyn AckSink,
+) -> Result<ContinuationSummary, ExecError> {
+    workload.validate()?;
+    let started = Instant::now();
+    let shared = Shared::new(workload, sink);
+    let mut run = Run::new(
+        &shared,
+        root,
+        workload.after_crash_steps(),
+        AFTER_CRASH_WRITER_BASE,
+        AFTER_CRASH_RNG_STREAM,
+    );
+    run.create_dirs(false)?;
+    let (journal, report) = match Journal::open(&run.journal_dir, workload.journal_options()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let violation = PriorViolation {
+                invariant: "I4".into(),
+                step: None,
+                expected: "the journal of the crash image opens (recovery succeeds)".into(),
+                found: format!("open failed: {e}"),
+            };
+            sink.prior_violation(&violation);
+            return Ok(ContinuationSummary {
+                recovered_records: 0,
+                truncated_tail: None,
+                prior_violations: vec![violation],
+                execution: None,
+            });
+        }
+    };
+    run.check_record_limit(&Phase::Setup, journal.max_payload_bytes())?;
+    run.summary.open_reports.push(describe_open(&report));
+    run.journal = Some(journal);
+    let recovery = &report.recovery;
+    let mut violations = check_prior_records(workload.seed, prior_acks, recovery);
+    let expected_files = prior_file_expectations(prior_acks);
+    violations.extend(check_prior_files(&run.files_dir, &expected_files));
+    for violation in &violations {
+        sink.prior_violation(violation);
     }
-    let journal = run.journal.take().ok_or_else(|| ExecError::Contract {
-        phase: Phase::Finish,
-        message: "no journal open at the end".into(),
-    })?;
-    journal.close().map_err(|source| ExecError::Journal {
-        phase: Phase::Finish,
-        op: "close",
-        source,
-    })?;
-    shared.ack(
-        &Phase::Finish,
-        &Ack::End {
-            name: workload.name.clone(),
-        },
-    )?;
-    run.summary.acks = shared.acks();
-    run.summary.elapsed = started.elapsed();
-    Ok(run.summary)
+    // The recovered records are the ledger a later reopen is checked against.
+    for record in &recovery.records {
+        let origin = payload::verify(workload.seed, &record.payload).ok();
+        shared.record(
+            record.lsn,
+            RecordIdentity {
+                writer: origin.map_or(u32::MAX, |o| o.writer),
+                sequence: origin.map_or(0, |o| o.sequence),
+                len_bytes: record.payload.len(),
+                crc32c: crc32c::crc32c(&record.payload),
+            },
+        );
+    }
+    run.next_lsn = recovery.records.last().map_or(1, |r| r.lsn + 1);
+    for (path, expect) in expected_files {
+        if let Some(crc) = expect {
+            run.file_crcs.insert(path, crc);
+        }
+    }
+    let summary = run.run_steps(&shared, sink, started)?;
+    Ok(ContinuationSummary {
+        recovered_records: recovery.records.len() as u64,
+        truncated_tail: recovery.truncated_tail.map(|t| format!("{t:?}")),
+        prior_violations: violations,
+        execution: Some(summary),
+    })
+}
+
+/// I1 (every acked record, byte for byte), I2 (LSNs exactly 1..n, n at least the last acked)
+/// and I3 (every payload derived from the seed) on a recovery.
+pub fn check_prior_records(
+    seed: u64,
+    prior_acks: &[Ack],
+    recovery: &powercut_writer::Recovery,
+) -> Vec<PriorViolation> {
+    let mut out = Vec::new();
+    let by_lsn: BTreeMap<u64, &[u8]> = recovery
+        .records
+        .iter()
+        .map(|r| (r.lsn, r.payload.as_slice()))
+        .collect();
+    for ack in prior_acks {
+        let Ack::Records {
+            first_lsn,
+            last_lsn,
+            crc32c,
+        } = ack
+        else {
+            continue;
+        };
+        let expected = format!("records {first_lsn}..={last_lsn} with crc32c {crc32c:08x}");
+        let mut crc = 0u32;
+        let mut missing = Vec::new();
+        for lsn in *first_lsn..=(*last_lsn).min(first_lsn.saturating_add(1 << 20)) {
+            match by_lsn.get(&lsn) {
+                Some(p) => crc = crc32c::crc32c_append(crc, p),
+                None => missing.push(lsn),
+            }
+        }
+        let found = if let Some(first) = missing.first() {
+            Some(format!("missing LSN {first} ({} missing)", missing.len()))
+        } else if crc != *crc32c {
+            Some(format!("recovered bytes have crc32c {crc:08x}"))
+        } else {
+            None
+        };
+        if let Some(found) = found {
+            out.push(PriorViolation {
+                invariant: "I1".into(),
+                step: Some(ack.to_label()),
+                expected,
+                found,
+            });
+        }
+    }
+    if let Some((position, record)) = recovery
+        .records
+        .iter()
+        .enumerate()
+        .find(|(i, r)| r.lsn != *i as u64 + 1)
+    {
+        out.push(PriorViolation {
+            invariant: "I2".into(),
+            step: None,
+            expected: format!("LSN {} at position {position}", position + 1),
+            found: format!("LSN {}", record.lsn),
+        });
+    }
+    for record in &recovery.records {
+        if let Err(why) = payload::verify(seed, &record.payload) {
+            out.push(PriorViolation {
+                invariant: "I3".into(),
+                step: None,
+                expected: "every recovered payload derived from the workload seed".into(),
+                found: format!("LSN {}: {why}", record.lsn),
+            });
+            break;
+        }
+    }
+    out
+}
+
+/// Path -> crc32c the file must have (`None`: it must be absent), after the file acks in order.
+fn prior_file_expectations(prior_acks: &[Ack]) -> BTreeMap<String, Option<u32>> {
+    let mut out = BTreeMap::new();
+    for ack in prior_acks {
+        match ack {
+            Ack::FileCreate { path, crc32c } => {
+                out.insert(path.clone(), Some(*crc32c));
+            }
+            Ack::FileRename { from, to, crc32c } => {
+                out.insert(from.clone(), None);
+                out.insert(to.clone(), Some(*crc32c));
+            }
+            Ack::FileRemove { path } => {
+                out.insert(path.clone(), None);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// I6 on the files of the first run.
+fn check_prior_files(
+    files_dir: &Path,
+    expected: &BTreeMap<String, Option<u32>>,
+) -> Vec<PriorViolation> {
+    let mut out = Vec::new();
+    for (path, want) in expected {
+        let full = files_dir.join(path);
+        let found = match (want, fs::read(&full)) {
+            (Some(crc), Ok(bytes)) => {
+                let got = crc32c::crc32c(&bytes);
+                (got != *crc).then(|| format!("{path} has crc32c {got:08x}"))
+            }
+            (Some(_), Err(e)) => Some(format!("{path}: {e}")),
+            (None, Ok(_)) => Some(format!("{path} exists")),
+            (None, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            (None, Err(e)) => Some(format!("{path}: {e}")),
+        };
+        if let Some(found) = found {
+            out.push(PriorViolation {
+                invariant: "I6".into(),
+                step: None,
+                expected: match want {
+                    Some(crc) => format!("{path} exists with crc32c {crc:08x}"),
+                    None => format!("{path} is absent"),
+                },
+                found,
+            });
+        }
+    }
+    out
 }
 
 struct Run<'a, 's> {
@@ -322,6 +508,10 @@ struct Run<'a, 's> {
     files_dir: PathBuf,
     journal: Option<Journal>,
     main_rng: ChaCha8Rng,
+    /// The steps this run does (the workload's, or its after-crash steps).
+    steps: Vec<Step>,
+    /// Payload writer id of the main appender; ingest clients follow it.
+    writer_base: u32,
     /// Next payload sequence per writer.
     next_sequence: BTreeMap<u32, u64>,
     /// LSN the next record must get (all writers).
@@ -331,8 +521,102 @@ struct Run<'a, 's> {
     summary: ExecutionSummary,
 }
 
-impl Run<'_, '_> {
+impl<'a, 's> Run<'a, 's> {
+    fn new(
+        shared: &'s Shared<'a>,
+        root: &Path,
+        steps: Vec<Step>,
+        writer_base: u32,
+        rng_stream: u64,
+    ) -> Self {
+        let mut main_rng = ChaCha8Rng::seed_from_u64(shared.workload.seed);
+        main_rng.set_stream(rng_stream);
+        Run {
+            shared,
+            root: root.to_path_buf(),
+            journal_dir: root.join("journal"),
+            files_dir: root.join("files"),
+            journal: None,
+            main_rng,
+            steps,
+            writer_base,
+            next_sequence: BTreeMap::new(),
+            next_lsn: 1,
+            file_crcs: BTreeMap::new(),
+            summary: ExecutionSummary {
+                acks: 0,
+                records: 0,
+                record_bytes: 0,
+                file_ops: 0,
+                elapsed: Duration::ZERO,
+                open_reports: Vec::new(),
+            },
+        }
+    }
+
+    /// Start ack, the steps, close, end ack.
+    fn run_steps(
+        mut self,
+        shared: &Shared<'_>,
+        sink: &dyn AckSink,
+        started: Instant,
+    ) -> Result<ExecutionSummary, ExecError> {
+        let workload = shared.workload;
+        shared.ack(
+            &Phase::Setup,
+            &Ack::Start {
+                name: workload.name.clone(),
+            },
+        )?;
+        let steps = std::mem::take(&mut self.steps);
+        let steps_total = steps.len();
+        let acks_total = 2 + steps.iter().map(Step::acks).sum::<u64>();
+        for (index, step) in steps.iter().enumerate() {
+            let phase = Phase::Step {
+                index,
+                kind: step.kind(),
+            };
+            let event = |finished| ProgressEvent {
+                step_index: index,
+                steps_total,
+                acks_so_far: shared.acks(),
+                acks_total,
+                finished,
+                description: step.describe(),
+            };
+            sink.progress(&event(false));
+            self.step(index, step, &phase)?;
+            sink.progress(&event(true));
+        }
+        self.steps = steps;
+        let journal = self.journal.take().ok_or_else(|| ExecError::Contract {
+            phase: Phase::Finish,
+            message: "no journal open at the end".into(),
+        })?;
+        journal.close().map_err(|source| ExecError::Journal {
+            phase: Phase::Finish,
+            op: "close",
+            source,
+        })?;
+        shared.ack(
+            &Phase::Finish,
+            &Ack::End {
+                name: workload.name.clone(),
+            },
+        )?;
+        self.summary.acks = shared.acks();
+        self.summary.elapsed = started.elapsed();
+        Ok(self.summary)
+    }
+
     fn setup(&mut self) -> Result<(), ExecError> {
+        self.create_dirs(true)?;
+        self.open_journal(&Phase::Setup).map(|_| ())
+    }
+
+    /// Creates the root, `journal` and `files` (fsyncing each new name). `fresh`: the journal
+    /// directory must be absent or empty (a run from nothing).
+    fn create_dirs(&mut self, fresh: bool) -> Result<(), ExecError> {
         let phase = Phase::Setup;
         let file_err = |op, path: &Path| {
             let phase = phase.clone();
@@ -352,7 +636,7 @@ impl Run<'_, '_> {
         for dir in [&self.journal_dir, &self.files_dir] {
             match fs::read_dir(dir) {
                 Ok(mut entries) => {
-                    if dir == &self.journal_dir && entries.next().is_some() {
+                    if fresh && dir == &self.journal_dir && entries.next().is_some() {
                         return Err(ExecError::NotEmpty { path: dir.clone() });
                     }
                 }
@@ -364,7 +648,7 @@ impl Run<'_, '_> {
             fsync_dir(dir).map_err(file_err("fsync directory", dir))?;
         }
         fsync_dir(&self.root).map_err(file_err("fsync directory", &self.root))?;
-        self.open_journal(&phase).map(|_| ())
+        Ok(())
     }
 
     fn open_journal(&mut self, phase: &Phase) -> Result<OpenReport, ExecError> {
@@ -384,8 +668,6 @@ impl Run<'_, '_> {
 
     fn check_record_limit(&self, phase: &Phase, limit: usize) -> Result<(), ExecError> {
         let largest = self
-            .shared
-            .workload
             .steps
             .iter()
             .filter_map(|s| match s {
@@ -462,9 +744,9 @@ impl Run<'_, '_> {
             let mut last_lsn = 0;
             for _ in 0..group {
                 let len_bytes = draw_size(&mut self.main_rng, size);
-                let sequence = self.next_sequence(MAIN_WRITER);
-                let bytes =
-                    payload::derive(self.shared.workload.seed, MAIN_WRITER, sequence, len_bytes);
+                let writer = self.writer_base + MAIN_WRITER;
+                let sequence = self.next_sequence(writer);
+                let bytes = payload::derive(self.shared.workload.seed, writer, sequence, len_bytes);
                 let journal = self.journal(phase)?;
                 let lsn = if commit_every == 1 {
                     journal
@@ -497,7 +779,7 @@ impl Run<'_, '_> {
                 identities.push((
                     lsn,
                     RecordIdentity {
-                        writer: MAIN_WRITER,
+                        writer,
                         sequence,
                         len_bytes,
                         crc32c: crc32c::crc32c(&bytes),
@@ -639,7 +921,9 @@ impl Run<'_, '_> {
         self.check_recovery(phase, &server.open_report.recovery)?;
         let addr = server.local_addr();
         let seed = self.shared.workload.seed;
-        let first_sequences: Vec<u64> = (1..=clients)
+        let writers = self.writer_base + 1..=self.writer_base.saturating_add(clients);
+        let first_sequences: Vec<u64> = writers
+            .clone()
             .map(|writer| {
                 let first = *self.next_sequence.get(&writer).unwrap_or(&1);
                 self.next_sequence
@@ -649,7 +933,7 @@ impl Run<'_, '_> {
             .collect();
         let shared = self.shared;
         let results: Vec<Result<(u64, u64), ExecError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (1..=clients)
+            let handles: Vec<_> = writers
                 .zip(first_sequences)
                 .map(|(writer, first_sequence)| {
                     let phase = phase.clone();

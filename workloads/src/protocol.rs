@@ -1,7 +1,11 @@
 //! Messages between the guest agent and the host.
 //!
 //! Host to guest: the job disk (`/dev/vdc`, virtio serial `pc-job`) holds one header line
-//! `powercut-job 1 LEN\n` followed by LEN bytes of workload JSON, zero padded to whole sectors.
+//! `powercut-job 1 LEN\n` followed by LEN bytes of job JSON, zero padded to whole sectors. The
+//! job JSON is the workload itself (a run from a freshly formatted disk), or, for the run after a
+//! power cut (invariant I8), `{"continue_after_crash": {"prior_acks": [ACK, ..]}, "workload":
+//! WORKLOAD}`: mount the crash image, recover, check the first run's acks, run the after-crash
+//! steps. See [`Job`].
 //!
 //! Guest to host: lines on the serial console, `@@powercut {json}`. The console also carries
 //! kernel and init output, and the tty turns `\n` into `\r\n`, so the host looks for the prefix
@@ -9,6 +13,10 @@
 //! every other line.
 
 use std::io::Read;
+
+use crate::ack::Ack;
+use crate::executor::PriorViolation;
+use crate::spec::Workload;
 
 /// Prefix of every agent line on the console.
 pub const LINE_PREFIX: &str = "@@powercut ";
@@ -44,6 +52,81 @@ pub enum GuestMessage {
     Done(DoneReport),
     /// The agent failed; `message` names the failed operation.
     Error { message: String },
+    /// After a power cut: the recovered state breaks an ack of the first run.
+    PriorViolation(PriorViolation),
+}
+
+/// Key of the continuation envelope in the job JSON.
+const CONTINUE_KEY: &str = "continue_after_crash";
+
+/// What the agent is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Run the workload's steps on a freshly formatted data disk.
+    Fresh(Workload),
+    /// Reboot on a crash image: recover, check `prior_acks` (the first run's acks), run the
+    /// workload's after-crash steps.
+    ContinueAfterCrash {
+        workload: Workload,
+        prior_acks: Vec<Ack>,
+    },
+}
+
+impl Job {
+    /// The workload of either kind of job.
+    pub fn workload(&self) -> &Workload {
+        match self {
+            Job::Fresh(w) | Job::ContinueAfterCrash { workload: w, .. } => w,
+        }
+    }
+
+    /// The job JSON the host writes to the job disk.
+    pub fn to_json(&self) -> String {
+        match self {
+            Job::Fresh(w) => w.to_json(),
+            Job::ContinueAfterCrash {
+                workload,
+                prior_acks,
+            } => {
+                // The workload JSON is valid JSON by construction; acks always serialize.
+                let workload: serde_json::Value =
+                    serde_json::from_str(&workload.to_json()).unwrap_or(serde_json::Value::Null);
+                serde_json::json!({
+                    CONTINUE_KEY: { "prior_acks": prior_acks },
+                    "workload": workload,
+                })
+                .to_string()
+            }
+        }
+    }
+
+    /// Parses job JSON, with the workload's own checks.
+    pub fn from_json(text: &str) -> Result<Job, ProtocolError> {
+        let bad = |reason: String| ProtocolError::BadJob { reason };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let Some(envelope) = value.get(CONTINUE_KEY) else {
+            return Workload::from_json(text)
+                .map(Job::Fresh)
+                .map_err(|e| bad(e.to_string()));
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Continuation {
+            prior_acks: Vec<Ack>,
+        }
+        let continuation: Continuation = serde_json::from_value(envelope.clone())
+            .map_err(|e| bad(format!("{CONTINUE_KEY}: {e}")))?;
+        let workload = value
+            .get("workload")
+            .ok_or_else(|| bad("no workload beside the continuation".into()))?;
+        let workload =
+            Workload::from_json(&workload.to_string()).map_err(|e| bad(e.to_string()))?;
+        Ok(Job::ContinueAfterCrash {
+            workload,
+            prior_acks: continuation.prior_acks,
+        })
+    }
 }
 
 /// What the agent reports at the end of a clean run.
@@ -97,6 +180,8 @@ pub enum ProtocolError {
     BadJobHeader { reason: String },
     #[error("job of {len_bytes} bytes exceeds the limit of {MAX_JOB_BYTES} bytes")]
     JobTooLarge { len_bytes: u64 },
+    #[error("job JSON: {reason}")]
+    BadJob { reason: String },
     #[error("reading the job disk at offset {offset}: {source}")]
     Read { offset: u64, source: std::io::Error },
 }

@@ -150,6 +150,35 @@ pub struct Workload {
     pub steps: Vec<Step>,
     /// When the host cuts the power of a live run, if at all.
     pub power_cut: Option<PowerCut>,
+    /// What the run after the power cut does once it has recovered the journal (invariant I8);
+    /// `None`: [`default_after_crash_steps`]. Only meaningful with a power cut.
+    pub after_crash: Option<Vec<Step>>,
+}
+
+/// Payload writer id of the main appender after a crash: far above the ingest clients' ids, so
+/// payloads of the second run never equal those of the first.
+pub const AFTER_CRASH_WRITER_BASE: u32 = 1000;
+
+/// The steps a run after a power cut does when the workload gives no `after_crash:`: 16 records
+/// of 100-4000 bytes committed in pairs, a rotation, 8 more records.
+pub fn default_after_crash_steps() -> Vec<Step> {
+    let size = SizeRange {
+        min_bytes: 100,
+        max_bytes: 4000,
+    };
+    vec![
+        Step::Append(AppendStep {
+            count: 16,
+            size,
+            commit_every: 2,
+        }),
+        Step::Rotate,
+        Step::Append(AppendStep {
+            count: 8,
+            size,
+            commit_every: 2,
+        }),
+    ]
 }
 
 /// File system of the data disk.
@@ -662,6 +691,23 @@ impl Workload {
             tree.apply(step)
                 .map_err(|m| invalid(format!("steps[{index}]"), m))?;
         }
+        if let Some(after_crash) = &self.after_crash {
+            // The run after the crash starts from whatever the first run left: it may only touch
+            // files it creates itself.
+            let mut tree = FileTree::default();
+            for (index, step) in after_crash.iter().enumerate() {
+                step.check().map_err(|(field, message)| {
+                    let field = if field.is_empty() {
+                        format!("after_crash[{index}].{}", step.kind())
+                    } else {
+                        format!("after_crash[{index}].{}.{field}", step.kind())
+                    };
+                    invalid(field, message)
+                })?;
+                tree.apply(step)
+                    .map_err(|m| invalid(format!("after_crash[{index}]"), m))?;
+            }
+        }
         if let Some(PowerCut::AtAck(0)) = self.power_cut {
             return Err(invalid(
                 "power_cut.at_ack".into(),
@@ -701,6 +747,21 @@ impl Workload {
                 Some(rng.random_range(1..=durable))
             }
         }
+    }
+
+    /// What the run after the power cut does: `after_crash` or the default; empty without a
+    /// power cut.
+    pub fn after_crash_steps(&self) -> Vec<Step> {
+        match (&self.power_cut, &self.after_crash) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(steps)) => steps.clone(),
+            (Some(_), None) => default_after_crash_steps(),
+        }
+    }
+
+    /// Every ack the run after the power cut emits (start and end included).
+    pub fn after_crash_acks(&self) -> u64 {
+        2 + self.after_crash_steps().iter().map(Step::acks).sum::<u64>()
     }
 
     /// Segment size the engine will use.
@@ -759,12 +820,61 @@ impl Workload {
                 format!("the run would emit {acks} acks, more than the limit of {MAX_TOTAL_ACKS}"),
             ));
         }
+        let after_crash = self.after_crash_steps();
+        if self.after_crash.is_some() && self.power_cut.is_none() {
+            return Err((
+                "after_crash".into(),
+                "after_crash runs after a power cut: add `power_cut:` or leave after_crash out"
+                    .into(),
+            ));
+        }
+        if let Some(given) = &self.after_crash {
+            if given.is_empty() || given.len() > MAX_STEPS {
+                return Err((
+                    "after_crash".into(),
+                    format!(
+                        "{} steps: give 1 to {MAX_STEPS} steps (or leave after_crash out for the \
+                         default)",
+                        given.len()
+                    ),
+                ));
+            }
+        }
+        let after_acks: u64 = 2 + after_crash.iter().map(Step::acks).sum::<u64>();
+        if after_acks > MAX_TOTAL_ACKS {
+            return Err((
+                "after_crash".into(),
+                format!(
+                    "the run after the crash would emit {after_acks} acks, more than the limit \
+                     of {MAX_TOTAL_ACKS}"
+                ),
+            ));
+        }
         let segment_bytes = self.segment_bytes();
-        for (index, step) in self.steps.iter().enumerate() {
+        let listed = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("steps[{i}]"), s))
+            .chain(after_crash.iter().enumerate().map(|(i, s)| {
+                let field = if self.after_crash.is_some() {
+                    format!("after_crash[{i}]")
+                } else {
+                    // The default steps have no line of their own.
+                    "after_crash".to_string()
+                };
+                (field, s)
+            }));
+        for (field, step) in listed {
             if let Some(size) = step.size_range() {
                 if size.max_bytes + RECORD_OVERHEAD_BYTES > segment_bytes {
+                    let field = if field == "after_crash" {
+                        field
+                    } else {
+                        format!("{field}.{}.size", step.kind())
+                    };
                     return Err((
-                        format!("steps[{index}].{}.size", step.kind()),
+                        field,
                         format!(
                             "a record of {} bytes does not fit in a segment of {segment_bytes} \
                              bytes",
@@ -798,20 +908,25 @@ impl Workload {
         // Disk space: every segment the run may touch (records, plus a fresh segment per
         // rotation and reopen, plus one prepared ahead) and every file created. Recycling is
         // not counted on: it only reuses segments the engine has retired.
+        // The run after a crash appends to the same journal and file tree.
         let record_bytes: u64 = self
             .steps
             .iter()
+            .chain(&after_crash)
             .map(|s| s.max_record_bytes() + s.records() * RECORD_OVERHEAD_BYTES)
             .sum();
         let segment_switches = self
             .steps
             .iter()
+            .chain(&after_crash)
             .filter(|s| matches!(s, Step::Rotate | Step::Reopen))
             .count() as u64;
+        // The open after the crash continues in the recovered segment: no switch of its own.
         let segments = record_bytes.div_ceil(segment_bytes).max(1) + segment_switches + 1;
         let file_bytes: u64 = self
             .steps
             .iter()
+            .chain(&after_crash)
             .map(|s| match s {
                 Step::File(FileOp::Create { size_bytes, .. }) => size_bytes.next_multiple_of(4096),
                 _ => 0,
@@ -876,6 +991,8 @@ fn name_problem(name: &str) -> Option<String> {
 struct FileTree {
     /// Existing files and whether their current state was acknowledged.
     files: BTreeMap<String, bool>,
+    /// Names whose absence was acknowledged (by a rename away or a removal).
+    acked_absent: BTreeSet<String>,
     dirs: BTreeSet<String>,
 }
 
@@ -885,11 +1002,18 @@ impl FileTree {
         let acked = op.is_acked();
         // An acknowledged state must stay the expected one: an unacknowledged change of the same
         // path may or may not reach the disk before a crash, and the ack ledger cannot say which.
+        let acked_absent = &self.acked_absent;
         let guard = |path: &str, files: &BTreeMap<String, bool>| -> Result<(), String> {
             if !acked && files.get(path).copied().unwrap_or(false) {
                 return Err(format!(
                     "{path} holds an acknowledged state, so an operation without fsync_file and \
                      fsync_dir may not change it (a crash could keep either version)"
+                ));
+            }
+            if !acked && acked_absent.contains(path) {
+                return Err(format!(
+                    "{path} was acknowledged gone, so an operation without fsync_file and \
+                     fsync_dir may not re-create it (a crash could keep either state)"
                 ));
             }
             Ok(())
@@ -900,6 +1024,7 @@ impl FileTree {
                 guard(path, &self.files)?;
                 self.add_parents(path);
                 self.files.insert(path.clone(), acked);
+                self.acked_absent.remove(path);
             }
             FileOp::Rename { from, to, .. } => {
                 if !self.files.contains_key(from) {
@@ -913,6 +1038,10 @@ impl FileTree {
                 self.files.remove(from);
                 self.add_parents(to);
                 self.files.insert(to.clone(), acked);
+                self.acked_absent.remove(to);
+                if acked {
+                    self.acked_absent.insert(from.clone());
+                }
             }
             FileOp::Remove { path, .. } => {
                 if !self.files.contains_key(path) {
@@ -922,6 +1051,9 @@ impl FileTree {
                 }
                 guard(path, &self.files)?;
                 self.files.remove(path);
+                if acked {
+                    self.acked_absent.insert(path.clone());
+                }
             }
         }
         Ok(())
@@ -1152,6 +1284,8 @@ struct WorkloadFile {
     steps: Steps,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     power_cut: Option<PowerCut>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_crash: Option<Steps>,
 }
 
 impl From<WorkloadFile> for Workload {
@@ -1172,6 +1306,7 @@ impl From<WorkloadFile> for Workload {
             writer: f.writer,
             steps: f.steps.0,
             power_cut: f.power_cut,
+            after_crash: f.after_crash.map(|s| s.0),
         }
     }
 }
@@ -1188,6 +1323,7 @@ impl From<Workload> for WorkloadFile {
             writer: w.writer,
             steps: Steps(w.steps),
             power_cut: w.power_cut,
+            after_crash: w.after_crash.map(Steps),
         }
     }
 }

@@ -84,6 +84,7 @@ fn workload() -> impl Strategy<Value = Workload> {
             },
             steps,
             power_cut: None,
+            after_crash: None,
         })
 }
 

@@ -4,6 +4,12 @@
 //! the workload with every ack written as a MARK into the log, unmounts (which flushes), removes
 //! the dm devices (dm-log-writes writes its super on removal), reports over the serial console
 //! and powers the VM off.
+//!
+//! A continuation job (the reboot after a power cut, invariant I8) does the same on the crash
+//! image the host passes as the data disk: the mount replays the file system's journal, the
+//! executor opens the existing journal (the engine's recovery), every ack of the first run that
+//! the recovered state breaks is reported as a `prior_violation` line, then the after-crash steps
+//! run with their acks as MARKs as usual.
 
 use std::fs::File;
 use std::io::Stdout;
@@ -12,13 +18,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::{self, AckSink, ProgressEvent};
+use powercut_workloads::executor::{self, AckSink, PriorViolation, ProgressEvent};
 use powercut_workloads::guest::disks::{self, BlockDisk};
 use powercut_workloads::guest::dm::{self, DmControl, LogWritesStatus};
 use powercut_workloads::guest::serial::Console;
 use powercut_workloads::guest::{kmsg, mount};
-use powercut_workloads::protocol::{self, DoneReport, GuestMessage};
-use powercut_workloads::spec::Workload;
+use powercut_workloads::protocol::{self, DoneReport, GuestMessage, Job};
 
 /// dm-log-writes device (marks go here).
 const LOG_DEVICE: &str = "pclog";
@@ -65,6 +70,12 @@ impl AckSink for MarkSink<'_> {
         Ok(())
     }
 
+    fn prior_violation(&self, violation: &PriorViolation) {
+        let _ = self
+            .console
+            .send(&GuestMessage::PriorViolation(violation.clone()));
+    }
+
     fn progress(&self, event: &ProgressEvent) {
         let state = if event.finished { "done" } else { "start" };
         let _ = self.console.send(&GuestMessage::Progress {
@@ -88,17 +99,18 @@ fn find_disk(serial: &str) -> Result<BlockDisk, String> {
     disks::find_by_serial(Path::new("/sys/block"), serial).map_err(|e| e.to_string())
 }
 
-fn read_job() -> Result<Workload, String> {
+fn read_job() -> Result<Job, String> {
     let disk = find_disk(disks::JOB_SERIAL)?;
     let mut file = File::open(&disk.dev_path)
         .map_err(|e| format!("opening {}: {e}", disk.dev_path.display()))?;
     let json = protocol::decode_job(&mut file).map_err(|e| e.to_string())?;
     let text = String::from_utf8(json).map_err(|_| "the job is not UTF-8".to_string())?;
-    Workload::from_json(&text).map_err(|e| format!("job: {e}"))
+    Job::from_json(&text).map_err(|e| format!("job: {e}"))
 }
 
 fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
-    let workload = read_job()?;
+    let job = read_job()?;
+    let workload = job.workload();
     let data = find_disk(disks::DATA_SERIAL)?;
     let log = find_disk(disks::LOG_SERIAL)?;
     let dm = DmControl::open().map_err(|e| e.to_string())?;
@@ -125,8 +137,25 @@ fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
     let root = mount_point.join("pc");
     std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     let started = Instant::now();
-    let summary =
-        executor::execute(&workload, &root, &sink).map_err(|e| format!("workload: {e}"))?;
+    let summary_json = match &job {
+        Job::Fresh(_) => {
+            let summary =
+                executor::execute(workload, &root, &sink).map_err(|e| format!("workload: {e}"))?;
+            execution_json(&summary)
+        }
+        Job::ContinueAfterCrash { prior_acks, .. } => {
+            let outcome = executor::continue_after_crash(workload, &root, prior_acks, &sink)
+                .map_err(|e| format!("after crash: {e}"))?;
+            serde_json::json!({
+                "continued_after_crash": true,
+                "prior_acks": prior_acks.len(),
+                "recovered_records": outcome.recovered_records,
+                "truncated_tail": outcome.truncated_tail,
+                "prior_violations": outcome.prior_violations.len(),
+                "execution": outcome.execution.as_ref().map(execution_json),
+            })
+        }
+    };
     let workload_s = started.elapsed().as_secs_f64();
     mount::unmount(mount_point).map_err(|e| e.to_string())?;
     // After the unmount every write has been flushed, so the status covers the whole run.
@@ -148,14 +177,18 @@ fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
         logging_disabled: status.logging_disabled,
         kernel_errors,
         workload_s,
-        summary: serde_json::json!({
-            "acks": summary.acks,
-            "records": summary.records,
-            "record_bytes": summary.record_bytes,
-            "file_ops": summary.file_ops,
-            "elapsed_s": summary.elapsed.as_secs_f64(),
-            "open_reports": summary.open_reports,
-        }),
+        summary: summary_json,
+    })
+}
+
+fn execution_json(summary: &executor::ExecutionSummary) -> serde_json::Value {
+    serde_json::json!({
+        "acks": summary.acks,
+        "records": summary.records,
+        "record_bytes": summary.record_bytes,
+        "file_ops": summary.file_ops,
+        "elapsed_s": summary.elapsed.as_secs_f64(),
+        "open_reports": summary.open_reports,
     })
 }
 
