@@ -397,6 +397,21 @@ fn main() -> ExitCode {
                 eprintln!("powercut: {skipped}");
                 return ExitCode::from(EXIT_SKIPPED);
             }
+            let needs_root = e.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<powercut_oracles::mount::MountError>(),
+                    Some(powercut_oracles::mount::MountError::NeedsRoot)
+                ) || matches!(
+                    cause.downcast_ref::<powercut_oracles::check::CheckError>(),
+                    Some(powercut_oracles::check::CheckError::Mount(
+                        powercut_oracles::mount::MountError::NeedsRoot
+                    ))
+                )
+            });
+            if needs_root {
+                eprintln!("powercut: skipped: {e:#}");
+                return ExitCode::from(EXIT_SKIPPED);
+            }
             eprintln!("powercut: error: {e:#}");
             ExitCode::from(EXIT_HARNESS_FAILURE)
         }

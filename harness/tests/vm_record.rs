@@ -5,58 +5,15 @@
 //! Needs root (to provision QEMU and the image on first use) and qemu-system-x86_64; prints
 //! "SKIPPED: <reason>" and returns otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+mod common;
+use common::{image_ready, POWERCUT};
 
-const POWERCUT: &str = env!("CARGO_BIN_EXE_powercut");
+use std::path::Path;
+use std::process::Command;
+
 const LOG_MAGIC: u64 = 0x006a_7366_7773_6872;
 const FLAG_DISCARD: u64 = 4;
 const FLAG_MARK: u64 = 8;
-
-fn find_in_path(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin"].map(PathBuf::from))
-        .any(|dir| dir.join(name).is_file())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Builds the image once per test binary. `Err(reason)`: skip.
-fn image_ready() -> Result<(), String> {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            if !is_root() {
-                return Err("not root".into());
-            }
-            if !find_in_path("qemu-system-x86_64") {
-                return Err("qemu-system-x86_64 is missing".into());
-            }
-            let output = Command::new(POWERCUT)
-                .args(["image", "build"])
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-            match output.status.code() {
-                Some(0) => Ok(()),
-                Some(3) => Err(format!("image build skipped: {stderr}")),
-                // A broken build is a failure, not a skip: CI has every capability.
-                _ => panic!("powercut image build failed:\n{stderr}"),
-            }
-        })
-        .clone()
-}
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())

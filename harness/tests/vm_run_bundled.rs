@@ -6,56 +6,11 @@
 //! Needs root and QEMU (provisioned by `powercut image build`); prints "SKIPPED: <reason>"
 //! otherwise.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{image_ready, workspace, POWERCUT};
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-const POWERCUT: &str = env!("CARGO_BIN_EXE_powercut");
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Builds the image once per test binary. `Err(reason)`: skip.
-fn image_ready() -> Result<(), String> {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            if !is_root() {
-                return Err("not root (QEMU provisioning and loop mounts need it)".into());
-            }
-            let output = Command::new(POWERCUT)
-                .args(["image", "build"])
-                .output()
-                .unwrap();
-            match output.status.code() {
-                Some(0) => Ok(()),
-                Some(3) => Err(format!(
-                    "image build skipped: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )),
-                _ => panic!(
-                    "powercut image build failed:\n{}",
-                    String::from_utf8_lossy(&output.stderr)
-                ),
-            }
-        })
-        .clone()
-}
 
 fn powercut(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(POWERCUT)

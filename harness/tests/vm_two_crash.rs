@@ -5,54 +5,11 @@
 //!
 //! Needs root and qemu-system-x86_64; prints "SKIPPED: <reason>" and returns otherwise.
 
+mod common;
+use common::{image_ready, POWERCUT};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-
-const POWERCUT: &str = env!("CARGO_BIN_EXE_powercut");
-
-fn find_in_path(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin"].map(PathBuf::from))
-        .any(|dir| dir.join(name).is_file())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Builds the image once per test binary. `Err(reason)`: skip.
-fn image_ready() -> Result<(), String> {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            if !is_root() {
-                return Err("not root".into());
-            }
-            if !find_in_path("qemu-system-x86_64") {
-                return Err("qemu-system-x86_64 is missing".into());
-            }
-            let output = Command::new(POWERCUT)
-                .args(["image", "build"])
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-            match output.status.code() {
-                Some(0) => Ok(()),
-                Some(3) => Err(format!("image build skipped: {stderr}")),
-                _ => panic!("powercut image build failed:\n{stderr}"),
-            }
-        })
-        .clone()
-}
 
 fn workload() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/two-crash.yaml")

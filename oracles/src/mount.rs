@@ -48,7 +48,7 @@ impl FromStr for FsType {
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error(
-        "mounting crash images needs root (loop devices and mount(2)); run as root, or check the log in the checker VM"
+        "mounting crash images needs root (loop devices and mount(2)): run powercut as root"
     )]
     NeedsRoot,
     #[error("no loop device support: {0}")]

@@ -1,0 +1,60 @@
+//! What the QEMU tests share: capability checks and the one image build per test binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The `powercut` binary under test.
+pub const POWERCUT: &str = env!("CARGO_BIN_EXE_powercut");
+
+/// The workspace root.
+#[allow(dead_code)] // not every test binary needs it
+pub fn workspace() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn find_in_path(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin"].map(PathBuf::from))
+        .any(|dir| dir.join(name).is_file())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Builds the guest image once per test binary. `Err(reason)`: the test prints
+/// "SKIPPED: reason" and returns. A build that fails for another reason fails the test: CI has
+/// every capability, so a broken agent must not pass as a skip.
+pub fn image_ready() -> Result<(), String> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            if !is_root() {
+                return Err("not root (QEMU provisioning and loop mounts need it)".into());
+            }
+            let output = Command::new(POWERCUT)
+                .args(["image", "build"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            match output.status.code() {
+                Some(0) if find_in_path("qemu-system-x86_64") => Ok(()),
+                Some(0) => panic!("image build succeeded but qemu-system-x86_64 is not on PATH"),
+                Some(3) => Err(format!("image build skipped: {stderr}")),
+                _ => panic!("powercut image build failed:\n{stderr}"),
+            }
+        })
+        .clone()
+}
