@@ -47,9 +47,7 @@ impl FromStr for FsType {
 /// Mounting failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error(
-        "mounting crash images needs root (loop devices and mount(2)): run powercut as root"
-    )]
+    #[error("mounting crash images needs root (loop devices and mount(2)): run powercut as root")]
     NeedsRoot,
     #[error("no loop device support: {0}")]
     NoLoop(String),
