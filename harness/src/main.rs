@@ -82,6 +82,10 @@ struct RunArgs {
     /// Override the workload's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the workload's file system (an XFS data disk grows to the 300 MiB mkfs.xfs
+    /// needs, with the log disk at 4x).
+    #[arg(long, value_parser = ["ext4", "xfs"])]
+    filesystem: Option<String>,
     #[arg(long, value_enum, default_value_t = KernelFlavor::Cloud)]
     kernel: KernelFlavor,
     /// Give up on the VM after this many seconds.
@@ -205,6 +209,10 @@ struct RecordArgs {
     /// Override the workload's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the workload's file system (an XFS data disk grows to the 300 MiB mkfs.xfs
+    /// needs, with the log disk at 4x).
+    #[arg(long, value_parser = ["ext4", "xfs"])]
+    filesystem: Option<String>,
     #[arg(long, value_enum, default_value_t = KernelFlavor::Cloud)]
     kernel: KernelFlavor,
     /// Give up on the VM after this many seconds.
@@ -228,11 +236,32 @@ struct RecordArgs {
 fn load_workload(
     path: &std::path::Path,
     seed: Option<u64>,
+    filesystem: Option<&str>,
 ) -> anyhow::Result<powercut_workloads::spec::Workload> {
+    use powercut_workloads::spec::{Filesystem, MIN_XFS_DISK_MIB};
     let mut workload = powercut_workloads::spec::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(seed) = seed {
         workload.seed = seed;
-        workload.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    match filesystem {
+        Some("xfs") if workload.filesystem != Filesystem::Xfs => {
+            workload.filesystem = Filesystem::Xfs;
+            if workload.disk_mib < MIN_XFS_DISK_MIB {
+                eprintln!(
+                    "note: data disk grown from {} MiB to {MIN_XFS_DISK_MIB} MiB for XFS",
+                    workload.disk_mib
+                );
+                workload.disk_mib = MIN_XFS_DISK_MIB;
+                workload.log_mib = workload.log_mib.max(4 * MIN_XFS_DISK_MIB);
+            }
+        }
+        Some("ext4") => workload.filesystem = Filesystem::Ext4,
+        _ => {}
+    }
+    if seed.is_some() || filesystem.is_some() {
+        workload.validate().map_err(|e| {
+            anyhow::anyhow!("{} (after the command-line overrides): {e}", path.display())
+        })?;
     }
     Ok(workload)
 }
@@ -266,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record(args) => {
-            let workload = load_workload(&args.workload, args.seed)?;
+            let workload = load_workload(&args.workload, args.seed, args.filesystem.as_deref())?;
             let mut options = record::RecordOptions::fresh(
                 vm::image::BuildOptions {
                     flavor: args.kernel,
@@ -292,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let workload = load_workload(&args.workload, args.seed)?;
+            let workload = load_workload(&args.workload, args.seed, args.filesystem.as_deref())?;
             eprintln!(
                 "seed {} (re-run with --seed {})",
                 workload.seed, workload.seed

@@ -12,7 +12,7 @@ use common::{image_ready, workspace, POWERCUT};
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn powercut(args: &[&std::ffi::OsStr]) -> Output {
+fn powercut<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(POWERCUT)
         .args(args)
         .current_dir(workspace())
@@ -20,21 +20,28 @@ fn powercut(args: &[&std::ffi::OsStr]) -> Output {
         .unwrap()
 }
 
-fn os(s: &str) -> &std::ffi::OsStr {
-    std::ffi::OsStr::new(s)
+fn os(s: &str) -> std::ffi::OsString {
+    s.into()
 }
 
 /// `powercut run WORKLOAD --json` -> the report, asserting exit 0 and no violation.
-fn run_clean(workload: &str, out: &Path) -> serde_json::Value {
+fn run_clean(workload: &str, filesystem: Option<&str>, out: &Path) -> serde_json::Value {
     let json = out.with_extension("json");
-    let output = powercut(&[
+    let mut args = vec![
         os("run"),
-        workspace().join("workloads").join(workload).as_os_str(),
+        workspace()
+            .join("workloads")
+            .join(workload)
+            .into_os_string(),
         os("--out"),
-        out.as_os_str(),
+        out.as_os_str().to_owned(),
         os("--json"),
-        json.as_os_str(),
-    ]);
+        json.as_os_str().to_owned(),
+    ];
+    if let Some(fs) = filesystem {
+        args.extend([os("--filesystem"), os(fs)]);
+    }
+    let output = powercut(&args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -51,7 +58,8 @@ fn run_clean(workload: &str, out: &Path) -> serde_json::Value {
     assert!(report["states_checked"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(report["coverage"]["acks_uncovered"], 0, "{report}");
     println!(
-        "{workload}: {} states checked, {:.1} states/s",
+        "{workload} ({}): {} states checked, {:.1} states/s",
+        report["fs"],
         report["states_checked"],
         report["states_per_second"].as_f64().unwrap()
     );
@@ -73,10 +81,16 @@ fn vm_run_every_bundled_workload_holds() {
         "ingest-clients.yaml",
         "smoke-xfs.yaml",
     ] {
-        run_clean(
-            workload,
-            &dir.path().join(workload.trim_end_matches(".yaml")),
-        );
+        let name = workload.trim_end_matches(".yaml");
+        run_clean(workload, None, &dir.path().join(name));
+        // Every bundled ext4 workload runs on XFS too.
+        if workload != "smoke-xfs.yaml" {
+            run_clean(
+                workload,
+                Some("xfs"),
+                &dir.path().join(format!("{name}-xfs")),
+            );
+        }
     }
 }
 
@@ -88,7 +102,7 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smoke");
-    let report = run_clean("smoke.yaml", &out);
+    let report = run_clean("smoke.yaml", None, &out);
     let log = out.join("log.bin");
     let base = out.join("base.img");
 
@@ -96,13 +110,13 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
     let replayed = dir.path().join("replayed.img");
     let output = powercut(&[
         os("replay"),
-        log.as_os_str(),
+        log.as_os_str().to_owned(),
         os("--base"),
-        base.as_os_str(),
+        base.as_os_str().to_owned(),
         os("--to"),
         os("end"),
         os("-o"),
-        replayed.as_os_str(),
+        replayed.as_os_str().to_owned(),
     ]);
     assert!(
         output.status.success(),
@@ -118,10 +132,10 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
     let output = powercut(&[
         os("log"),
         os("inspect"),
-        log.as_os_str(),
+        log.as_os_str().to_owned(),
         os("--json"),
         os("--base"),
-        base.as_os_str(),
+        base.as_os_str().to_owned(),
     ]);
     assert!(
         output.status.success(),
@@ -159,9 +173,9 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
         os("repro"),
         os(&state_id),
         os("--log"),
-        log.as_os_str(),
+        log.as_os_str().to_owned(),
         os("--base"),
-        base.as_os_str(),
+        base.as_os_str().to_owned(),
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -176,9 +190,9 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
         os("repro"),
         os("00000000-c1-p"),
         os("--log"),
-        log.as_os_str(),
+        log.as_os_str().to_owned(),
         os("--base"),
-        base.as_os_str(),
+        base.as_os_str().to_owned(),
     ]);
     assert_eq!(output.status.code(), Some(2));
 }
