@@ -54,6 +54,14 @@ pub struct BenchResult {
     pub record_bytes: usize,
     /// Group commits written.
     pub groups: u64,
+    /// Records of the largest group commit.
+    pub max_group_records: u64,
+    /// Mean time from submitting a group's write to its completion, in microseconds.
+    pub mean_group_write_us: f64,
+    /// Mean time the oldest record of a group waited in staging before the group started.
+    pub mean_group_start_wait_us: f64,
+    /// Mean time from the end of a group's write to its acknowledgement.
+    pub mean_group_ack_wait_us: f64,
 }
 
 impl BenchResult {
@@ -69,7 +77,7 @@ impl BenchResult {
     /// One JSON object.
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"records\":{},\"elapsed_seconds\":{:.3},\"records_per_second\":{:.1},\"mib_per_second\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"mode\":\"{}\",\"io_path\":\"{}\",\"direct_io\":{},\"alignment_bytes\":{},\"clients\":{},\"record_bytes\":{},\"groups\":{},\"mean_group_records\":{:.2}}}",
+            "{{\"records\":{},\"elapsed_seconds\":{:.3},\"records_per_second\":{:.1},\"mib_per_second\":{:.2},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"mode\":\"{}\",\"io_path\":\"{}\",\"direct_io\":{},\"alignment_bytes\":{},\"clients\":{},\"record_bytes\":{},\"groups\":{},\"mean_group_records\":{:.2},\"max_group_records\":{},\"mean_group_write_us\":{:.1},\"mean_group_start_wait_us\":{:.1},\"mean_group_ack_wait_us\":{:.1}}}",
             self.records,
             self.elapsed_seconds,
             self.records_per_second,
@@ -84,7 +92,11 @@ impl BenchResult {
             self.clients,
             self.record_bytes,
             self.groups,
-            self.mean_group_records()
+            self.mean_group_records(),
+            self.max_group_records,
+            self.mean_group_write_us,
+            self.mean_group_start_wait_us,
+            self.mean_group_ack_wait_us
         )
     }
 }
@@ -93,7 +105,7 @@ impl std::fmt::Display for BenchResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} clients x {} B records, {} ({}, {}): {:.0} records/s, {:.1} MiB/s, latency p50 {:.0} us, p99 {:.0} us, p999 {:.0} us ({} records in {:.1} s, {:.1} records per group commit)",
+            "{} clients x {} B records, {} ({}, {}): {:.0} records/s, {:.1} MiB/s, latency p50 {:.0} us, p99 {:.0} us, p999 {:.0} us ({} records in {:.1} s, {:.1} records per group commit, at most {}; group write {:.0} us on average, oldest record staged {:.0} us before, acknowledged {:.0} us after)",
             self.clients,
             self.record_bytes,
             self.mode.name(),
@@ -106,7 +118,11 @@ impl std::fmt::Display for BenchResult {
             self.p999_us,
             self.records,
             self.elapsed_seconds,
-            self.mean_group_records()
+            self.mean_group_records(),
+            self.max_group_records,
+            self.mean_group_write_us,
+            self.mean_group_start_wait_us,
+            self.mean_group_ack_wait_us
         )
     }
 }
@@ -200,6 +216,13 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalErr
         journal.close()?;
     }
     samples.sort_unstable();
+    let per_group = |total_us: u64| {
+        if groups == 0 {
+            0.0
+        } else {
+            total_us as f64 / groups as f64
+        }
+    };
     let records_per_second = records as f64 / elapsed_seconds;
     Ok(BenchResult {
         records,
@@ -216,6 +239,10 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalErr
         clients: options.clients,
         record_bytes: options.record_bytes,
         groups,
+        max_group_records: stats.max_group_records,
+        mean_group_write_us: per_group(stats.group_write_us),
+        mean_group_start_wait_us: per_group(stats.group_start_wait_us),
+        mean_group_ack_wait_us: per_group(stats.group_ack_wait_us),
     })
 }
 

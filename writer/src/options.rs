@@ -49,7 +49,9 @@ pub struct JournalOptions {
     /// Submission path.
     pub io_path: IoPathChoice,
     /// Largest single write submitted to the kernel; a group larger than this is split into
-    /// several writes submitted together (io_uring) so the device can work on them in parallel.
+    /// several writes submitted together (io_uring). Default 1 MiB: a group is then one write,
+    /// and in dsync mode one device cache flush, however many records it holds (several
+    /// smaller O_DSYNC writes each need their own flush).
     pub max_write_chunk_bytes: usize,
     /// Try O_DIRECT (falls back to buffered I/O when the file system refuses it).
     pub direct_io: bool,
@@ -69,7 +71,7 @@ impl Default for JournalOptions {
             recycle_segments: true,
             max_staging_bytes: 8 * 1024 * 1024,
             io_path: IoPathChoice::Auto,
-            max_write_chunk_bytes: 16 * 1024,
+            max_write_chunk_bytes: 1024 * 1024,
             direct_io: true,
             prepare_ahead: true,
             max_groups_in_flight: 4,

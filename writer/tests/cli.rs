@@ -59,6 +59,21 @@ fn bad_usage_exits_2() {
             "--seconds",
             "1",
         ],
+        vec![
+            "bench",
+            "--dir",
+            "/x",
+            "--mode",
+            "dsync",
+            "--record-bytes",
+            "1",
+            "--clients",
+            "1",
+            "--seconds",
+            "1",
+            "--groups-in-flight",
+            "9",
+        ],
     ] {
         let output = binary().args(&args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -122,6 +137,8 @@ fn bench_prints_the_json_fields() {
             "--json",
             "--segment-bytes",
             "1048576",
+            "--groups-in-flight",
+            "2",
         ])
         .output()
         .unwrap();
@@ -132,6 +149,8 @@ fn bench_prints_the_json_fields() {
     );
     let json = String::from_utf8_lossy(&output.stdout);
     for field in [
+        "max_group_records",
+        "mean_group_write_us",
         "records_per_second",
         "mib_per_second",
         "p50_us",

@@ -202,6 +202,18 @@ fn run(args: &[String]) -> Result<(), Failure> {
             {
                 journal.max_write_chunk_bytes = n;
             }
+            if let Some(n) = flags
+                .number::<usize>("--groups-in-flight")
+                .map_err(Failure::Usage)?
+            {
+                if !(1..=powercut_writer::MAX_GROUPS_IN_FLIGHT).contains(&n) {
+                    return Err(Failure::Usage(format!(
+                        "--groups-in-flight must be between 1 and {}",
+                        powercut_writer::MAX_GROUPS_IN_FLIGHT
+                    )));
+                }
+                journal.max_groups_in_flight = n;
+            }
             if let Some(text) = flags.get("--preallocation") {
                 journal.preallocation = Preallocation::parse(text).ok_or_else(|| {
                     Failure::Usage(format!(
