@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use powercut_oracles::blocklog::BlockLog;
 use powercut_oracles::check::{self, CheckConfig, Progress};
 use powercut_oracles::coverage;
-use powercut_oracles::invariants::{InvariantConfig, RecoveredJournal, TailInfo};
+use powercut_oracles::invariants::{InvariantConfig, RecoveredJournal, TailInfo, Violation};
 use powercut_oracles::mount::FsType;
 use powercut_oracles::replay::{self, ReplayTarget};
 use powercut_oracles::report::{self, Report};
@@ -260,6 +260,10 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
 
 fn write_reports(report: &Report, args: &CheckArgs, invariants: &[&str]) -> Result<()> {
     println!("{}", report.summary());
+    write_report_files(report, args, invariants)
+}
+
+fn write_report_files(report: &Report, args: &CheckArgs, invariants: &[&str]) -> Result<()> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(report)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -304,6 +308,9 @@ pub fn run(
     if outcome.summary.end != record::RunEnd::Killed {
         if !forged_prior_acks.is_empty() {
             bail!("--forge-prior-ack needs a workload with a power cut");
+        }
+        if workload.has_faults() {
+            return run_with_faults(out, workload, args, &outcome, started);
         }
         let report = check_recording(out, workload, args)?;
         eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
@@ -358,6 +365,54 @@ pub fn run(
     );
     Ok(combined)
 }
+
+/// The end of `powercut run` for a workload with fault steps: the crash states of the log as
+/// usual, plus the guest's I7 findings (a failed write acknowledged, a poisoned journal that
+/// accepted a call, a reopen that lost acknowledged records) as violations of the report.
+fn run_with_faults(
+    out: &Path,
+    workload: &Workload,
+    args: &CheckArgs,
+    outcome: &record::RecordOutcome,
+    started: Instant,
+) -> Result<Report> {
+    let quiet = CheckArgs {
+        json: None,
+        junit: None,
+        ..args.clone()
+    };
+    let mut report = check_recording(out, workload, &quiet)?;
+    let findings: Vec<Violation> = outcome
+        .summary
+        .prior_violations
+        .iter()
+        .map(|v| Violation {
+            invariant: v.invariant.clone(),
+            state_id: GUEST_RUN_STATE_ID.into(),
+            seed: workload.seed,
+            step: v.step.clone(),
+            expected: v.expected.clone(),
+            found: v.found.clone(),
+        })
+        .collect();
+    eprintln!(
+        "fault injection: {} guest findings (invariant {})",
+        findings.len(),
+        report::I7
+    );
+    if !findings.is_empty() {
+        report.violations.extend(findings);
+        println!("{}", report.summary());
+    }
+    let mut invariants = report::INVARIANTS.to_vec();
+    invariants.push(report::I7);
+    write_report_files(&report, args, &invariants)?;
+    eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// State id of a finding of the guest during the recorded run itself (not a crash state).
+pub const GUEST_RUN_STATE_ID: &str = "guest-run";
 
 /// Loads `workload.json` that `record` leaves beside the log.
 pub fn load_recorded_workload(dir: &Path) -> Result<Workload> {

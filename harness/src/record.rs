@@ -433,8 +433,15 @@ pub fn record(
             GuestMessage::Done(report) => done = Some(report),
             GuestMessage::Error { message } => guest_error = Some(message),
             GuestMessage::PriorViolation(violation) => {
+                // I7 findings come from the run itself (fault injection), the others from the
+                // run after a power cut.
+                let when = if violation.invariant == "I7" {
+                    "during the run"
+                } else {
+                    "after the crash"
+                };
                 progress.line(format!(
-                    "guest: {} after the crash: expected {}; found {}",
+                    "guest: {} {when}: expected {}; found {}",
                     violation.invariant, violation.expected, violation.found
                 ));
                 prior_violations.push(violation);

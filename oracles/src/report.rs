@@ -19,6 +19,10 @@ pub struct CoverageReport {
 /// a crash image the file system refused to mount.
 pub const INVARIANTS: [&str; 7] = ["I1", "I2", "I3", "I4", "I5", "I6", "MOUNT"];
 
+/// Invariant I7 (EIO handling): found by the guest during a run with injected faults, not in a
+/// crash state; JUnit lists it for workloads with fault steps.
+pub const I7: &str = "I7";
+
 /// What a check run found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Report {

@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::ack::Ack;
 use crate::payload;
 use crate::spec::{
-    FileOp, IngestStep, SizeRange, SpecError, Step, Workload, AFTER_CRASH_WRITER_BASE,
+    FaultSpec, FileOp, IngestStep, SizeRange, SpecError, Step, Workload, AFTER_CRASH_WRITER_BASE,
 };
 
 /// Writer id of the main appender; ingest clients are 1..=clients.
@@ -53,6 +53,37 @@ pub trait AckSink: Sync {
     fn prior_violation(&self, violation: &PriorViolation) {
         let _ = violation;
     }
+
+    /// Arms or clears an injected I/O fault (a `fault:` or `clear_fault:` step). Only the guest
+    /// agent can swap the device under the file system; the default refuses.
+    fn fault(&self, action: &FaultAction) -> Result<(), String> {
+        let _ = action;
+        Err(
+            "fault steps need the guest agent (device-mapper under the file system); \
+             run the workload with `powercut run`"
+                .into(),
+        )
+    }
+
+    /// Reports a finding of the run itself (invariant I7 after an injected fault); the
+    /// default ignores it. The run goes on.
+    fn finding(&self, finding: &PriorViolation) {
+        let _ = finding;
+    }
+}
+
+/// What a `fault:` or `clear_fault:` step asks of the [`AckSink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Make I/O to `target` fail with EIO from now on.
+    Arm {
+        /// The step's fault.
+        fault: FaultSpec,
+        /// The journal directory, whose segment files a [`crate::spec::FaultTarget::Journal`] covers.
+        journal_dir: PathBuf,
+    },
+    /// Undo the armed fault.
+    Clear,
 }
 
 /// Progress of a run.
@@ -87,6 +118,12 @@ pub struct ExecutionSummary {
     pub elapsed: Duration,
     /// One line per journal open: io path, O_DIRECT or not, alignment, durability.
     pub open_reports: Vec<String>,
+    /// Records appended while a fault was armed whose append or commit failed (never acked).
+    pub records_failed: u64,
+    /// Calls the poisoned journal refused with `Poisoned`, as it must after a failed write.
+    pub poisoned_refusals: u64,
+    /// Invariant I7 findings (also sent to [`AckSink::finding`]).
+    pub findings: Vec<PriorViolation>,
 }
 
 /// Where in a run something failed.
@@ -188,6 +225,14 @@ pub enum ExecError {
         /// Where.
         phase: Phase,
         /// The first difference.
+        message: String,
+    },
+    /// The sink could not arm or clear a fault.
+    #[error("{phase}: fault injection: {message}")]
+    Fault {
+        /// Where.
+        phase: Phase,
+        /// The sink's error.
         message: String,
     },
     /// The sink refused an ack.
@@ -518,6 +563,13 @@ struct Run<'a, 's> {
     next_lsn: u64,
     /// crc32c of each existing file's contents, by path under `files`.
     file_crcs: BTreeMap<String, u32>,
+    /// A fault is armed, and the steps left before it clears itself (if it does).
+    fault: Option<Option<u64>>,
+    /// A call failed under a fault: the journal must refuse everything until reopened.
+    poisoned: bool,
+    /// Records acknowledged before the first failure of the current poisoning (I7 checks the
+    /// reopen recovers them all).
+    acked_before_fault: usize,
     summary: ExecutionSummary,
 }
 
@@ -543,6 +595,9 @@ impl<'a, 's> Run<'a, 's> {
             next_sequence: BTreeMap::new(),
             next_lsn: 1,
             file_crcs: BTreeMap::new(),
+            fault: None,
+            poisoned: false,
+            acked_before_fault: 0,
             summary: ExecutionSummary {
                 acks: 0,
                 records: 0,
@@ -550,6 +605,9 @@ impl<'a, 's> Run<'a, 's> {
                 file_ops: 0,
                 elapsed: Duration::ZERO,
                 open_reports: Vec::new(),
+                records_failed: 0,
+                poisoned_refusals: 0,
+                findings: Vec::new(),
             },
         }
     }
@@ -586,6 +644,9 @@ impl<'a, 's> Run<'a, 's> {
             };
             sink.progress(&event(false));
             self.step(index, step, &phase)?;
+            if !matches!(step, Step::Fault(_)) {
+                self.count_down_fault(&phase)?;
+            }
             sink.progress(&event(true));
         }
         self.steps = steps;
@@ -593,11 +654,15 @@ impl<'a, 's> Run<'a, 's> {
             phase: Phase::Finish,
             message: "no journal open at the end".into(),
         })?;
-        journal.close().map_err(|source| ExecError::Journal {
-            phase: Phase::Finish,
-            op: "close",
-            source,
-        })?;
+        match journal.close() {
+            // A journal poisoned by a fault and never reopened refuses its close too.
+            Err(JournalError::Poisoned) if self.poisoned => {}
+            result => result.map_err(|source| ExecError::Journal {
+                phase: Phase::Finish,
+                op: "close",
+                source,
+            })?,
+        }
         shared.ack(
             &Phase::Finish,
             &Ack::End {
@@ -699,14 +764,29 @@ impl<'a, 's> Run<'a, 's> {
     fn step(&mut self, index: usize, step: &Step, phase: &Phase) -> Result<(), ExecError> {
         match step {
             Step::Append(a) => self.append(phase, a.count, a.size, a.commit_every),
-            Step::Rotate => self
-                .journal(phase)?
-                .rotate()
-                .map_err(|source| ExecError::Journal {
-                    phase: phase.clone(),
-                    op: "rotate",
-                    source,
-                }),
+            Step::Rotate => match self.journal(phase)?.rotate() {
+                Ok(()) if self.poisoned => {
+                    self.accepted_while_poisoned(phase, "rotate");
+                    Ok(())
+                }
+                Ok(()) => Ok(()),
+                Err(source) => self.failed_under_fault(phase, "rotate", source, 0),
+            },
+            Step::Fault(fault) => {
+                self.shared
+                    .sink
+                    .fault(&FaultAction::Arm {
+                        fault: fault.clone(),
+                        journal_dir: self.journal_dir.clone(),
+                    })
+                    .map_err(|message| ExecError::Fault {
+                        phase: phase.clone(),
+                        message,
+                    })?;
+                self.fault = Some(fault.clear_after_steps);
+                Ok(())
+            }
+            Step::ClearFault => self.clear_fault(phase),
             Step::Reopen => self.reopen(phase),
             Step::File(op) => self.file_op(index, op, phase),
             Step::Ingest(i) => self.ingest(index, i, phase),
@@ -727,13 +807,6 @@ impl<'a, 's> Run<'a, 's> {
         size: SizeRange,
         commit_every: u64,
     ) -> Result<(), ExecError> {
-        let journal_err = |op| {
-            move |source| ExecError::Journal {
-                phase: phase.clone(),
-                op,
-                source,
-            }
-        };
         let mut remaining = count;
         while remaining > 0 {
             let group = remaining.min(commit_every);
@@ -748,12 +821,22 @@ impl<'a, 's> Run<'a, 's> {
                 let sequence = self.next_sequence(writer);
                 let bytes = payload::derive(self.shared.workload.seed, writer, sequence, len_bytes);
                 let journal = self.journal(phase)?;
-                let lsn = if commit_every == 1 {
-                    journal
-                        .append_durable(&bytes)
-                        .map_err(journal_err("append_durable"))?
+                let (op, result) = if commit_every == 1 {
+                    ("append_durable", journal.append_durable(&bytes))
                 } else {
-                    journal.append(&bytes).map_err(journal_err("append"))?
+                    ("append", journal.append(&bytes))
+                };
+                let lsn = match result {
+                    Ok(_) if self.poisoned => {
+                        self.accepted_while_poisoned(phase, op);
+                        return Ok(());
+                    }
+                    Ok(lsn) => lsn,
+                    Err(source) => {
+                        self.uncount(&identities);
+                        let unacked = identities.len() as u64 + 1;
+                        return self.failed_under_fault(phase, op, source, unacked);
+                    }
                 };
                 if commit_every == 1 {
                     // Acknowledged durable: the sink goes first, checks after.
@@ -789,10 +872,17 @@ impl<'a, 's> Run<'a, 's> {
                 self.summary.record_bytes += len_bytes as u64;
             }
             if commit_every > 1 {
-                let durable = self
-                    .journal(phase)?
-                    .commit()
-                    .map_err(journal_err("commit"))?;
+                let durable = match self.journal(phase)?.commit() {
+                    Ok(_) if self.poisoned => {
+                        self.accepted_while_poisoned(phase, "commit");
+                        return Ok(());
+                    }
+                    Ok(durable) => durable,
+                    Err(source) => {
+                        self.uncount(&identities);
+                        return self.failed_under_fault(phase, "commit", source, group);
+                    }
+                };
                 self.shared.ack(
                     phase,
                     &Ack::Records {
@@ -822,13 +912,201 @@ impl<'a, 's> Run<'a, 's> {
             phase: phase.clone(),
             message: "no journal open".into(),
         })?;
-        journal.close().map_err(|source| ExecError::Journal {
-            phase: phase.clone(),
-            op: "close",
-            source,
-        })?;
+        let closed = journal.close();
+        // A journal poisoned by a fault may refuse its close; the reopen is what recovers it.
+        if !self.poisoned {
+            closed.map_err(|source| ExecError::Journal {
+                phase: phase.clone(),
+                op: "close",
+                source,
+            })?;
+        }
         let report = self.open_journal(phase)?;
-        self.check_recovery(phase, &report.recovery)
+        if self.poisoned {
+            self.check_recovery_after_fault(phase, &report.recovery);
+            self.poisoned = false;
+            Ok(())
+        } else {
+            self.check_recovery(phase, &report.recovery)
+        }
+    }
+
+    /// An engine call failed. With a fault armed this is the injected EIO: the records of the
+    /// call are not acknowledged, and the journal must refuse the next call with `Poisoned`
+    /// (I7). On a journal already poisoned, `Poisoned` is the expected answer. Anything else
+    /// is an error of the run, as without faults.
+    fn failed_under_fault(
+        &mut self,
+        phase: &Phase,
+        op: &'static str,
+        source: JournalError,
+        unacked_records: u64,
+    ) -> Result<(), ExecError> {
+        if self.poisoned {
+            if matches!(source, JournalError::Poisoned) {
+                self.summary.poisoned_refusals += 1;
+            } else {
+                self.find(
+                    phase,
+                    format!("{op} on the poisoned journal refused with Poisoned until a reopen"),
+                    format!("{op} failed with another error: {source}"),
+                );
+            }
+            return Ok(());
+        }
+        if self.fault.is_none() {
+            return Err(ExecError::Journal {
+                phase: phase.clone(),
+                op,
+                source,
+            });
+        }
+        self.poisoned = true;
+        self.acked_before_fault = self
+            .shared
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        self.summary.records_failed += unacked_records;
+        // The very next call must be refused, whatever it is.
+        let writer = self.writer_base + MAIN_WRITER;
+        let sequence = self.next_sequence(writer);
+        let probe = payload::derive(
+            self.shared.workload.seed,
+            writer,
+            sequence,
+            payload::PAYLOAD_HEADER_BYTES + 40,
+        );
+        match self.journal(phase)?.append(&probe) {
+            Err(JournalError::Poisoned) => self.summary.poisoned_refusals += 1,
+            Ok(lsn) => self.find(
+                phase,
+                format!("the append after a failed {op} ({source}) refused with Poisoned"),
+                format!("accepted as LSN {lsn}"),
+            ),
+            Err(other) => self.find(
+                phase,
+                format!("the append after a failed {op} ({source}) refused with Poisoned"),
+                format!("failed with another error: {other}"),
+            ),
+        }
+        Ok(())
+    }
+
+    /// Takes records of a group that was never acknowledged out of the summary's counts.
+    fn uncount(&mut self, group: &[(u64, RecordIdentity)]) {
+        self.summary.records -= group.len() as u64;
+        self.summary.record_bytes -= group.iter().map(|(_, i)| i.len_bytes as u64).sum::<u64>();
+    }
+
+    /// A call succeeded on a journal that a failed write poisoned and nothing reopened.
+    fn accepted_while_poisoned(&mut self, phase: &Phase, op: &str) {
+        self.find(
+            phase,
+            format!("{op} refused with Poisoned: an earlier write failed and no reopen followed"),
+            format!("{op} succeeded"),
+        );
+    }
+
+    /// Records an I7 finding and sends it to the sink.
+    fn find(&mut self, phase: &Phase, expected: String, found: String) {
+        let finding = PriorViolation {
+            invariant: "I7".into(),
+            step: Some(phase.to_string()),
+            expected,
+            found,
+        };
+        self.shared.sink.finding(&finding);
+        self.summary.findings.push(finding);
+    }
+
+    fn clear_fault(&mut self, phase: &Phase) -> Result<(), ExecError> {
+        self.shared
+            .sink
+            .fault(&FaultAction::Clear)
+            .map_err(|message| ExecError::Fault {
+                phase: phase.clone(),
+                message,
+            })?;
+        self.fault = None;
+        Ok(())
+    }
+
+    /// One more step done under an armed fault with `clear_after_steps`.
+    fn count_down_fault(&mut self, phase: &Phase) -> Result<(), ExecError> {
+        match self.fault {
+            Some(Some(left)) if left <= 1 => self.clear_fault(phase),
+            Some(Some(left)) => {
+                self.fault = Some(Some(left - 1));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// I7 on the reopen after a fault: every record acknowledged before the failure is
+    /// recovered, byte for byte. Records whose write failed may or may not be there (a failed
+    /// O_DIRECT write leaves the old contents, but the engine promised nothing about them); the
+    /// ones recovered join the ledger so a later reopen is checked exactly, and LSNs continue
+    /// after them.
+    fn check_recovery_after_fault(&mut self, phase: &Phase, recovery: &powercut_writer::Recovery) {
+        let shared = self.shared;
+        let seed = shared.workload.seed;
+        let mut problems = Vec::new();
+        {
+            let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let recovered: BTreeMap<u64, &[u8]> = recovery
+                .records
+                .iter()
+                .map(|r| (r.lsn, r.payload.as_slice()))
+                .collect();
+            for (&lsn, identity) in ledger.iter() {
+                match recovered.get(&lsn) {
+                    None => problems.push(format!("LSN {lsn} missing")),
+                    Some(bytes) => {
+                        let origin = payload::verify(seed, bytes).ok();
+                        if origin.map(|o| (o.writer, o.sequence))
+                            != Some((identity.writer, identity.sequence))
+                            || bytes.len() != identity.len_bytes
+                            || crc32c::crc32c(bytes) != identity.crc32c
+                        {
+                            problems.push(format!("LSN {lsn} holds other bytes"));
+                        }
+                    }
+                }
+            }
+            for record in &recovery.records {
+                if ledger.contains_key(&record.lsn) {
+                    continue;
+                }
+                let origin = payload::verify(seed, &record.payload).ok();
+                ledger.insert(
+                    record.lsn,
+                    RecordIdentity {
+                        writer: origin.map_or(u32::MAX, |o| o.writer),
+                        sequence: origin.map_or(0, |o| o.sequence),
+                        len_bytes: record.payload.len(),
+                        crc32c: crc32c::crc32c(&record.payload),
+                    },
+                );
+            }
+        }
+        self.next_lsn = recovery.records.last().map_or(1, |r| r.lsn + 1);
+        if let Some(first) = problems.first() {
+            self.find(
+                phase,
+                format!(
+                    "the reopen after the fault recovers all {} records acknowledged before it",
+                    self.acked_before_fault
+                ),
+                format!(
+                    "{} of them wrong ({} recovered); first: {first}",
+                    problems.len(),
+                    recovery.records.len()
+                ),
+            );
+        }
     }
 
     /// The recovery of a cleanly closed journal holds exactly the acknowledged records.

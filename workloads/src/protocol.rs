@@ -52,7 +52,8 @@ pub enum GuestMessage {
     Done(DoneReport),
     /// The agent failed; `message` names the failed operation.
     Error { message: String },
-    /// After a power cut: the recovered state breaks an ack of the first run.
+    /// After a power cut: the recovered state breaks an ack of the first run. Also, with
+    /// invariant `I7`, a finding of the run itself after an injected fault.
     PriorViolation(PriorViolation),
 }
 

@@ -282,6 +282,116 @@ pub enum Step {
     Ingest(IngestStep),
     /// Close the journal, check its recovery, open it again.
     Reopen,
+    /// Make I/O to some sectors of the data disk fail with EIO from here on (invariant I7).
+    Fault(FaultSpec),
+    /// Map the whole data disk back to the device below (undo `fault:`).
+    ClearFault,
+}
+
+/// `fault:` step: which I/O fails and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// What fails (`writes`: reads and writes of the target sectors return EIO).
+    pub eio: EioKind,
+    /// The sectors that fail.
+    pub target: FaultTarget,
+    /// Clear the fault after this many further steps (none: a `clear_fault:` step clears it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_clear_after_steps"
+    )]
+    pub clear_after_steps: Option<u64>,
+}
+
+/// What an injected fault makes fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EioKind {
+    /// Reads and writes of the target sectors fail (dm `error` target); flushes still succeed.
+    Writes,
+}
+
+/// Which sectors of the data disk a fault covers. Written `journal` or
+/// `{ sectors: [start, count] }` (serde_yaml would otherwise want a YAML tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// Every block of the journal's segment files at the time of the fault (FIEMAP in the
+    /// guest), so only the engine's own O_DIRECT writes fail and the file system stays usable.
+    Journal,
+    /// `[start, count]` in 512-byte sectors of the data disk.
+    Sectors([u64; 2]),
+}
+
+const FAULT_TARGET_EXPECTED: &str = "`journal` or `{ sectors: [start, count] }`";
+
+impl Serialize for FaultTarget {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            FaultTarget::Journal => serializer.serialize_str("journal"),
+            FaultTarget::Sectors(range) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("sectors", range)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FaultTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TargetVisitor;
+        impl<'de> Visitor<'de> for TargetVisitor {
+            type Value = FaultTarget;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(FAULT_TARGET_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FaultTarget, E> {
+                match v {
+                    "journal" => Ok(FaultTarget::Journal),
+                    other => Err(E::custom(format!(
+                        "unknown fault target {other:?}, expected {FAULT_TARGET_EXPECTED}"
+                    ))),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<FaultTarget, A::Error> {
+                let key: String = map.next_key()?.ok_or_else(|| {
+                    de::Error::custom(format!("expected {FAULT_TARGET_EXPECTED}"))
+                })?;
+                if key != "sectors" {
+                    return Err(de::Error::custom(format!(
+                        "unknown fault target key `{key}`, expected {FAULT_TARGET_EXPECTED}"
+                    )));
+                }
+                let range: [u64; 2] = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom(format!(
+                        "a fault target has one key, expected {FAULT_TARGET_EXPECTED}"
+                    )));
+                }
+                if range[1] == 0 {
+                    return Err(de::Error::custom(
+                        "a sector range needs a count of at least 1",
+                    ));
+                }
+                Ok(FaultTarget::Sectors(range))
+            }
+        }
+        deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+impl fmt::Display for FaultTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultTarget::Journal => f.write_str("the journal's segment files"),
+            FaultTarget::Sectors([start, count]) => {
+                write!(f, "sectors {start}..{}", start.saturating_add(*count))
+            }
+        }
+    }
 }
 
 /// `append:` step.
@@ -396,6 +506,8 @@ impl Step {
             Step::File(_) => "file",
             Step::Ingest(_) => "ingest",
             Step::Reopen => "reopen",
+            Step::Fault(_) => "fault",
+            Step::ClearFault => "clear_fault",
         }
     }
 
@@ -419,6 +531,11 @@ impl Step {
                 i.clients, i.records_per_client, i.size
             ),
             Step::Reopen => "reopen".to_string(),
+            Step::Fault(f) => match f.clear_after_steps {
+                Some(n) => format!("fault: EIO on {} for {n} steps", f.target),
+                None => format!("fault: EIO on {}", f.target),
+            },
+            Step::ClearFault => "clear fault".to_string(),
         }
     }
 
@@ -428,7 +545,7 @@ impl Step {
             Step::Append(a) => a.count.div_ceil(a.commit_every),
             Step::File(op) => u64::from(op.is_acked()),
             Step::Ingest(i) => i.clients * i.records_per_client,
-            Step::Rotate | Step::Reopen => 0,
+            Step::Rotate | Step::Reopen | Step::Fault(_) | Step::ClearFault => 0,
         }
     }
 
@@ -478,7 +595,19 @@ impl Step {
                 i.size.check().map_err(|m| ("size", m))
             }
             Step::File(op) => op.check().map_err(|m| ("", m)),
-            Step::Rotate | Step::Reopen => Ok(()),
+            Step::Fault(f) => {
+                if let Some(n) = f.clear_after_steps {
+                    check_range("clear_after_steps", n, 1, MAX_STEPS as u64)?;
+                }
+                match f.target {
+                    FaultTarget::Sectors([_, 0]) => Err((
+                        "target",
+                        "a sector range needs a count of at least 1".into(),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Step::Rotate | Step::Reopen | Step::ClearFault => Ok(()),
         }
     }
 }
@@ -905,6 +1034,7 @@ impl Workload {
                 }
             }
         }
+        self.check_faults(&after_crash)?;
         // Disk space: every segment the run may touch (records, plus a fresh segment per
         // rotation and reopen, plus one prepared ahead) and every file created. Recycling is
         // not counted on: it only reuses segments the engine has retired.
@@ -963,6 +1093,98 @@ impl Workload {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+impl Workload {
+    /// Whether any step injects a fault.
+    pub fn has_faults(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Fault(_)))
+    }
+
+    /// Fault steps in a sequence that the agent can carry out: one fault at a time, cleared
+    /// before the end, no reopen or ingest while armed (their recovery would read failing
+    /// sectors), none in a run with a power cut (the crash image would hold the fault's
+    /// half-finished state with no way to tell which writes failed).
+    fn check_faults(&self, after_crash: &[Step]) -> Result<(), (String, String)> {
+        if let Some(i) = after_crash
+            .iter()
+            .position(|s| matches!(s, Step::Fault(_) | Step::ClearFault))
+        {
+            return Err((
+                format!("after_crash[{i}]"),
+                "faults are not injected in the run after a power cut".into(),
+            ));
+        }
+        if self.power_cut.is_some() && self.has_faults() {
+            return Err((
+                "power_cut".into(),
+                "a workload with fault steps cannot also cut the power".into(),
+            ));
+        }
+        // Some(steps left before the automatic clear, if any) while a fault is armed.
+        let mut armed: Option<Option<u64>> = None;
+        // A fault may have poisoned the journal: only a reopen makes it usable again, and the
+        // ingest server's open would meet a refused close first.
+        let mut maybe_poisoned = false;
+        for (i, step) in self.steps.iter().enumerate() {
+            let field = format!("steps[{i}]");
+            match step {
+                Step::Fault(f) => {
+                    if armed.is_some() {
+                        return Err((
+                            field,
+                            "a fault is armed already: clear it (`clear_fault: {}`) first".into(),
+                        ));
+                    }
+                    armed = Some(f.clear_after_steps);
+                    maybe_poisoned = true;
+                    continue;
+                }
+                Step::ClearFault if armed.is_none() => {
+                    return Err((field, "no fault is armed at this step".into()));
+                }
+                Step::ClearFault => {
+                    armed = None;
+                    continue;
+                }
+                Step::Reopen | Step::Ingest(_) if armed.is_some() => {
+                    return Err((
+                        field,
+                        format!(
+                            "`{}` while a fault is armed: recovery would read the failing \
+                             sectors; clear the fault first",
+                            step.kind()
+                        ),
+                    ));
+                }
+                Step::Ingest(_) if maybe_poisoned => {
+                    return Err((
+                        field,
+                        "`ingest` after a fault: the journal may be poisoned; add `reopen: {}` \
+                         after clearing the fault"
+                            .into(),
+                    ));
+                }
+                Step::Reopen => maybe_poisoned = false,
+                _ => {}
+            }
+            if let Some(Some(left)) = armed {
+                armed = if left <= 1 {
+                    None
+                } else {
+                    Some(Some(left - 1))
+                };
+            }
+        }
+        if armed.is_some() {
+            return Err((
+                "steps".into(),
+                "the last fault is never cleared: add `clear_fault: {}` or `clear_after_steps`"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1400,6 +1622,14 @@ struct StepFile {
         deserialize_with = "de_empty"
     )]
     reopen: Option<Empty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fault: Option<FaultSpec>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_empty"
+    )]
+    clear_fault: Option<Empty>,
 }
 
 /// The body of `rotate: {}` and `reopen: {}` (which take no options).
@@ -1431,10 +1661,16 @@ impl TryFrom<StepFile> for Step {
         if f.reopen.is_some() {
             steps.push(Step::Reopen);
         }
+        if let Some(fault) = f.fault {
+            steps.push(Step::Fault(fault));
+        }
+        if f.clear_fault.is_some() {
+            steps.push(Step::ClearFault);
+        }
         if steps.len() != 1 {
             return Err(format!(
                 "a step has exactly one of the keys `append`, `rotate`, `file`, `ingest`, \
-                 `reopen`; this one has {}",
+                 `reopen`, `fault`, `clear_fault`; this one has {}",
                 steps.len()
             ));
         }
@@ -1450,6 +1686,8 @@ impl From<Step> for StepFile {
             file: None,
             ingest: None,
             reopen: None,
+            fault: None,
+            clear_fault: None,
         };
         match step {
             Step::Append(a) => f.append = Some(a),
@@ -1457,6 +1695,8 @@ impl From<Step> for StepFile {
             Step::File(op) => f.file = Some(op),
             Step::Ingest(i) => f.ingest = Some(i),
             Step::Reopen => f.reopen = Some(Empty {}),
+            Step::Fault(fault) => f.fault = Some(fault),
+            Step::ClearFault => f.clear_fault = Some(Empty {}),
         }
         f
     }
@@ -1747,6 +1987,10 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 
 fn de_records_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     bounded(d, 1, MAX_RECORDS_PER_STEP)
+}
+
+fn de_clear_after_steps<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bounded(d, 1, MAX_STEPS as u64).map(Some)
 }
 
 fn de_commit_every<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

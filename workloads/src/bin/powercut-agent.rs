@@ -18,12 +18,14 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::{self, AckSink, PriorViolation, ProgressEvent};
+use powercut_workloads::executor::{self, AckSink, FaultAction, PriorViolation, ProgressEvent};
 use powercut_workloads::guest::disks::{self, BlockDisk};
-use powercut_workloads::guest::dm::{self, DmControl, LogWritesStatus};
+use powercut_workloads::guest::dm::{self, DmControl, LogWritesStatus, SuspendFlags};
+use powercut_workloads::guest::fault::{self as fault_dev, SectorRange};
 use powercut_workloads::guest::serial::Console;
 use powercut_workloads::guest::{kmsg, mount};
 use powercut_workloads::protocol::{self, DoneReport, GuestMessage, Job};
+use powercut_workloads::spec::FaultTarget;
 
 /// dm-log-writes device (marks go here).
 const LOG_DEVICE: &str = "pclog";
@@ -45,6 +47,36 @@ struct MarkSink<'a> {
     dm: &'a DmControl,
     console: &'a Console<Stdout>,
     acks: Mutex<u64>,
+    /// `/dev/mapper/pclog`, what the fault layer maps to.
+    log_device_path: String,
+    /// Size of the data disk.
+    size_sectors: u64,
+}
+
+impl MarkSink<'_> {
+    /// Swaps the table of the fault layer without freezing the file system (`--nolockfs`), so
+    /// dirty pages stay dirty and meet the new table when they are written.
+    fn swap_fault_table(&self, table: &[dm::Target]) -> Result<(), String> {
+        self.dm
+            .suspend(
+                DATA_DEVICE,
+                SuspendFlags {
+                    skip_lockfs: true,
+                    no_flush: false,
+                },
+            )
+            .map_err(|e| format!("suspend {DATA_DEVICE}: {e}"))?;
+        let loaded = self
+            .dm
+            .load_table(DATA_DEVICE, table)
+            .map_err(|e| format!("load the fault table of {DATA_DEVICE}: {e}"));
+        // Resume in any case: a suspended device under a mounted file system hangs it.
+        let resumed = self
+            .dm
+            .resume(DATA_DEVICE)
+            .map_err(|e| format!("resume {DATA_DEVICE}: {e}"));
+        loaded.and(resumed)
+    }
 }
 
 impl MarkSink<'_> {
@@ -68,6 +100,59 @@ impl AckSink for MarkSink<'_> {
             ack: ack.clone(),
         });
         Ok(())
+    }
+
+    fn fault(&self, action: &FaultAction) -> Result<(), String> {
+        let (table, what) = match action {
+            FaultAction::Arm { fault, journal_dir } => {
+                let ranges = match fault.target {
+                    FaultTarget::Journal => {
+                        fault_dev::dir_sectors(journal_dir).map_err(|e| e.to_string())?
+                    }
+                    FaultTarget::Sectors([start, count]) => vec![SectorRange { start, count }],
+                };
+                let table =
+                    fault_dev::error_table(&self.log_device_path, self.size_sectors, &ranges);
+                let failing: u64 = table
+                    .iter()
+                    .filter(|t| t.target_type == "error")
+                    .map(|t| t.length_sectors)
+                    .sum();
+                if failing == 0 {
+                    return Err(format!(
+                        "{} covers no sector of the data disk",
+                        fault.target
+                    ));
+                }
+                let what = format!(
+                    "fault armed: EIO on {} ({failing} sectors in {} ranges)",
+                    fault.target,
+                    table.iter().filter(|t| t.target_type == "error").count()
+                );
+                (table, what)
+            }
+            FaultAction::Clear => (
+                dm::linear_table(&self.log_device_path, self.size_sectors),
+                "fault cleared".to_string(),
+            ),
+        };
+        self.swap_fault_table(&table)?;
+        let _ = self.console.send(&GuestMessage::Progress {
+            what,
+            detail: serde_json::json!({
+                "fault_table": table
+                    .iter()
+                    .map(|t| format!("{} {} {} {}", t.start_sector, t.length_sectors, t.target_type, t.params))
+                    .collect::<Vec<_>>(),
+            }),
+        });
+        Ok(())
+    }
+
+    fn finding(&self, finding: &PriorViolation) {
+        let _ = self
+            .console
+            .send(&GuestMessage::PriorViolation(finding.clone()));
     }
 
     fn prior_violation(&self, violation: &PriorViolation) {
@@ -131,6 +216,8 @@ fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
         dm: &dm,
         console,
         acks: Mutex::new(0),
+        log_device_path: pclog.to_string_lossy().into_owned(),
+        size_sectors: data.size_sectors,
     };
     let mount_point = Path::new(MOUNT_POINT);
     mount::mount(&pcdata, mount_point, workload.filesystem.name()).map_err(|e| e.to_string())?;
@@ -189,6 +276,9 @@ fn execution_json(summary: &executor::ExecutionSummary) -> serde_json::Value {
         "file_ops": summary.file_ops,
         "elapsed_s": summary.elapsed.as_secs_f64(),
         "open_reports": summary.open_reports,
+        "records_failed": summary.records_failed,
+        "poisoned_refusals": summary.poisoned_refusals,
+        "findings": summary.findings.len(),
     })
 }
 

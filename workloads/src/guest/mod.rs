@@ -5,6 +5,7 @@
 
 pub mod disks;
 pub mod dm;
+pub mod fault;
 pub mod kmsg;
 pub mod mount;
 pub mod serial;

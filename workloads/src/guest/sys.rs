@@ -45,3 +45,33 @@ pub(crate) fn power_off() -> nix::Error {
         .err()
         .unwrap_or(nix::errno::Errno::EINVAL)
 }
+
+/// `FS_IOC_FIEMAP` is `_IOWR('f', 11, struct fiemap)`.
+const FIEMAP_IOCTL_TYPE: u8 = b'f';
+const FIEMAP_IOCTL_NUMBER: u8 = 11;
+/// `sizeof(struct fiemap)` (the header before the extents).
+pub(crate) const FIEMAP_HEADER_BYTES: usize = 32;
+/// `sizeof(struct fiemap_extent)`.
+pub(crate) const FIEMAP_EXTENT_BYTES: usize = 56;
+
+/// Issues `FS_IOC_FIEMAP` on `file` with `buf` as the `struct fiemap` plus room for the number
+/// of extents its `fm_extent_count` field says.
+pub(crate) fn fiemap(file: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<()> {
+    assert!(
+        buf.len() >= FIEMAP_HEADER_BYTES,
+        "fiemap buffer shorter than struct fiemap"
+    );
+    let extent_count = u32::from_ne_bytes(buf[24..28].try_into().unwrap()) as usize;
+    assert!(
+        buf.len() >= FIEMAP_HEADER_BYTES + extent_count * FIEMAP_EXTENT_BYTES,
+        "fiemap buffer shorter than its fm_extent_count extents"
+    );
+    let request =
+        nix::request_code_readwrite!(FIEMAP_IOCTL_TYPE, FIEMAP_IOCTL_NUMBER, FIEMAP_HEADER_BYTES)
+            as nix::sys::ioctl::ioctl_num_type;
+    // SAFETY: `file` is an open descriptor; `buf` is a live, exclusively borrowed buffer holding
+    // the header and `fm_extent_count` extents (checked above), the most the kernel writes. The
+    // kernel copies with copy_{from,to}_user, so no alignment is needed.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request, buf.as_mut_ptr()) };
+    nix::errno::Errno::result(rc).map(drop)
+}
