@@ -50,6 +50,9 @@ pub enum JournalError {
         /// Why.
         reason: String,
     },
+    /// A mutant was selected but this build does not contain the mutants.
+    #[error("a mutant was selected but the engine was built without the `mutants` feature")]
+    MutantsNotBuilt,
     /// The journal has been closed.
     #[error("journal is closed")]
     Closed,

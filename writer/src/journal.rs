@@ -19,6 +19,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 
 use crate::error::JournalError;
+#[cfg(feature = "mutants")]
+use crate::mutants::{self, Mutant};
 use crate::options::{Durability, JournalOptions, Preallocation};
 use crate::record::{self, HEADER_BYTES};
 use crate::recovery::{self, Recovery};
@@ -315,6 +317,9 @@ struct PrepareParams {
     segment_bytes: u64,
     alignment: usize,
     flags: OpenFlags,
+    /// The deliberately broken variant in use (DESIGN section 6), if any.
+    #[cfg_attr(not(feature = "mutants"), allow(dead_code))]
+    mutant: Option<crate::Mutant>,
 }
 
 /// Makes a segment file ready for appends: a recycled file is renamed, a new one is created
@@ -371,6 +376,14 @@ fn prepare_segment(
         file.sync_data()
             .map_err(|err| JournalError::io("fsync new segment", &path, 0, err))?;
     }
+    // M2 (new segment's directory entry never made durable) and M9 (recycling rename never
+    // made durable): skip the directory fsync, so a crash can lose the segment's name.
+    #[cfg(feature = "mutants")]
+    if mutants::selected(params.mutant, Mutant::M2) && recycle_from.is_none()
+        || mutants::selected(params.mutant, Mutant::M9) && recycle_from.is_some()
+    {
+        return Ok(Prepared { name, file });
+    }
     storage
         .sync_dir(&params.dir)
         .map_err(|err| JournalError::io("fsync directory", &params.dir, 0, err))?;
@@ -394,6 +407,9 @@ impl Journal {
         options: JournalOptions,
         storage: Arc<dyn Storage>,
     ) -> Result<(Journal, OpenReport), JournalError> {
+        if options.mutant.is_some() && !crate::MUTANTS_BUILT {
+            return Err(JournalError::MutantsNotBuilt);
+        }
         if options.max_staging_bytes < 64 * 1024 {
             return Err(JournalError::InvalidOptions(
                 "max_staging_bytes must be at least 64 KiB".into(),
@@ -417,12 +433,18 @@ impl Journal {
             .max(storage.fs_block_bytes(dir))
             .min(MAX_BLOCK_BYTES);
         let segment_bytes = round_up(options.segment_bytes, alignment as u64);
-        let scan = recovery::scan(storage.as_ref(), dir)?;
+        let scan = recovery::scan(storage.as_ref(), dir, options.mutant)?;
         let recovery = scan.recovery.clone();
         let flags = OpenFlags {
             create: true,
             direct: options.direct_io,
             dsync: options.durability == Durability::Dsync,
+        };
+        // M6 (O_DIRECT taken for durable): no O_DSYNC in dsync mode.
+        #[cfg(feature = "mutants")]
+        let flags = OpenFlags {
+            dsync: flags.dsync && !mutants::selected(options.mutant, Mutant::M6),
+            ..flags
         };
         let params = PrepareParams {
             storage: Arc::clone(&storage),
@@ -431,6 +453,7 @@ impl Journal {
             segment_bytes,
             alignment,
             flags,
+            mutant: options.mutant,
         };
         let mut free = scan.listing.free.clone();
         let mut next_generation = scan.listing.max_generation.wrapping_add(1).max(1);
@@ -923,6 +946,12 @@ impl Inner {
         let stamped_tail = self.check_and_stamp(&mut batch, split, end, synced);
         let tail_len = end - tail_start;
         state.active[..tail_len].copy_from_slice(&batch[tail_start..end]);
+        // M5 (tail block rebuilt from a zeroed buffer): the next group rewrites the partial
+        // tail block with zeros where this group's acknowledged bytes are.
+        #[cfg(feature = "mutants")]
+        if self.mutant_is(Mutant::M5) {
+            state.active[..tail_len].fill(0);
+        }
         state.active_base = base + (tail_start + shift) as u64;
         state.active_len = tail_len;
         state.active_new_from = tail_len;
@@ -1082,15 +1111,46 @@ impl Inner {
         } else {
             0
         };
+        // M1 (ack before durable): the write and sync run in the background and the group is
+        // acknowledged as soon as they are submitted; their errors are never seen.
+        #[cfg(feature = "mutants")]
+        if self.mutant_is(Mutant::M1) {
+            let file = Arc::clone(&lock(&self.writer).file);
+            let sync = self.sync_after_write;
+            std::thread::spawn(move || {
+                let (_, result) = file.write_at(base + first as u64, batch, first..padded);
+                if result.is_ok() && sync {
+                    let _ = file.sync_data();
+                }
+            });
+            if !self.wait_written_before(group) {
+                return Err(JournalError::Poisoned);
+            }
+            self.mark_written(group);
+            return Ok(None);
+        }
         let (back, result) = file.write_at(base + first as u64, batch, first..padded);
         result.map_err(|err| JournalError::io("write", path(), base, err))?;
         if !self.wait_written_before(group) {
             return Err(JournalError::Poisoned);
         }
         self.mark_written(group);
+        // M6 (O_DIRECT taken for durable): no fdatasync after the write.
+        #[cfg(feature = "mutants")]
+        if self.mutant_is(Mutant::M6) {
+            return Ok(back);
+        }
         if self.sync_after_write {
-            file.sync_data()
-                .map_err(|err| JournalError::io("fdatasync", path(), base, err))?;
+            let synced = file.sync_data();
+            // M3 (fsync retried after EIO) and M10 (fsync error ignored): a failed sync is
+            // retried and trusted when the retry succeeds, or taken for a success outright.
+            #[cfg(feature = "mutants")]
+            let synced = match synced {
+                Err(_) if self.mutant_is(Mutant::M10) => Ok(()),
+                Err(_) if self.mutant_is(Mutant::M3) => file.sync_data(),
+                other => other,
+            };
+            synced.map_err(|err| JournalError::io("fdatasync", path(), base, err))?;
         }
         Ok(back)
     }
@@ -1196,6 +1256,12 @@ impl Inner {
         Ok(prepared.name.generation)
     }
 
+    /// Whether the journal runs the deliberately broken variant `which`.
+    #[cfg(feature = "mutants")]
+    fn mutant_is(&self, which: Mutant) -> bool {
+        mutants::selected(self.options.mutant, which)
+    }
+
     fn next_name(&self, writer: &mut Writer, index: u64) -> SegmentName {
         let generation = writer.next_generation;
         writer.next_generation = writer.next_generation.wrapping_add(1).max(1);
@@ -1220,8 +1286,13 @@ impl Inner {
             flags: OpenFlags {
                 create: true,
                 direct: self.options.direct_io,
+                // M6 (O_DIRECT taken for durable): no O_DSYNC in dsync mode.
+                #[cfg(feature = "mutants")]
+                dsync: self.options.durability == Durability::Dsync && !self.mutant_is(Mutant::M6),
+                #[cfg(not(feature = "mutants"))]
                 dsync: self.options.durability == Durability::Dsync,
             },
+            mutant: self.options.mutant,
         }
     }
 }

@@ -7,6 +7,7 @@
 mod alignment;
 mod error;
 mod journal;
+mod mutants;
 mod options;
 pub mod record;
 mod recovery;
@@ -20,11 +21,15 @@ pub mod bench;
 pub use alignment::discover_alignment_bytes;
 pub use error::JournalError;
 pub use journal::{IoPath, Journal, JournalStats, OpenReport, MAX_GROUPS_IN_FLIGHT};
+pub use mutants::{Mutant, MUTANTS_BUILT};
 pub use options::{Durability, IoPathChoice, JournalOptions, Preallocation};
 pub use recovery::{
-    recover, recover_with_storage, LogEnd, RecoveredRecord, Recovery, SegmentSummary, TruncatedTail,
+    recover, recover_with, recover_with_storage, LogEnd, RecoveredRecord, Recovery, SegmentSummary,
+    TruncatedTail,
 };
-pub use storage::{FaultPlan, FaultyStorage, OpenFlags, RealStorage, SegmentFile, Storage};
+pub use storage::{
+    AlignedBuf, FaultPlan, FaultyStorage, OpenFlags, RealStorage, SegmentFile, Storage,
+};
 
 /// Log sequence number: records are numbered 1, 2, 3, ... without holes.
 pub type Lsn = u64;

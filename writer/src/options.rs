@@ -60,6 +60,10 @@ pub struct JournalOptions {
     /// Group commits that may be written at the same time (1 to 8): above 1, the next group is
     /// submitted while earlier ones are still being written; acknowledgements stay in order.
     pub max_groups_in_flight: usize,
+    /// A deliberately broken variant to run (DESIGN section 6); `None` is the real engine.
+    /// Opening fails with [`crate::JournalError::MutantsNotBuilt`] unless the crate was built
+    /// with the `mutants` feature.
+    pub mutant: Option<crate::Mutant>,
 }
 
 impl Default for JournalOptions {
@@ -75,6 +79,7 @@ impl Default for JournalOptions {
             direct_io: true,
             prepare_ahead: true,
             max_groups_in_flight: 4,
+            mutant: None,
         }
     }
 }

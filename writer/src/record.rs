@@ -161,6 +161,25 @@ pub fn decode_record(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
     })
 }
 
+/// M4 (no checksum check on the tail): [`decode_record`] without the checksum comparison, as a
+/// deliberately broken recovery uses it.
+#[cfg(feature = "mutants")]
+pub(crate) fn decode_record_unchecked(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(DecodeFailure::ShortHeader);
+    }
+    let header = parse_header(bytes).ok_or(DecodeFailure::BadMagic)?;
+    let len = header.len as usize;
+    if len > bytes.len() - HEADER_BYTES {
+        return Err(DecodeFailure::ShortPayload);
+    }
+    Ok(DecodedRecord {
+        header,
+        payload: &bytes[HEADER_BYTES..HEADER_BYTES + len],
+        span_bytes: record_span_bytes(len).min(bytes.len()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::JournalError;
-use crate::record::{decode_record, RECORD_ALIGN_BYTES, RECORD_MAGIC};
+#[cfg(feature = "mutants")]
+use crate::mutants::selected;
+use crate::mutants::Mutant;
+use crate::record::{
+    decode_record, DecodeFailure, DecodedRecord, RECORD_ALIGN_BYTES, RECORD_MAGIC,
+};
 use crate::segment::{self, SegmentName};
 use crate::storage::{RealStorage, Storage};
 use crate::Lsn;
@@ -164,9 +169,20 @@ impl fmt::Display for Recovery {
 
 /// Reads the journal in `dir` without modifying anything.
 pub fn recover(dir: &Path) -> Result<Recovery, JournalError> {
+    recover_with(dir, None)
+}
+
+/// [`recover`] as a deliberately broken variant would do it (`None` is the real recovery).
+/// Only M4, M7 and M8 change recovery; the others recover like the real engine. Fails with
+/// [`JournalError::MutantsNotBuilt`] when a mutant is given to a build without the `mutants`
+/// feature.
+pub fn recover_with(dir: &Path, mutant: Option<Mutant>) -> Result<Recovery, JournalError> {
+    if mutant.is_some() && !crate::MUTANTS_BUILT {
+        return Err(JournalError::MutantsNotBuilt);
+    }
     let storage = RealStorage::new(crate::IoPathChoice::Pwritev2, 1 << 20)
         .map_err(|err| JournalError::io("set up storage", dir, 0, err))?;
-    recover_with_storage(&(Arc::new(storage) as Arc<dyn Storage>), dir)
+    scan(&storage, dir, mutant).map(|scan| scan.recovery)
 }
 
 /// [`recover`] through a given storage.
@@ -174,7 +190,7 @@ pub fn recover_with_storage(
     storage: &Arc<dyn Storage>,
     dir: &Path,
 ) -> Result<Recovery, JournalError> {
-    scan(storage.as_ref(), dir).map(|scan| scan.recovery)
+    scan(storage.as_ref(), dir, None).map(|scan| scan.recovery)
 }
 
 /// Recovery plus what the writer needs to continue.
@@ -267,8 +283,13 @@ fn next_record_at(
     pos: usize,
     segment: SegmentName,
     expected: Option<Lsn>,
+    mutant: Option<Mutant>,
 ) -> Option<usize> {
-    let fits = |at: usize| match decode_record(&data[at..]) {
+    let fits = |at: usize| match decode_for(&data[at..], mutant) {
+        // M7 (stale records of a recycled file accepted): no generation check, and so any
+        // valid record where the next one is expected is taken as part of the log.
+        #[cfg(feature = "mutants")]
+        Ok(_) if selected(mutant, Mutant::M7) => true,
         Ok(record) => {
             record.header.generation == segment.generation
                 && !matches!(expected, Some(want) if record.header.lsn != want)
@@ -288,6 +309,17 @@ fn next_record_at(
     let at = pos + gap;
     // SECTOR_BYTES is a power of two.
     (gap > 0 && at & (SECTOR_BYTES - 1) == 0 && fits(at)).then_some(at)
+}
+
+/// Decodes a record of the log as recovery (or the broken variant `mutant` of it) does.
+#[cfg_attr(not(feature = "mutants"), allow(unused_variables))]
+fn decode_for(bytes: &[u8], mutant: Option<Mutant>) -> Result<DecodedRecord<'_>, DecodeFailure> {
+    // M4 (no checksum check on the tail): a record is accepted without its checksum.
+    #[cfg(feature = "mutants")]
+    if selected(mutant, Mutant::M4) {
+        return crate::record::decode_record_unchecked(bytes);
+    }
+    decode_record(bytes)
 }
 
 fn magic_at(data: &[u8], at: usize) -> bool {
@@ -319,7 +351,18 @@ fn find_durable_evidence(
     None
 }
 
-pub(crate) fn scan(storage: &dyn Storage, dir: &Path) -> Result<Scan, JournalError> {
+/// Recovers the journal in `dir`; `mutant` selects a deliberately broken recovery (M4, M7,
+/// M8; any other mutant recovers like the real engine).
+pub(crate) fn scan(
+    storage: &dyn Storage,
+    dir: &Path,
+    mutant: Option<Mutant>,
+) -> Result<Scan, JournalError> {
+    // M8 (mid-log corruption taken for a torn tail): the proof of corruption is ignored.
+    #[cfg(feature = "mutants")]
+    let report_corruption = !selected(mutant, Mutant::M8);
+    #[cfg(not(feature = "mutants"))]
+    let report_corruption = true;
     let listing = segment::list(storage, dir)?;
     let mut records: Vec<RecoveredRecord> = Vec::new();
     let mut summaries = Vec::new();
@@ -354,7 +397,9 @@ pub(crate) fn scan(storage: &dyn Storage, dir: &Path) -> Result<Scan, JournalErr
             // Past the end of the log: only look for proof that the end was corruption.
             end_is_final = true;
             let missing = expected.unwrap_or(0);
-            if let Some((at, lsn, synced)) = find_durable_evidence(&data, 0, seg, missing) {
+            if let Some((at, lsn, synced)) =
+                find_durable_evidence(&data, 0, seg, missing).filter(|_| report_corruption)
+            {
                 let (end_seg, end_offset) = end.map_or((seg.index, 0), |(s, o)| (s.index, o));
                 return Err(corruption(
                     end_seg, end_offset, missing, seg.index, at, lsn, synced,
@@ -364,8 +409,8 @@ pub(crate) fn scan(storage: &dyn Storage, dir: &Path) -> Result<Scan, JournalErr
             continue;
         }
         let mut pos = 0usize;
-        while let Some(at) = next_record_at(&data, pos, seg, expected) {
-            let Ok(record) = decode_record(&data[at..]) else {
+        while let Some(at) = next_record_at(&data, pos, seg, expected, mutant) {
+            let Ok(record) = decode_for(&data[at..], mutant) else {
                 break;
             };
             records.push(RecoveredRecord {
@@ -404,7 +449,7 @@ pub(crate) fn scan(storage: &dyn Storage, dir: &Path) -> Result<Scan, JournalErr
                     offset: pos as u64,
                     discarded_bytes,
                 });
-                if let Some((at, lsn, synced)) = evidence {
+                if let Some((at, lsn, synced)) = evidence.filter(|_| report_corruption) {
                     let missing = expected.unwrap_or(0);
                     return Err(corruption(
                         seg.index, pos as u64, missing, seg.index, at, lsn, synced,

@@ -1,0 +1,127 @@
+//! Deliberately broken variants of the engine (DESIGN section 6), used to show that the
+//! crash-testing harness catches each class of durability bug.
+//!
+//! The enum is always compiled so that callers can name mutants in every build; the broken
+//! behaviour itself exists only in builds with the `mutants` feature. A default build refuses
+//! to open a journal with a mutant selected ([`crate::JournalError::MutantsNotBuilt`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One deliberately broken variant of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mutant {
+    /// Acknowledge a group before its write and sync complete.
+    M1,
+    /// Skip the directory fsync after creating or preparing a new segment.
+    M2,
+    /// Retry fdatasync after it failed and acknowledge when the retry succeeds.
+    M3,
+    /// Recovery accepts the tail record(s) without verifying their checksum.
+    M4,
+    /// Rewrite the partial tail block from a zeroed buffer holding only the new bytes.
+    M5,
+    /// Treat O_DIRECT as durable: no O_DSYNC in dsync mode, no fdatasync in fdatasync mode.
+    M6,
+    /// Recovery accepts stale records of a recycled segment (no generation check).
+    M7,
+    /// Recovery reports mid-log corruption as a torn tail and truncates it.
+    M8,
+    /// Recycle a segment (rename) without fsyncing the directory.
+    M9,
+    /// Ignore a failed sync: treat it as success.
+    M10,
+}
+
+/// Whether this build contains the broken behaviour of the mutants (the `mutants` feature).
+pub const MUTANTS_BUILT: bool = cfg!(feature = "mutants");
+
+impl Mutant {
+    /// Every mutant, in order.
+    pub const ALL: [Mutant; 10] = [
+        Mutant::M1,
+        Mutant::M2,
+        Mutant::M3,
+        Mutant::M4,
+        Mutant::M5,
+        Mutant::M6,
+        Mutant::M7,
+        Mutant::M8,
+        Mutant::M9,
+        Mutant::M10,
+    ];
+
+    /// The short name, `M1` to `M10`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::M1 => "M1",
+            Mutant::M2 => "M2",
+            Mutant::M3 => "M3",
+            Mutant::M4 => "M4",
+            Mutant::M5 => "M5",
+            Mutant::M6 => "M6",
+            Mutant::M7 => "M7",
+            Mutant::M8 => "M8",
+            Mutant::M9 => "M9",
+            Mutant::M10 => "M10",
+        }
+    }
+
+    /// One line saying which bug the mutant has.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mutant::M1 => "acknowledges a group before its write and sync complete",
+            Mutant::M2 => "no directory fsync after creating a new segment",
+            Mutant::M3 => "retries fdatasync after EIO and acknowledges if the retry succeeds",
+            Mutant::M4 => "recovery skips the checksum check on the tail records",
+            Mutant::M5 => "rewrites the partial tail block from a zeroed buffer",
+            Mutant::M6 => "treats O_DIRECT as durable (no O_DSYNC, no fdatasync)",
+            Mutant::M7 => "recovery accepts stale records of a recycled segment",
+            Mutant::M8 => "recovery treats mid-log corruption as a torn tail",
+            Mutant::M9 => "recycles a segment by rename without a directory fsync",
+            Mutant::M10 => "ignores a failed fdatasync",
+        }
+    }
+}
+
+/// Whether `which` is the mutant selected: the one test each hook makes. Exists only in builds
+/// with the `mutants` feature, so every hook is compiled out of default builds.
+#[cfg(feature = "mutants")]
+pub(crate) fn selected(mutant: Option<Mutant>, which: Mutant) -> bool {
+    mutant == Some(which)
+}
+
+impl fmt::Display for Mutant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mutant {
+    type Err = String;
+
+    /// Parses `M1` to `M10`, case-insensitive.
+    fn from_str(text: &str) -> Result<Mutant, String> {
+        Mutant::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M10"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_case_insensitively() {
+        for m in Mutant::ALL {
+            assert_eq!(m.name().parse::<Mutant>(), Ok(m));
+            assert_eq!(m.name().to_ascii_lowercase().parse::<Mutant>(), Ok(m));
+            assert!(!m.describe().is_empty());
+        }
+        assert!("M0".parse::<Mutant>().is_err());
+        assert!("M11".parse::<Mutant>().is_err());
+        assert!("".parse::<Mutant>().is_err());
+    }
+}
