@@ -43,3 +43,5 @@ fi
 
 say "tests"
 cargo test --workspace --release
+say "writer mutants: each deliberately broken variant misbehaves on the host"
+cargo test -p powercut-writer --release --features mutants

@@ -15,6 +15,7 @@ use powercut_oracles::mount::FsType;
 use powercut_oracles::replay::{self, ReplayTarget};
 use powercut_oracles::report::{self, Report};
 use powercut_workloads::spec::{Filesystem, Workload};
+use powercut_writer::Mutant;
 
 use crate::record::{self, RecordOptions};
 use crate::vm;
@@ -94,9 +95,51 @@ pub fn guest_invariant_config() -> InvariantConfig {
     }
 }
 
-/// The engine's own recovery, in the shape the oracles take.
-pub fn writer_recovery(dir: &Path) -> Result<RecoveredJournal, String> {
-    let recovery = powercut_writer::recover(dir).map_err(|e| e.to_string())?;
+/// The mutants whose bug is in recovery: the oracles must judge the mutant's own recovery.
+pub const RECOVERY_MUTANTS: [Mutant; 3] = [Mutant::M4, Mutant::M7, Mutant::M8];
+
+/// The recovery mutant a workload selects, if any (other mutants recover like the engine).
+pub fn recovery_mutant(workload: &Workload) -> Option<Mutant> {
+    workload
+        .writer
+        .mutant
+        .filter(|m| RECOVERY_MUTANTS.contains(m))
+}
+
+/// The recovery the oracles run on the states of `workload`'s logs: the engine's, or a
+/// recovery mutant's. Fails when the mutant's recovery is not in this build of the harness
+/// (without the check every state would fail to recover, which is not the mutant's bug).
+pub fn recovery_for(
+    workload: &Workload,
+) -> Result<impl Fn(&Path) -> Result<RecoveredJournal, String> + Sync> {
+    let mutant = checked_recovery_mutant(Some(workload))?;
+    Ok(move |dir: &Path| writer_recovery_with(dir, mutant))
+}
+
+/// [`recovery_mutant`] of a workload (when known), if this build of the harness has it.
+fn checked_recovery_mutant(workload: Option<&Workload>) -> Result<Option<Mutant>> {
+    let Some(workload) = workload else {
+        return Ok(None);
+    };
+    let mutant = recovery_mutant(workload);
+    if let Some(m) = mutant {
+        if !powercut_writer::MUTANTS_BUILT {
+            bail!(
+                "workload {} selects the recovery mutant {m}, but this powercut was built \
+                 without it: build it with `cargo build -p powercut --features mutants`",
+                workload.name
+            );
+        }
+    }
+    Ok(mutant)
+}
+
+/// The engine's recovery, or with `Some(mutant)` that mutant's, in the shape the oracles take.
+pub fn writer_recovery_with(
+    dir: &Path,
+    mutant: Option<Mutant>,
+) -> Result<RecoveredJournal, String> {
+    let recovery = powercut_writer::recover_with(dir, mutant).map_err(|e| e.to_string())?;
     Ok(RecoveredJournal {
         records: recovery
             .records
@@ -220,6 +263,10 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
         workload.seed,
         config.seed
     );
+    let recovery = recovery_for(workload)?;
+    if let Some(m) = recovery_mutant(workload) {
+        eprintln!("recovery of every state: mutant {m} ({})", m.describe());
+    }
     let bar = progress_bar(0, "states");
     let mut on_progress = |p: Progress| {
         bar.set_length(p.states_total);
@@ -232,7 +279,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
         fs_type(workload.filesystem),
         workload.seed,
         &config,
-        &writer_recovery,
+        &recovery,
         &mut on_progress,
     )
     .with_context(|| format!("checking {}", log.display()))?;
@@ -448,7 +495,9 @@ pub fn repro(
         invariants: guest_invariant_config(),
         ..CheckConfig::default()
     };
-    let outcome = check::check_one(state_id, log, base, fs, seed, &config, &writer_recovery)
+    let mutant = checked_recovery_mutant(recorded.as_ref())?;
+    let recovery = move |dir: &Path| writer_recovery_with(dir, mutant);
+    let outcome = check::check_one(state_id, log, base, fs, seed, &config, &recovery)
         .with_context(|| format!("rebuilding state {state_id}"))?;
     println!("state      {}", outcome.state_id);
     println!("kind       {}", outcome.kind.as_str());
@@ -540,9 +589,10 @@ pub fn inspect(
             invariants: guest_invariant_config(),
             ..CheckConfig::default()
         };
-        let coverage =
-            coverage::check_coverage(log_path, base, fs, seed, &config, &writer_recovery)
-                .context("checking that every ack is covered by a flush")?;
+        let mutant = checked_recovery_mutant(recorded.as_ref())?;
+        let recovery = move |dir: &Path| writer_recovery_with(dir, mutant);
+        let coverage = coverage::check_coverage(log_path, base, fs, seed, &config, &recovery)
+            .context("checking that every ack is covered by a flush")?;
         stats.acks_covered = Some(coverage.acks_covered);
         stats.acks_uncovered = Some(coverage.acks_uncovered);
         if !json {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_cmds;
+mod mutants;
 mod record;
 mod two_crash;
 mod vm;
@@ -69,6 +70,9 @@ enum Command {
         #[command(subcommand)]
         command: WorkloadCommand,
     },
+    /// Run the engine's deliberately broken variants (M1-M10) on the bundled workloads that
+    /// target them and show that each is caught, and that the real engine passes them.
+    Mutants(mutants::MutantsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +98,10 @@ struct RunArgs {
     /// Use this static agent binary instead of building it from the workspace.
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Run a deliberately broken variant of the engine (M1 to M10; overrides the workload's
+    /// `writer.mutant`); the agent is then built with the `mutants` feature.
+    #[arg(long)]
+    mutant: Option<powercut_writer::Mutant>,
     /// Test aid, not for real runs: add this ack label (e.g. `r:999-999:00000000`) to the first
     /// run's acks handed to the run after the power cut and to its checker, as if the first run
     /// had acknowledged it. The I8 check must then report violations; tests use this to prove
@@ -196,6 +204,9 @@ enum ImageCommand {
         /// Use this static agent binary instead of building it from the workspace.
         #[arg(long)]
         agent: Option<PathBuf>,
+        /// Build the agent with the engine's deliberately broken variants (`mutants` feature).
+        #[arg(long)]
+        mutants: bool,
     },
 }
 
@@ -221,6 +232,10 @@ struct RecordArgs {
     /// Use this static agent binary instead of building it from the workspace.
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// Run a deliberately broken variant of the engine (M1 to M10; overrides the workload's
+    /// `writer.mutant`); the agent is then built with the `mutants` feature.
+    #[arg(long)]
+    mutant: Option<powercut_writer::Mutant>,
     /// Start from a copy of this data disk image instead of formatting a new one (it is also
     /// the base image of the new log).
     #[arg(long)]
@@ -237,11 +252,15 @@ fn load_workload(
     path: &std::path::Path,
     seed: Option<u64>,
     filesystem: Option<&str>,
+    mutant: Option<powercut_writer::Mutant>,
 ) -> anyhow::Result<powercut_workloads::spec::Workload> {
     use powercut_workloads::spec::{Filesystem, MIN_XFS_DISK_MIB};
     let mut workload = powercut_workloads::spec::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(seed) = seed {
         workload.seed = seed;
+    }
+    if mutant.is_some() {
+        workload.writer.mutant = mutant;
     }
     match filesystem {
         Some("xfs") if workload.filesystem != Filesystem::Xfs => {
@@ -282,11 +301,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = vm::progress::Progress::stderr();
     match cli.command {
         Command::Image {
-            command: ImageCommand::Build { kernel, agent },
+            command:
+                ImageCommand::Build {
+                    kernel,
+                    agent,
+                    mutants,
+                },
         } => {
             let options = vm::image::BuildOptions {
                 flavor: kernel,
                 agent,
+                mutants,
             };
             let image = vm::image::build(&options, &progress)?;
             println!("kernel  {}", image.kernel.display());
@@ -295,11 +320,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record(args) => {
-            let workload = load_workload(&args.workload, args.seed, args.filesystem.as_deref())?;
+            let workload = load_workload(
+                &args.workload,
+                args.seed,
+                args.filesystem.as_deref(),
+                args.mutant,
+            )?;
             let mut options = record::RecordOptions::fresh(
                 vm::image::BuildOptions {
                     flavor: args.kernel,
                     agent: args.agent,
+                    mutants: workload.writer.mutant.is_some(),
                 },
                 std::time::Duration::from_secs(args.timeout),
             );
@@ -321,7 +352,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let workload = load_workload(&args.workload, args.seed, args.filesystem.as_deref())?;
+            let workload = load_workload(
+                &args.workload,
+                args.seed,
+                args.filesystem.as_deref(),
+                args.mutant,
+            )?;
             eprintln!(
                 "seed {} (re-run with --seed {})",
                 workload.seed, workload.seed
@@ -333,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 vm::image::BuildOptions {
                     flavor: args.kernel,
                     agent: args.agent,
+                    mutants: workload.writer.mutant.is_some(),
                 },
                 std::time::Duration::from_secs(args.timeout),
             );
@@ -387,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 check_cmds::merge(&args.reports, args.out.as_deref(), args.junit.as_deref())?;
             report_outcome(&merged)
         }
+        Command::Mutants(args) => mutants::run(&args, &progress),
         Command::Workload {
             command: WorkloadCommand::Check { files },
         } => {
@@ -420,6 +458,10 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(violation) = e.downcast_ref::<check_cmds::ViolationFound>() {
                 eprintln!("powercut: {violation}");
+                return ExitCode::from(check_cmds::EXIT_VIOLATION);
+            }
+            if let Some(escaped) = e.downcast_ref::<mutants::Escaped>() {
+                eprintln!("powercut: {escaped}");
                 return ExitCode::from(check_cmds::EXIT_VIOLATION);
             }
             if let Some(skipped) = e.downcast_ref::<Skipped>() {

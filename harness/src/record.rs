@@ -255,7 +255,12 @@ pub fn record(
     workload
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid workload: {e}"))?;
-    let image = image::build(&options.image, progress)?;
+    // A workload that selects a mutant needs an agent built with them.
+    let image_options = BuildOptions {
+        mutants: options.image.mutants || workload.writer.mutant.is_some(),
+        ..options.image.clone()
+    };
+    let image = image::build(&image_options, progress)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let started_unix_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -198,13 +198,14 @@ pub fn check_after_crash(
         prior.len()
     );
     let mut no_progress = |_: Progress| {};
+    let recovery = crate::check_cmds::recovery_for(workload)?;
     let mut report = check::check_log(
         &log_path,
         &base,
         fs,
         workload.seed,
         &config,
-        &crate::check_cmds::writer_recovery,
+        &recovery,
         &mut no_progress,
     )
     .with_context(|| format!("checking {}", log_path.display()))?;

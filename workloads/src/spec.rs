@@ -232,6 +232,15 @@ pub struct WriterSpec {
     /// `auto`, `io_uring` or `pwritev2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_path: Option<IoPathSpec>,
+    /// A deliberately broken engine variant, `M1` to `M10` (DESIGN section 6); only an agent
+    /// built with the `mutants` feature can run it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_mutant",
+        serialize_with = "ser_mutant"
+    )]
+    pub mutant: Option<powercut_writer::Mutant>,
 }
 
 /// Durability mode (see [`powercut_writer::Durability`]).
@@ -753,6 +762,7 @@ impl Workload {
                 IoPathSpec::Pwritev2 => powercut_writer::IoPathChoice::Pwritev2,
             };
         }
+        options.mutant = w.mutant;
         options
     }
 
@@ -2029,6 +2039,21 @@ fn de_segment_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
         )));
     }
     Ok(Some(bytes))
+}
+
+fn de_mutant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<powercut_writer::Mutant>, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn ser_mutant<S: Serializer>(
+    mutant: &Option<powercut_writer::Mutant>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match mutant {
+        Some(m) => s.serialize_str(m.name()),
+        None => s.serialize_none(),
+    }
 }
 
 fn de_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -54,6 +54,9 @@ pub struct BuildOptions {
     pub flavor: KernelFlavor,
     /// A prebuilt agent instead of `cargo build` of the workspace's.
     pub agent: Option<PathBuf>,
+    /// Build the agent with the engine's deliberately broken variants (`--features mutants`).
+    /// Such an image is cached under its own key, so the default image never contains them.
+    pub mutants: bool,
 }
 
 /// A built image.
@@ -102,7 +105,7 @@ fn musl_target_installed() -> bool {
 }
 
 /// `cargo build --release` of the agent; returns the executable path cargo reports.
-fn cargo_build_agent(target: Option<&str>) -> Result<PathBuf> {
+fn cargo_build_agent(target: Option<&str>, mutants: bool) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -113,6 +116,9 @@ fn cargo_build_agent(target: Option<&str>) -> Result<PathBuf> {
             "--message-format=json-render-diagnostics",
         ])
         .args(["-p", "powercut-workloads", "--bin", AGENT_BIN]);
+    if mutants {
+        command.args(["--features", "mutants"]);
+    }
     if let Some(target) = target {
         // The workspace's release profile keeps line tables for profiling; in the guest they
         // only make the initramfs (and its unpacking under TCG) larger. Only the musl build gets
@@ -161,8 +167,13 @@ fn agent(options: &BuildOptions, progress: &Progress) -> Result<Agent> {
         });
     }
     if musl_target_installed() {
-        let binary = progress.step("building the static agent (musl, release)", || {
-            cargo_build_agent(Some(MUSL_TARGET))
+        let what = if options.mutants {
+            "building the static agent with mutants (musl, release)"
+        } else {
+            "building the static agent (musl, release)"
+        };
+        let binary = progress.step(what, || {
+            cargo_build_agent(Some(MUSL_TARGET), options.mutants)
         })?;
         return Ok(Agent {
             binary,
@@ -173,7 +184,7 @@ fn agent(options: &BuildOptions, progress: &Progress) -> Result<Agent> {
         "{MUSL_TARGET} is not installed: building a glibc agent plus its libraries"
     ));
     let binary = progress.step("building the agent (glibc, release)", || {
-        cargo_build_agent(None)
+        cargo_build_agent(None, options.mutants)
     })?;
     let libraries = ldd_libraries(&binary)?;
     Ok(Agent { binary, libraries })
@@ -364,12 +375,16 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
     for library in &agent.libraries {
         key_input.push_str(&format!("lib {}\n", library.display()));
     }
+    if options.mutants {
+        key_input.push_str("mutants\n");
+    }
     key_input.push_str(INIT_SCRIPT);
     key_input.push_str(MODULE_LIST);
     let key = sha256_hex(key_input.as_bytes())[..16].to_string();
+    let variant = if options.mutants { "-mutants" } else { "" };
     let image_dir = cache
         .join("images")
-        .join(format!("{}-{key}", options.flavor.name()));
+        .join(format!("{}{variant}-{key}", options.flavor.name()));
     let image = GuestImage {
         qemu,
         kernel: image_dir.join("vmlinuz"),

@@ -1,0 +1,479 @@
+//! `powercut mutants`: every deliberately broken variant of the engine (DESIGN section 6) runs
+//! on the bundled workloads that can expose its bug, each recorded in a VM and checked like
+//! `powercut run`, until one run catches it. The real engine then runs the same workloads and
+//! must pass them all: a catch only means something if the baseline is clean.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use powercut_oracles::check::CheckConfig;
+use powercut_oracles::report::Report;
+use powercut_workloads::spec::{DurabilitySpec, Workload};
+use powercut_writer::Mutant;
+
+use crate::check_cmds::{self, CheckArgs};
+use crate::record::RecordOptions;
+use crate::vm;
+use crate::vm::image::KernelFlavor;
+
+/// Arguments of `powercut mutants`.
+#[derive(Debug, clap::Args)]
+pub struct MutantsArgs {
+    /// Write a JSON summary here (`mutants[]` and `baseline_violations`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Only these mutants, e.g. `M1,M3` (default: all ten).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<Mutant>,
+    /// Crash-state budget of each checked run (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = check_cmds::parse_duration)]
+    pub budget_per_run: Duration,
+    /// Recordings and kept failing states go in DIR/MUTANT-WORKLOAD and DIR/baseline-WORKLOAD.
+    #[arg(long, default_value = "out/mutants")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = KernelFlavor::Cloud)]
+    pub kernel: KernelFlavor,
+    /// Give up on a VM after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Parallel checkers per run.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+/// A bundled workload, optionally with another durability mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target {
+    /// Stem of `workloads/NAME.yaml`.
+    file: &'static str,
+    durability: Option<DurabilitySpec>,
+}
+
+const fn bundled(file: &'static str) -> Target {
+    Target {
+        file,
+        durability: None,
+    }
+}
+
+const fn fdatasync(file: &'static str) -> Target {
+    Target {
+        file,
+        durability: Some(DurabilitySpec::Fdatasync),
+    }
+}
+
+impl Target {
+    /// Name of the run: the workload, plus the durability mode when it is overridden.
+    fn label(self) -> String {
+        match self.durability {
+            Some(DurabilitySpec::Fdatasync) => format!("{}(fdatasync)", self.file),
+            Some(DurabilitySpec::Dsync) => format!("{}(dsync)", self.file),
+            None => self.file.to_string(),
+        }
+    }
+
+    fn dir_name(self) -> String {
+        match self.durability {
+            Some(DurabilitySpec::Fdatasync) => format!("{}-fdatasync", self.file),
+            Some(DurabilitySpec::Dsync) => format!("{}-dsync", self.file),
+            None => self.file.to_string(),
+        }
+    }
+
+    fn load(self) -> Result<Workload> {
+        let path = vm::image::workspace_root()
+            .join("workloads")
+            .join(format!("{}.yaml", self.file));
+        let mut workload =
+            powercut_workloads::spec::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(d) = self.durability {
+            workload.writer.durability = Some(d);
+        }
+        workload
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{} ({}): {e}", path.display(), self.label()))?;
+        Ok(workload)
+    }
+}
+
+const APPEND_DSYNC: Target = bundled("append-dsync");
+const APPEND_FDATASYNC: Target = bundled("append-fdatasync");
+const ROTATE_RECYCLE: Target = bundled("rotate-recycle");
+const SMOKE: Target = bundled("smoke");
+const SMOKE_XFS: Target = bundled("smoke-xfs");
+const EIO_JOURNAL: Target = bundled("eio-journal");
+const EIO_JOURNAL_FDATASYNC: Target = fdatasync("eio-journal");
+
+/// The workloads that can expose each mutant's bug, tried in order until one catches it.
+fn targets(mutant: Mutant) -> &'static [Target] {
+    match mutant {
+        // Acks before the data is durable: the coverage check (an ack no flush covers) and I1.
+        Mutant::M1 | Mutant::M6 => &[APPEND_DSYNC, APPEND_FDATASYNC],
+        // A new segment's name (or a recycled one's) not made durable: I1 on the states between.
+        // ext4 commits a new name with the file's own fdatasync (one jbd2 transaction), so XFS
+        // is tried as well.
+        Mutant::M2 | Mutant::M9 => &[ROTATE_RECYCLE, SMOKE, SMOKE_XFS],
+        // Sync errors swallowed or retried into success: the guest's I7 findings.
+        Mutant::M3 | Mutant::M10 => &[EIO_JOURNAL_FDATASYNC, EIO_JOURNAL],
+        // Recovery mutants: torn tails (I3/I4) and the mid-log probe (I5).
+        Mutant::M4 | Mutant::M8 => &[SMOKE, APPEND_DSYNC],
+        // Tail block clobbered by a zeroed rewrite: I1 on states that keep the new block.
+        Mutant::M5 => &[SMOKE, APPEND_DSYNC, APPEND_FDATASYNC],
+        // Stale records of a recycled segment: I2/I3 after recycling.
+        Mutant::M7 => &[ROTATE_RECYCLE],
+    }
+}
+
+/// One mutant's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+struct MutantOutcome {
+    name: String,
+    description: String,
+    caught: bool,
+    /// The run that caught it (or the last one tried).
+    workload: Option<String>,
+    /// Invariant of the first violation.
+    invariant: Option<String>,
+    /// Crash states checked over every run of this mutant.
+    states_checked: u64,
+    /// From the start of this mutant's runs to the end of the run that caught it.
+    seconds_to_catch: Option<f64>,
+    /// State id of the first violation (`powercut repro ID --log DIR/log.bin --base ...`).
+    repro: Option<String>,
+    /// Recording directory of the catching run.
+    recording: Option<PathBuf>,
+    /// Runs that failed for a reason that is not a violation (a VM that never finished, ...).
+    errors: Vec<String>,
+}
+
+/// One run of the real engine.
+#[derive(Debug, Clone, serde::Serialize)]
+struct BaselineRun {
+    workload: String,
+    states_checked: u64,
+    violations: usize,
+    first_violation: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    mutants: Vec<MutantOutcome>,
+    baseline: Vec<BaselineRun>,
+    baseline_violations: usize,
+    budget_per_run_seconds: f64,
+    passed: bool,
+}
+
+/// Some mutant escaped, or the real engine failed a workload (exit code 1).
+#[derive(Debug)]
+pub struct Escaped(pub String);
+
+impl std::fmt::Display for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mutants check failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for Escaped {}
+
+fn check_args(args: &MutantsArgs) -> CheckArgs {
+    let defaults = CheckConfig::default();
+    CheckArgs {
+        enumeration_seed: None,
+        budget: Some(args.budget_per_run),
+        shard: None,
+        max_exhaustive_subset: defaults.max_exhaustive_subset,
+        samples_per_epoch: defaults.samples_per_epoch,
+        torn_samples: defaults.torn_samples,
+        atomic_write_bytes: 4096,
+        scratch_dir: None,
+        json: None,
+        junit: None,
+        workers: args.workers.max(1),
+    }
+}
+
+fn record_options(args: &MutantsArgs, mutants: bool) -> RecordOptions {
+    RecordOptions::fresh(
+        vm::image::BuildOptions {
+            flavor: args.kernel,
+            agent: None,
+            mutants,
+        },
+        Duration::from_secs(args.timeout),
+    )
+}
+
+fn run_one(
+    workload: &Workload,
+    out: &Path,
+    args: &MutantsArgs,
+    mutants: bool,
+    progress: &vm::progress::Progress,
+) -> Result<Report> {
+    check_cmds::run(
+        workload,
+        out,
+        &record_options(args, mutants),
+        &check_args(args),
+        &[],
+        progress,
+    )
+}
+
+fn run_mutant(
+    mutant: Mutant,
+    args: &MutantsArgs,
+    progress: &vm::progress::Progress,
+) -> Result<MutantOutcome> {
+    let started = Instant::now();
+    let mut outcome = MutantOutcome {
+        name: mutant.name().to_string(),
+        description: mutant.describe().to_string(),
+        caught: false,
+        workload: None,
+        invariant: None,
+        states_checked: 0,
+        seconds_to_catch: None,
+        repro: None,
+        recording: None,
+        errors: Vec::new(),
+    };
+    for &target in targets(mutant) {
+        let mut workload = target.load()?;
+        workload.writer.mutant = Some(mutant);
+        let out = args
+            .out
+            .join(format!("{}-{}", mutant.name(), target.dir_name()));
+        eprintln!(
+            "mutants: {} ({}) on {} -> {}",
+            mutant,
+            mutant.describe(),
+            target.label(),
+            out.display()
+        );
+        outcome.workload = Some(target.label());
+        let report = match run_one(&workload, &out, args, true, progress) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("mutants: {mutant} on {}: run failed: {e:#}", target.label());
+                outcome.errors.push(format!("{}: {e:#}", target.label()));
+                continue;
+            }
+        };
+        outcome.states_checked += report.states_checked;
+        if let Some(first) = report.all_violations().next() {
+            outcome.caught = true;
+            outcome.invariant = Some(first.invariant.clone());
+            outcome.repro = Some(first.state_id.clone());
+            outcome.recording = Some(out.clone());
+            outcome.seconds_to_catch = Some(started.elapsed().as_secs_f64());
+            eprintln!(
+                "mutants: {mutant} CAUGHT on {} by {} at state {} after {:.0}s",
+                target.label(),
+                first.invariant,
+                first.state_id,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(outcome);
+        }
+        eprintln!(
+            "mutants: {mutant} not caught on {} ({} states checked{})",
+            target.label(),
+            report.states_checked,
+            if report.budget_exhausted {
+                ", budget ran out"
+            } else {
+                ""
+            }
+        );
+    }
+    eprintln!("mutants: {mutant} ESCAPED every workload that targets it");
+    Ok(outcome)
+}
+
+fn print_table(summary: &Summary) {
+    println!(
+        "{:<4} {:<26} {:<7} {:<10} {:>8} {:>9}  repro",
+        "", "workload", "caught", "invariant", "states", "seconds"
+    );
+    for m in &summary.mutants {
+        println!(
+            "{:<4} {:<26} {:<7} {:<10} {:>8} {:>9}  {}",
+            m.name,
+            m.workload.as_deref().unwrap_or("-"),
+            if m.caught { "yes" } else { "NO" },
+            m.invariant.as_deref().unwrap_or("-"),
+            m.states_checked,
+            m.seconds_to_catch
+                .map(|s| format!("{s:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            m.repro.as_deref().unwrap_or("-")
+        );
+    }
+    for b in &summary.baseline {
+        println!(
+            "base {:<26} {:<7} {:<10} {:>8} {:>9}  {}",
+            b.workload,
+            if b.violations == 0 { "clean" } else { "FAILED" },
+            "-",
+            b.states_checked,
+            "-",
+            b.first_violation.as_deref().unwrap_or("-")
+        );
+    }
+    println!(
+        "{} of {} mutants caught; baseline (the real engine): {} violations",
+        summary.mutants.iter().filter(|m| m.caught).count(),
+        summary.mutants.len(),
+        summary.baseline_violations
+    );
+}
+
+/// `powercut mutants`: see the module docs. Exit 1 ([`Escaped`]) unless every selected mutant
+/// was caught and the baseline is clean.
+pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> {
+    let mut selected: Vec<Mutant> = if args.only.is_empty() {
+        Mutant::ALL.to_vec()
+    } else {
+        args.only.clone()
+    };
+    let mut seen = Vec::new();
+    selected.retain(|m| {
+        let first = !seen.contains(m);
+        seen.push(*m);
+        first
+    });
+    if let Some(m) = selected
+        .iter()
+        .find(|m| check_cmds::RECOVERY_MUTANTS.contains(m))
+    {
+        if !powercut_writer::MUTANTS_BUILT {
+            bail!(
+                "{m} is a recovery mutant: the oracles run its recovery on the host, and this \
+                 powercut was built without it (build with `cargo build -p powercut --features \
+                 mutants`, or leave it out with --only)"
+            );
+        }
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut mutants = Vec::new();
+    for (i, &mutant) in selected.iter().enumerate() {
+        eprintln!("mutants: [{}/{}] {mutant}", i + 1, selected.len());
+        mutants.push(run_mutant(mutant, args, progress)?);
+    }
+
+    // The real engine on every workload a mutant ran on.
+    let mut baseline_targets: Vec<Target> = Vec::new();
+    for &mutant in &selected {
+        let tried = mutants
+            .iter()
+            .find(|m| m.name == mutant.name())
+            .and_then(|m| m.workload.clone());
+        for &target in targets(mutant) {
+            if !baseline_targets.contains(&target) {
+                baseline_targets.push(target);
+            }
+            if tried.as_deref() == Some(target.label().as_str()) {
+                break;
+            }
+        }
+    }
+    let mut baseline = Vec::new();
+    for (i, target) in baseline_targets.iter().enumerate() {
+        let workload = target.load()?;
+        let out = args.out.join(format!("baseline-{}", target.dir_name()));
+        eprintln!(
+            "mutants: baseline [{}/{}] the real engine on {} -> {}",
+            i + 1,
+            baseline_targets.len(),
+            target.label(),
+            out.display()
+        );
+        let report = run_one(&workload, &out, args, false, progress)
+            .with_context(|| format!("baseline run of {}", target.label()))?;
+        let violations = report.all_violations().count();
+        baseline.push(BaselineRun {
+            workload: target.label(),
+            states_checked: report.states_checked,
+            violations,
+            first_violation: report
+                .all_violations()
+                .next()
+                .map(|v| format!("{} {}", v.invariant, v.state_id)),
+        });
+    }
+    let baseline_violations = baseline.iter().map(|b| b.violations).sum();
+    let escaped: Vec<String> = mutants
+        .iter()
+        .filter(|m| !m.caught)
+        .map(|m| m.name.clone())
+        .collect();
+    let summary = Summary {
+        passed: escaped.is_empty() && baseline_violations == 0,
+        mutants,
+        baseline,
+        baseline_violations,
+        budget_per_run_seconds: args.budget_per_run.as_secs_f64(),
+    };
+    print_table(&summary);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JSON summary: {}", path.display());
+    }
+    if summary.passed {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if !escaped.is_empty() {
+        problems.push(format!("escaped: {}", escaped.join(", ")));
+    }
+    if baseline_violations > 0 {
+        problems.push(format!(
+            "the real engine has {baseline_violations} violations"
+        ));
+    }
+    Err(Escaped(problems.join("; ")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mutant_targets_a_bundled_workload_that_parses() {
+        for m in Mutant::ALL {
+            assert!(!targets(m).is_empty(), "{m}");
+            for t in targets(m) {
+                let w = t
+                    .load()
+                    .unwrap_or_else(|e| panic!("{m} {}: {e:#}", t.label()));
+                if let Some(d) = t.durability {
+                    assert_eq!(w.writer.durability, Some(d));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recovery_mutants_are_judged_by_their_own_recovery() {
+        let mut w = SMOKE.load().unwrap();
+        w.writer.mutant = Some(Mutant::M7);
+        assert_eq!(check_cmds::recovery_mutant(&w), Some(Mutant::M7));
+        w.writer.mutant = Some(Mutant::M1);
+        assert_eq!(check_cmds::recovery_mutant(&w), None);
+        assert!(
+            check_cmds::recovery_for(&w).is_ok(),
+            "a non-recovery mutant needs no mutant recovery on the host"
+        );
+        w.writer.mutant = Some(Mutant::M4);
+        assert_eq!(
+            check_cmds::recovery_for(&w).is_ok(),
+            powercut_writer::MUTANTS_BUILT
+        );
+    }
+}
