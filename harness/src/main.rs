@@ -75,14 +75,9 @@ enum Command {
     Mutants(mutants::MutantsArgs),
 }
 
+/// How a workload is loaded and booted: shared by `run` and `record`.
 #[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Workload spec (YAML).
-    workload: PathBuf,
-    /// Output directory for the recording and the kept failing states
-    /// (default: out/WORKLOAD-SEED).
-    #[arg(long)]
-    out: Option<PathBuf>,
+struct VmArgs {
     /// Override the workload's seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -102,6 +97,38 @@ struct RunArgs {
     /// `writer.mutant`); the agent is then built with the `mutants` feature.
     #[arg(long)]
     mutant: Option<powercut_writer::Mutant>,
+}
+
+impl VmArgs {
+    fn load(&self, path: &std::path::Path) -> anyhow::Result<powercut_workloads::spec::Workload> {
+        load_workload(path, self.seed, self.filesystem.as_deref(), self.mutant)
+    }
+
+    fn record_options(
+        &self,
+        workload: &powercut_workloads::spec::Workload,
+    ) -> record::RecordOptions {
+        record::RecordOptions::fresh(
+            vm::image::BuildOptions {
+                flavor: self.kernel,
+                agent: self.agent.clone(),
+                mutants: workload.writer.mutant.is_some(),
+            },
+            std::time::Duration::from_secs(self.timeout),
+        )
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Workload spec (YAML).
+    workload: PathBuf,
+    /// Output directory for the recording and the kept failing states
+    /// (default: out/WORKLOAD-SEED).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    vm: VmArgs,
     /// Test aid, not for real runs: add this ack label (e.g. `r:999-999:00000000`) to the first
     /// run's acks handed to the run after the power cut and to its checker, as if the first run
     /// had acknowledged it. The I8 check must then report violations; tests use this to prove
@@ -217,25 +244,8 @@ struct RecordArgs {
     /// Output directory (created; existing recording files in it are replaced).
     #[arg(long)]
     out: PathBuf,
-    /// Override the workload's seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Override the workload's file system (an XFS data disk grows to the 300 MiB mkfs.xfs
-    /// needs, with the log disk at 4x).
-    #[arg(long, value_parser = ["ext4", "xfs"])]
-    filesystem: Option<String>,
-    #[arg(long, value_enum, default_value_t = KernelFlavor::Cloud)]
-    kernel: KernelFlavor,
-    /// Give up on the VM after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
-    /// Use this static agent binary instead of building it from the workspace.
-    #[arg(long)]
-    agent: Option<PathBuf>,
-    /// Run a deliberately broken variant of the engine (M1 to M10; overrides the workload's
-    /// `writer.mutant`); the agent is then built with the `mutants` feature.
-    #[arg(long)]
-    mutant: Option<powercut_writer::Mutant>,
+    #[command(flatten)]
+    vm: VmArgs,
     /// Start from a copy of this data disk image instead of formatting a new one (it is also
     /// the base image of the new log).
     #[arg(long)]
@@ -320,20 +330,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record(args) => {
-            let workload = load_workload(
-                &args.workload,
-                args.seed,
-                args.filesystem.as_deref(),
-                args.mutant,
-            )?;
-            let mut options = record::RecordOptions::fresh(
-                vm::image::BuildOptions {
-                    flavor: args.kernel,
-                    agent: args.agent,
-                    mutants: workload.writer.mutant.is_some(),
-                },
-                std::time::Duration::from_secs(args.timeout),
-            );
+            let workload = args.vm.load(&args.workload)?;
+            let mut options = args.vm.record_options(&workload);
             options.base_image = args.base_image;
             if let Some(first) = &args.continue_from {
                 if options.base_image.is_none() {
@@ -352,12 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let workload = load_workload(
-                &args.workload,
-                args.seed,
-                args.filesystem.as_deref(),
-                args.mutant,
-            )?;
+            let workload = args.vm.load(&args.workload)?;
             eprintln!(
                 "seed {} (re-run with --seed {})",
                 workload.seed, workload.seed
@@ -365,14 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = args.out.unwrap_or_else(|| {
                 PathBuf::from("out").join(format!("{}-{}", workload.name, workload.seed))
             });
-            let options = record::RecordOptions::fresh(
-                vm::image::BuildOptions {
-                    flavor: args.kernel,
-                    agent: args.agent,
-                    mutants: workload.writer.mutant.is_some(),
-                },
-                std::time::Duration::from_secs(args.timeout),
-            );
+            let options = args.vm.record_options(&workload);
             let forged = args
                 .forge_prior_ack
                 .iter()

@@ -1523,21 +1523,13 @@ fn describe_open(report: &OpenReport) -> String {
 /// Contents of a file created by step `step_index`: deterministic from the seed, the path and
 /// the step, so two creations of the same path differ.
 pub fn file_contents(seed: u64, path: &str, step_index: usize, len_bytes: u64) -> Vec<u8> {
-    let mut state = seed
+    let state = seed
         ^ (u64::from(crc32c::crc32c(path.as_bytes())) << 32)
         ^ (step_index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     // Bounded by spec::MAX_FILE_BYTES.
     let len = usize::try_from(len_bytes).unwrap_or(0);
     let mut out = vec![0u8; len];
-    for chunk in out.chunks_mut(8) {
-        // splitmix64, as the payload bodies.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-    }
+    crate::payload::fill_splitmix(state, &mut out);
     out
 }
 

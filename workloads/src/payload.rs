@@ -65,9 +65,14 @@ pub fn verify(seed: u64, payload: &[u8]) -> Result<PayloadOrigin, &'static str> 
 }
 
 fn fill_body(seed: u64, writer: u32, sequence: u64, body: &mut [u8]) {
-    // splitmix64: cheap, deterministic, and good enough to make every record's bytes distinct.
-    let mut state = seed ^ (u64::from(writer) << 48) ^ sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for chunk in body.chunks_mut(8) {
+    let state = seed ^ (u64::from(writer) << 48) ^ sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fill_splitmix(state, body);
+}
+
+/// Fills `out` with the splitmix64 stream of `state`: cheap, deterministic, and good enough to
+/// make every record's (and generated file's) bytes distinct.
+pub fn fill_splitmix(mut state: u64, out: &mut [u8]) {
+    for chunk in out.chunks_mut(8) {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
