@@ -80,7 +80,12 @@ impl fmt::Display for OpenReport {
         writeln!(
             f,
             "io path: {}; {}; durability: {}{}",
-            self.io_path.name(),
+            match self.io_path {
+                // A group that fits one write chunk is one pwritev2 from the leader thread
+                // (cheaper than a ring round trip); larger groups go through the ring.
+                IoPath::IoUring => "io_uring (groups of one chunk: pwritev2 from the leader)",
+                IoPath::Pwritev2 => self.io_path.name(),
+            },
             if self.direct_io {
                 "O_DIRECT"
             } else {
