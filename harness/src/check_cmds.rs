@@ -235,6 +235,8 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     }
     let keep = dir.join("violations");
     let mut config = args.config(workload.seed, keep.clone());
+    let block_log = BlockLog::open(&log).with_context(|| format!("reading {}", log.display()))?;
+    config.max_entries = killed_log_whole_entries(dir, &block_log)?;
     // A continuation after a power cut (`record --continue-from`): the first run's acks are
     // expected in every state, and findings are I8.
     let prior_path = dir.join("prior-acks.json");
@@ -244,8 +246,6 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
             .with_context(|| format!("reading {}", prior_path.display()))?;
         let prior: Vec<powercut_workloads::ack::Ack> = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", prior_path.display()))?;
-        let block_log =
-            BlockLog::open(&log).with_context(|| format!("reading {}", log.display()))?;
         config.acks = Some(
             crate::two_crash::expected_acks(&prior, &block_log)
                 .with_context(|| format!("acks of {}", log.display()))?,
@@ -257,6 +257,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
             prior.len()
         );
     }
+    drop(block_log);
     eprintln!(
         "checking crash states of {} (seed {}, enumeration seed {})",
         log.display(),
@@ -411,6 +412,46 @@ pub fn run(
         started.elapsed().as_secs_f64()
     );
     Ok(combined)
+}
+
+/// How many entries of a killed recording's log are known whole (None: the recording ended
+/// cleanly, all of them). Those are the entries up to the mark of the last ack the host saw
+/// before it cut the power: the guest waits for dm-log-writes to finish writing everything up
+/// to that mark before it reports the ack, while entries logged after it were being written
+/// when QEMU was killed, so a header can be there without its data.
+fn killed_log_whole_entries(dir: &Path, log: &BlockLog) -> Result<Option<u64>> {
+    let summary_path = dir.join("record.json");
+    let Ok(text) = std::fs::read_to_string(&summary_path) else {
+        return Ok(None);
+    };
+    let summary: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", summary_path.display()))?;
+    if summary["end"] != "killed" {
+        return Ok(None);
+    }
+    let acks = record::read_ledger_acks(&dir.join("ledger.jsonl"))?;
+    let last = acks
+        .last()
+        .context("a killed recording without any ack in its ledger")?
+        .to_label();
+    let mark = log
+        .entries()
+        .iter()
+        .rev()
+        .find(|e| e.mark.as_deref() == Some(last.as_str()))
+        .with_context(|| {
+            format!(
+                "the mark of the last ack ({last}) is not in {}",
+                log.path().display()
+            )
+        })?;
+    let whole = mark.index + 1;
+    let after = log.entries().len() as u64 - whole;
+    eprintln!(
+        "the power was cut: checking the {whole} log entries up to the mark of the last ack \
+         ({last}); the {after} entries after it may be torn"
+    );
+    Ok(Some(whole))
 }
 
 /// The end of `powercut run` for a workload with fault steps: the crash states of the log as

@@ -444,6 +444,12 @@ impl BlockLog {
     pub fn nr_entries_in_super(&self) -> u64 {
         self.nr_entries_in_super
     }
+    /// Forgets every entry after the first `n` (no-op when there are fewer): the log is then
+    /// read as if it ended there. Used for recordings whose tail is not known to be whole.
+    pub fn keep_first_entries(&mut self, n: u64) {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        self.entries.truncate(n);
+    }
     /// Entries found past nr_entries by scanning.
     pub fn entries_past_nr_entries(&self) -> u64 {
         (self.entries.len() as u64).saturating_sub(self.nr_entries_in_super)

@@ -129,7 +129,10 @@ pub fn check_coverage(
     recover: &RecoverFn,
 ) -> Result<CoverageReport, CheckError> {
     mount::can_mount()?;
-    let log = BlockLog::open(log_path)?;
+    let mut log = BlockLog::open(log_path)?;
+    if let Some(n) = config.max_entries {
+        log.keep_first_entries(n);
+    }
     let acks = invariants::ledger(&log, config.acks.as_deref())?;
     let scratch = std::env::temp_dir().join(format!("powercut-coverage-{}", std::process::id()));
     let root = config

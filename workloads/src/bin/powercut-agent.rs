@@ -14,8 +14,9 @@
 use std::fs::File;
 use std::io::Stdout;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::{self, AckSink, FaultAction, PriorViolation, ProgressEvent};
@@ -51,6 +52,12 @@ struct MarkSink<'a> {
     log_device_path: String,
     /// Size of the data disk.
     size_sectors: u64,
+    /// The durable ack after which the host cuts the power (a fresh run with `power_cut:`).
+    cut_after_durable_ack: Option<u64>,
+    /// Durable acks so far (start and end not counted), updated under the `acks` lock.
+    durable_acks: AtomicU64,
+    /// Kernel name of the log disk (`vdb`), for its in-flight counters in sysfs.
+    log_disk_name: String,
 }
 
 impl MarkSink<'_> {
@@ -79,7 +86,51 @@ impl MarkSink<'_> {
     }
 }
 
+/// Polls of the log's progress before a power cut, and the gap between two.
+const LOG_SETTLE_POLLS: u32 = 3;
+const LOG_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// A log that never settles (a workload still writing from other threads) is waited on at most
+/// this long.
+const LOG_SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
 impl MarkSink<'_> {
+    /// Waits until dm-log-writes has written out every entry queued so far, the mark just made
+    /// included: its count of logged entries stops moving and the log disk has no request in
+    /// flight, [`LOG_SETTLE_POLLS`] polls in a row.
+    fn wait_for_log_written(&self) -> Result<(), String> {
+        let inflight_path = format!("/sys/block/{}/inflight", self.log_disk_name);
+        let started = Instant::now();
+        let mut last = None;
+        let mut settled = 0;
+        while settled < LOG_SETTLE_POLLS {
+            if started.elapsed() > LOG_SETTLE_LIMIT {
+                return Err(format!(
+                    "the block log did not settle within {}s before the power cut",
+                    LOG_SETTLE_LIMIT.as_secs()
+                ));
+            }
+            std::thread::sleep(LOG_POLL_INTERVAL);
+            let logged = self
+                .dm
+                .status(LOG_DEVICE)
+                .map_err(|e| e.to_string())?
+                .first()
+                .and_then(|s| LogWritesStatus::parse(&s.status))
+                .ok_or("dm-log-writes status is unreadable")?
+                .logged_entries;
+            let inflight = std::fs::read_to_string(&inflight_path)
+                .map_err(|e| format!("reading {inflight_path}: {e}"))?;
+            let idle = inflight.split_whitespace().all(|n| n == "0");
+            settled = if idle && last == Some(logged) {
+                settled + 1
+            } else {
+                0
+            };
+            last = Some(logged);
+        }
+        Ok(())
+    }
+
     fn count(&self) -> u64 {
         *self.acks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -93,6 +144,14 @@ impl AckSink for MarkSink<'_> {
             .message(LOG_DEVICE, 0, &format!("mark {label}"))
             .map_err(|e| e.to_string())?;
         *acks += 1;
+        if !matches!(ack, Ack::Start { .. } | Ack::End { .. }) {
+            let durable = self.durable_acks.fetch_add(1, Ordering::Relaxed) + 1;
+            if Some(durable) == self.cut_after_durable_ack {
+                // The host kills the VM as soon as it reads this ack: the log up to this mark
+                // must be on the log disk by then, or its last entries could lose their data.
+                self.wait_for_log_written()?;
+            }
+        }
         // The mark is the record; a console write error does not undo it.
         let _ = self.console.send(&GuestMessage::Ack {
             index: *acks,
@@ -218,6 +277,12 @@ fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
         acks: Mutex::new(0),
         log_device_path: pclog.to_string_lossy().into_owned(),
         size_sectors: data.size_sectors,
+        cut_after_durable_ack: match &job {
+            Job::Fresh(_) => workload.power_cut_after_ack(),
+            Job::ContinueAfterCrash { .. } => None,
+        },
+        durable_acks: AtomicU64::new(0),
+        log_disk_name: log.name.clone(),
     };
     let mount_point = Path::new(MOUNT_POINT);
     mount::mount(&pcdata, mount_point, workload.filesystem.name()).map_err(|e| e.to_string())?;
