@@ -105,6 +105,7 @@ const SMOKE: Target = bundled("smoke");
 const SMOKE_XFS: Target = bundled("smoke-xfs");
 const EIO_JOURNAL: Target = bundled("eio-journal");
 const EIO_JOURNAL_FDATASYNC: Target = fdatasync("eio-journal");
+const RECYCLE_STALE: Target = bundled("recycle-stale");
 
 /// The workloads that can expose each mutant's bug, tried in order until one catches it.
 fn targets(mutant: Mutant) -> &'static [Target] {
@@ -114,15 +115,15 @@ fn targets(mutant: Mutant) -> &'static [Target] {
         // A new segment's name (or a recycled one's) not made durable: I1 on the states between.
         // ext4 commits a new name with the file's own fdatasync (one jbd2 transaction), so XFS
         // is tried as well.
-        Mutant::M2 | Mutant::M9 => &[ROTATE_RECYCLE, SMOKE, SMOKE_XFS],
+        Mutant::M2 | Mutant::M9 => &[RECYCLE_STALE, ROTATE_RECYCLE, SMOKE, SMOKE_XFS],
         // Sync errors swallowed or retried into success: the guest's I7 findings.
         Mutant::M3 | Mutant::M10 => &[EIO_JOURNAL_FDATASYNC, EIO_JOURNAL],
         // Recovery mutants: torn tails (I3/I4) and the mid-log probe (I5).
         Mutant::M4 | Mutant::M8 => &[SMOKE, APPEND_DSYNC],
         // Tail block clobbered by a zeroed rewrite: I1 on states that keep the new block.
         Mutant::M5 => &[SMOKE, APPEND_DSYNC, APPEND_FDATASYNC],
-        // Stale records of a recycled segment: I2/I3 after recycling.
-        Mutant::M7 => &[ROTATE_RECYCLE],
+        // Stale records of a recycled segment: I2 once a recycled file holds new records.
+        Mutant::M7 => &[RECYCLE_STALE],
     }
 }
 

@@ -13,6 +13,8 @@
 //! f:create:PATH:CRC           PATH exists (durably) with contents whose crc32c is CRC
 //! f:rename:FROM>TO:CRC        FROM was renamed to TO (durably); TO's contents have crc CRC
 //! f:remove:PATH               PATH is durably gone
+//! t:LSN                       segments holding only records below LSN were retired: those
+//!                             records may be gone from here on (a checkpoint)
 //! s:NAME                      start of the workload (NAME: workload name)
 //! e:NAME                      clean end of the workload
 //! ```
@@ -42,6 +44,9 @@ pub enum Ack {
     },
     /// A removal was acknowledged durable (directory fsynced).
     FileRemove { path: String },
+    /// Sealed segments whose records are all below `before_lsn` were retired (the renames and
+    /// the directory fsync returned): recovery may start after them from here on.
+    Retired { before_lsn: u64 },
     /// The workload started.
     Start { name: String },
     /// The workload ended cleanly.
@@ -90,6 +95,7 @@ impl Ack {
                 assert!(is_valid_label_path(path), "invalid path in ack: {path:?}");
                 format!("f:remove:{path}")
             }
+            Ack::Retired { before_lsn } => format!("t:{before_lsn}"),
             Ack::Start { name } => format!("s:{name}"),
             Ack::End { name } => format!("e:{name}"),
         };
@@ -165,6 +171,13 @@ impl Ack {
                     _ => Err(err("unknown file operation")),
                 }
             }
+            "t" => {
+                let before_lsn: u64 = rest.parse().map_err(|_| err("bad LSN"))?;
+                if before_lsn == 0 {
+                    return Err(err("zero LSN"));
+                }
+                Ok(Ack::Retired { before_lsn })
+            }
             "s" => Ok(Ack::Start {
                 name: check_path(rest)?,
             }),
@@ -177,7 +190,10 @@ impl Ack {
 
     /// Whether a label looks like one of ours (foreign marks are ignored by the oracles).
     pub fn is_ack_label(label: &str) -> bool {
-        matches!(label.split_once(':'), Some(("r" | "f" | "s" | "e", _)))
+        matches!(
+            label.split_once(':'),
+            Some(("r" | "f" | "t" | "s" | "e", _))
+        )
     }
 }
 
@@ -210,6 +226,7 @@ mod tests {
                 crc32c: 2,
             },
             Ack::FileRemove { path: "d/a".into() },
+            Ack::Retired { before_lsn: 41 },
             Ack::Start {
                 name: "smoke".into(),
             },
@@ -231,6 +248,9 @@ mod tests {
             "r:0-1:00000000",
             "r:1-2:xyz",
             "f:chmod:a",
+            "t:0",
+            "t:x",
+            "t:",
             "q:x",
         ] {
             assert!(Ack::parse_label(bad).is_err(), "{bad:?} parsed");

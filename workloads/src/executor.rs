@@ -263,6 +263,9 @@ struct Shared<'a> {
     /// LSN -> what was acknowledged there.
     ledger: Mutex<BTreeMap<u64, RecordIdentity>>,
     acks: std::sync::atomic::AtomicU64,
+    /// Largest `before_lsn` of a `retire` step's ack (0: nothing retired): records below it
+    /// may be gone from a recovery.
+    retired_before: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> Shared<'a> {
@@ -272,6 +275,7 @@ impl<'a> Shared<'a> {
             sink,
             ledger: Mutex::new(BTreeMap::new()),
             acks: std::sync::atomic::AtomicU64::new(0),
+            retired_before: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -431,19 +435,38 @@ pub fn check_prior_records(
         .iter()
         .map(|r| (r.lsn, r.payload.as_slice()))
         .collect();
+    // Records below the first recovered LSN may be gone when a retire allowed it.
+    let retired_before = prior_acks
+        .iter()
+        .filter_map(|a| match a {
+            Ack::Retired { before_lsn } => Some(*before_lsn),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1);
+    let first_lsn = recovery
+        .records
+        .first()
+        .map_or(1, |r| r.lsn)
+        .min(retired_before);
     for ack in prior_acks {
         let Ack::Records {
-            first_lsn,
+            first_lsn: ack_first,
             last_lsn,
             crc32c,
         } = ack
         else {
             continue;
         };
-        let expected = format!("records {first_lsn}..={last_lsn} with crc32c {crc32c:08x}");
+        if *last_lsn < first_lsn {
+            continue;
+        }
+        let expected = format!("records {ack_first}..={last_lsn} with crc32c {crc32c:08x}");
+        // A group cut by a retired segment is checked from the first LSN still required.
+        let from = (*ack_first).max(first_lsn);
         let mut crc = 0u32;
         let mut missing = Vec::new();
-        for lsn in *first_lsn..=(*last_lsn).min(first_lsn.saturating_add(1 << 20)) {
+        for lsn in from..=(*last_lsn).min(from.saturating_add(1 << 20)) {
             match by_lsn.get(&lsn) {
                 Some(p) => crc = crc32c::crc32c_append(crc, p),
                 None => missing.push(lsn),
@@ -451,7 +474,7 @@ pub fn check_prior_records(
         }
         let found = if let Some(first) = missing.first() {
             Some(format!("missing LSN {first} ({} missing)", missing.len()))
-        } else if crc != *crc32c {
+        } else if from == *ack_first && crc != *crc32c {
             Some(format!("recovered bytes have crc32c {crc:08x}"))
         } else {
             None
@@ -469,12 +492,12 @@ pub fn check_prior_records(
         .records
         .iter()
         .enumerate()
-        .find(|(i, r)| r.lsn != *i as u64 + 1)
+        .find(|(i, r)| r.lsn != first_lsn + *i as u64)
     {
         out.push(PriorViolation {
             invariant: "I2".into(),
             step: None,
-            expected: format!("LSN {} at position {position}", position + 1),
+            expected: format!("LSN {} at position {position}", first_lsn + position as u64),
             found: format!("LSN {}", record.lsn),
         });
     }
@@ -772,6 +795,7 @@ impl<'a, 's> Run<'a, 's> {
                 Ok(()) => Ok(()),
                 Err(source) => self.failed_under_fault(phase, "rotate", source, 0),
             },
+            Step::Retire => self.retire(phase),
             Step::Fault(fault) => {
                 self.shared
                     .sink
@@ -904,6 +928,49 @@ impl<'a, 's> Run<'a, 's> {
                 self.shared.record(lsn, identity);
             }
         }
+        Ok(())
+    }
+
+    /// A checkpoint: every record so far is acknowledged, so every sealed segment can go.
+    fn retire(&mut self, phase: &Phase) -> Result<(), ExecError> {
+        let before_lsn = self.next_lsn;
+        match self.journal(phase)?.retire_before(before_lsn) {
+            Ok(_) if self.poisoned => {
+                self.accepted_while_poisoned(phase, "retire_before");
+                Ok(())
+            }
+            Ok(_) => {
+                self.shared
+                    .retired_before
+                    .fetch_max(before_lsn, std::sync::atomic::Ordering::SeqCst);
+                self.summary.acks += 1;
+                self.shared.ack(phase, &Ack::Retired { before_lsn })
+            }
+            Err(source) => self.failed_under_fault(phase, "retire_before", source, 0),
+        }
+    }
+
+    /// Drops from the ledger the records a recovery no longer holds because their segments were
+    /// retired; fails if the recovery starts later than any retire allowed.
+    fn forget_retired(
+        &self,
+        ledger: &mut BTreeMap<u64, RecordIdentity>,
+        recovery: &powercut_writer::Recovery,
+    ) -> Result<(), String> {
+        let retired_before = self
+            .shared
+            .retired_before
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let Some(first) = recovery.records.first().map(|r| r.lsn) else {
+            return Ok(());
+        };
+        if first > 1 && first > retired_before {
+            return Err(format!(
+                "the recovered log starts at LSN {first}, but only records below {} were retired",
+                retired_before.max(1)
+            ));
+        }
+        ledger.retain(|&lsn, _| lsn >= first);
         Ok(())
     }
 
@@ -1056,6 +1123,9 @@ impl<'a, 's> Run<'a, 's> {
         let mut problems = Vec::new();
         {
             let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(problem) = self.forget_retired(&mut ledger, recovery) {
+                problems.push(problem);
+            }
             let recovered: BTreeMap<u64, &[u8]> = recovery
                 .records
                 .iter()
@@ -1119,7 +1189,10 @@ impl<'a, 's> Run<'a, 's> {
             phase: phase.clone(),
             message,
         };
-        let ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = self.shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget_retired(&mut ledger, recovery)
+            .map_err(mismatch)?;
+        let first_lsn = recovery.records.first().map_or(1, |r| r.lsn);
         if let Some(tail) = recovery.truncated_tail {
             return Err(mismatch(format!(
                 "a clean close left a torn tail: {tail:?}"
@@ -1136,7 +1209,7 @@ impl<'a, 's> Run<'a, 's> {
         for (position, (record, (&lsn, identity))) in
             recovery.records.iter().zip(ledger.iter()).enumerate()
         {
-            let expected_lsn = position as u64 + 1;
+            let expected_lsn = first_lsn + position as u64;
             if record.lsn != expected_lsn || lsn != expected_lsn {
                 return Err(mismatch(format!(
                     "record {position} has LSN {} (acknowledged: {lsn}), expected {expected_lsn}",

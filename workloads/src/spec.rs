@@ -232,6 +232,10 @@ pub struct WriterSpec {
     /// `auto`, `io_uring` or `pwritev2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_path: Option<IoPathSpec>,
+    /// `false`: buffered writes through the page cache (made durable by fdatasync) instead of
+    /// O_DIRECT, the setting of the fsyncgate workload (write-back errors, DESIGN section 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_io: Option<bool>,
     /// A deliberately broken engine variant, `M1` to `M10` (DESIGN section 6); only an agent
     /// built with the `mutants` feature can run it.
     #[serde(
@@ -285,6 +289,9 @@ pub enum Step {
     Append(AppendStep),
     /// Close the current segment and continue in the next one.
     Rotate,
+    /// A checkpoint: retire every sealed segment whose records are all acknowledged, so that
+    /// later segments reuse those files (with `recycle: true`). Acked as `t:LSN`.
+    Retire,
     /// A file or directory operation under `root/files`.
     File(FileOp),
     /// Records sent by concurrent clients of the engine's ingest server.
@@ -512,6 +519,7 @@ impl Step {
         match self {
             Step::Append(_) => "append",
             Step::Rotate => "rotate",
+            Step::Retire => "retire",
             Step::File(_) => "file",
             Step::Ingest(_) => "ingest",
             Step::Reopen => "reopen",
@@ -528,6 +536,7 @@ impl Step {
                 a.count, a.size, a.commit_every
             ),
             Step::Rotate => "rotate".to_string(),
+            Step::Retire => "retire the segments of acked records".to_string(),
             Step::File(FileOp::Create {
                 path, size_bytes, ..
             }) => {
@@ -554,6 +563,7 @@ impl Step {
             Step::Append(a) => a.count.div_ceil(a.commit_every),
             Step::File(op) => u64::from(op.is_acked()),
             Step::Ingest(i) => i.clients * i.records_per_client,
+            Step::Retire => 1,
             Step::Rotate | Step::Reopen | Step::Fault(_) | Step::ClearFault => 0,
         }
     }
@@ -616,7 +626,7 @@ impl Step {
                     _ => Ok(()),
                 }
             }
-            Step::Rotate | Step::Reopen | Step::ClearFault => Ok(()),
+            Step::Rotate | Step::Retire | Step::Reopen | Step::ClearFault => Ok(()),
         }
     }
 }
@@ -761,6 +771,9 @@ impl Workload {
                 IoPathSpec::IoUring => powercut_writer::IoPathChoice::IoUring,
                 IoPathSpec::Pwritev2 => powercut_writer::IoPathChoice::Pwritev2,
             };
+        }
+        if let Some(direct) = w.direct_io {
+            options.direct_io = direct;
         }
         options.mutant = w.mutant;
         options
@@ -1622,6 +1635,12 @@ struct StepFile {
         deserialize_with = "de_empty"
     )]
     rotate: Option<Empty>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_empty"
+    )]
+    retire: Option<Empty>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file: Option<FileOp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1662,6 +1681,9 @@ impl TryFrom<StepFile> for Step {
         if f.rotate.is_some() {
             steps.push(Step::Rotate);
         }
+        if f.retire.is_some() {
+            steps.push(Step::Retire);
+        }
         if let Some(op) = f.file {
             steps.push(Step::File(op));
         }
@@ -1679,8 +1701,8 @@ impl TryFrom<StepFile> for Step {
         }
         if steps.len() != 1 {
             return Err(format!(
-                "a step has exactly one of the keys `append`, `rotate`, `file`, `ingest`, \
-                 `reopen`, `fault`, `clear_fault`; this one has {}",
+                "a step has exactly one of the keys `append`, `rotate`, `retire`, `file`, \
+                 `ingest`, `reopen`, `fault`, `clear_fault`; this one has {}",
                 steps.len()
             ));
         }
@@ -1693,6 +1715,7 @@ impl From<Step> for StepFile {
         let mut f = StepFile {
             append: None,
             rotate: None,
+            retire: None,
             file: None,
             ingest: None,
             reopen: None,
@@ -1702,6 +1725,7 @@ impl From<Step> for StepFile {
         match step {
             Step::Append(a) => f.append = Some(a),
             Step::Rotate => f.rotate = Some(Empty {}),
+            Step::Retire => f.retire = Some(Empty {}),
             Step::File(op) => f.file = Some(op),
             Step::Ingest(i) => f.ingest = Some(i),
             Step::Reopen => f.reopen = Some(Empty {}),
@@ -2137,4 +2161,51 @@ fn checked_range<E: de::Error>(min_bytes: u64, max_bytes: u64) -> Result<SizeRan
     };
     range.check().map_err(E::custom)?;
     Ok(range)
+}
+
+#[cfg(test)]
+mod direct_io_tests {
+    use super::*;
+
+    const STEPS: &str = "steps:\n  - append: { count: 3, size: 100 }\n";
+
+    #[test]
+    fn direct_io_false_maps_to_buffered_engine_and_round_trips() {
+        let text = format!("name: t\nwriter:\n  direct_io: false\n{STEPS}");
+        let w = parse(&text, "x.yaml").unwrap();
+        assert_eq!(w.writer.direct_io, Some(false));
+        assert!(!w.journal_options().direct_io);
+        let back = Workload::from_json(&w.to_json()).unwrap();
+        assert_eq!(back.writer.direct_io, Some(false));
+        assert!(!back.journal_options().direct_io);
+    }
+
+    #[test]
+    fn direct_io_defaults_to_the_engine_default() {
+        let w = parse(&format!("name: t\n{STEPS}"), "x.yaml").unwrap();
+        assert_eq!(w.writer.direct_io, None);
+        assert!(w.journal_options().direct_io);
+        assert!(!w.to_json().contains("direct_io"));
+        let on = parse(
+            &format!("name: t\nwriter:\n  direct_io: true\n{STEPS}"),
+            "x.yaml",
+        )
+        .unwrap();
+        assert!(on.journal_options().direct_io);
+    }
+
+    #[test]
+    fn a_direct_io_that_is_not_a_boolean_is_a_located_error() {
+        for bad in ["buffered", "0", "[true]"] {
+            let text =
+                format!("name: t\nwriter:\n  durability: fdatasync\n  direct_io: {bad}\n{STEPS}");
+            match parse(&text, "x.yaml") {
+                Err(SpecError::Invalid(d)) => {
+                    assert_eq!(d.field, "writer.direct_io", "{d}");
+                    assert_eq!(d.line, Some(4), "{d}");
+                }
+                other => panic!("direct_io: {bad}: expected a located error, got {other:?}"),
+            }
+        }
+    }
 }

@@ -41,6 +41,7 @@ fn step() -> impl Strategy<Value = Step> {
             Step::Append(AppendStep { count, size, commit_every })
         }),
         1 => Just(Step::Rotate),
+        1 => Just(Step::Retire),
         1 => Just(Step::Reopen),
         1 => (1u64..4, 1u64..5, size_range()).prop_map(|(clients, records_per_client, size)| {
             Step::Ingest(IngestStep { clients, records_per_client, size })
@@ -90,9 +91,24 @@ fn workload() -> impl Strategy<Value = Workload> {
 
 fn check(workload: &Workload, root: &Path, acks: &[Ack]) -> Result<(), TestCaseError> {
     let recovery = powercut_writer::recover(&root.join("journal")).unwrap();
-    prop_assert_eq!(recovery.records.len() as u64, workload.total_records());
+    // Retired segments take their records with them: the log then starts later, but never
+    // past the last retire's LSN.
+    let retired_before = acks
+        .iter()
+        .filter_map(|a| match a {
+            Ack::Retired { before_lsn } => Some(*before_lsn),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1);
+    let first_lsn = recovery.records.first().map_or(1, |r| r.lsn);
+    prop_assert!(first_lsn <= retired_before, "log starts at {first_lsn}");
+    prop_assert_eq!(
+        recovery.records.len() as u64 + first_lsn - 1,
+        workload.total_records()
+    );
     for (i, record) in recovery.records.iter().enumerate() {
-        prop_assert_eq!(record.lsn, i as u64 + 1);
+        prop_assert_eq!(record.lsn, first_lsn + i as u64);
         prop_assert!(payload::verify(workload.seed, &record.payload).is_ok());
     }
     let mut files: BTreeMap<String, u32> = BTreeMap::new();
@@ -103,9 +119,16 @@ fn check(workload: &Workload, root: &Path, acks: &[Ack]) -> Result<(), TestCaseE
                 last_lsn,
                 crc32c,
             } => {
+                if *first_lsn < recovery.records.first().map_or(1, |r| r.lsn) {
+                    continue;
+                }
+                let base = recovery.records[0].lsn;
                 let mut crc = 0;
                 for lsn in *first_lsn..=*last_lsn {
-                    crc = crc32c::crc32c_append(crc, &recovery.records[(lsn - 1) as usize].payload);
+                    crc = crc32c::crc32c_append(
+                        crc,
+                        &recovery.records[(lsn - base) as usize].payload,
+                    );
                 }
                 prop_assert_eq!(crc, *crc32c);
             }
@@ -119,7 +142,7 @@ fn check(workload: &Workload, root: &Path, acks: &[Ack]) -> Result<(), TestCaseE
             Ack::FileRemove { path } => {
                 files.remove(path);
             }
-            Ack::Start { .. } | Ack::End { .. } => {}
+            Ack::Retired { .. } | Ack::Start { .. } | Ack::End { .. } => {}
         }
     }
     for (path, crc) in files {
