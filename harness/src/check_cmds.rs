@@ -285,6 +285,19 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     )
     .with_context(|| format!("checking {}", log.display()))?;
     bar.finish_and_clear();
+    let mut report = report;
+    let first = report.all_violations().next().cloned();
+    if let Some(first) = first {
+        report.minimal_repro = shrink_violation(
+            &first,
+            &log,
+            &base,
+            fs_type(workload.filesystem),
+            workload.seed,
+            &config,
+            &recovery,
+        );
+    }
     let mut report = if continued {
         crate::two_crash::report_as_i8(report)
     } else {
@@ -412,6 +425,45 @@ pub fn run(
         started.elapsed().as_secs_f64()
     );
     Ok(combined)
+}
+
+/// Shrinks a violation's crash state to the simplest state of its cut that still shows it
+/// (None, with a note, when that cannot be done: the state is then its own reproducer).
+fn shrink_violation(
+    violation: &powercut_oracles::invariants::Violation,
+    log: &Path,
+    base: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recovery: &powercut_oracles::invariants::RecoverFn,
+) -> Option<powercut_oracles::shrink::ShrunkState> {
+    let started = Instant::now();
+    match powercut_oracles::shrink::shrink_state(
+        &violation.state_id,
+        &violation.invariant,
+        log,
+        base,
+        fs,
+        seed,
+        config,
+        recovery,
+    ) {
+        Ok(shrunk) => {
+            eprintln!(
+                "shrunk {} on {} in {:.1}s: {}",
+                violation.invariant,
+                violation.state_id,
+                started.elapsed().as_secs_f64(),
+                shrunk.describe()
+            );
+            Some(shrunk)
+        }
+        Err(e) => {
+            eprintln!("could not shrink {}: {e}", violation.state_id);
+            None
+        }
+    }
 }
 
 /// How many entries of a killed recording's log are known whole (None: the recording ended

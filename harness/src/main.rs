@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod check_cmds;
 mod mutants;
 mod record;
+mod sim_tier;
 mod two_crash;
 mod vm;
 
@@ -73,6 +74,27 @@ enum Command {
     /// Run the engine's deliberately broken variants (M1-M10) on the bundled workloads that
     /// target them and show that each is caught, and that the real engine passes them.
     Mutants(mutants::MutantsArgs),
+    /// Run a workload's journal steps in process on the simulated file system (no VM), which
+    /// loses unsynced data and names whose directory was not fsynced, and check crash states
+    /// after every file-system operation.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Workload file (file, fault and ingest-server steps have no simulated form: file and
+    /// fault steps are skipped, ingest clients become concurrent appenders).
+    workload: std::path::PathBuf,
+    /// Seed of payloads and crash states (default: the workload's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run a deliberately broken variant of the engine (needs a build with `--features
+    /// mutants`).
+    #[arg(long)]
+    mutant: Option<powercut_writer::Mutant>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 /// How a workload is loaded and booted: shared by `run` and `record`.
@@ -411,6 +433,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_outcome(&merged)
         }
         Command::Mutants(args) => mutants::run(&args, &progress),
+        Command::Sim(args) => {
+            let workload = load_workload(&args.workload, args.seed, None, None)?;
+            let seed = workload.seed;
+            println!("seed {seed} (re-run with --seed {seed})");
+            let report = sim_tier::run(&workload, args.mutant, seed)?;
+            println!("{}", sim_tier::summary(&workload, &report));
+            for v in report.violations.iter().skip(1).take(9) {
+                println!("  {v}");
+            }
+            if let Some(path) = &args.json {
+                std::fs::write(path, sim_tier::report_json(&workload, &report)?)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            if report.passed() {
+                Ok(())
+            } else {
+                Err(check_cmds::ViolationFound(format!(
+                    "{} violations in the sim tier",
+                    report.violations_total
+                ))
+                .into())
+            }
+        }
         Command::Workload {
             command: WorkloadCommand::Check { files },
         } => {

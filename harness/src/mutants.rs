@@ -42,18 +42,29 @@ pub struct MutantsArgs {
     pub workers: usize,
 }
 
+/// Where a target runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// Recorded in a QEMU guest on ext4/XFS, every crash state of the block log checked.
+    Vm,
+    /// In process on the engine's simulated file system ([`crate::sim_tier`]).
+    Sim,
+}
+
 /// A bundled workload, optionally with another durability mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Target {
     /// Stem of `workloads/NAME.yaml`.
     file: &'static str,
     durability: Option<DurabilitySpec>,
+    tier: Tier,
 }
 
 const fn bundled(file: &'static str) -> Target {
     Target {
         file,
         durability: None,
+        tier: Tier::Vm,
     }
 }
 
@@ -61,24 +72,41 @@ const fn fdatasync(file: &'static str) -> Target {
     Target {
         file,
         durability: Some(DurabilitySpec::Fdatasync),
+        tier: Tier::Vm,
+    }
+}
+
+const fn simulated(file: &'static str) -> Target {
+    Target {
+        file,
+        durability: None,
+        tier: Tier::Sim,
     }
 }
 
 impl Target {
     /// Name of the run: the workload, plus the durability mode when it is overridden.
     fn label(self) -> String {
-        match self.durability {
+        let name = match self.durability {
             Some(DurabilitySpec::Fdatasync) => format!("{}(fdatasync)", self.file),
             Some(DurabilitySpec::Dsync) => format!("{}(dsync)", self.file),
             None => self.file.to_string(),
+        };
+        match self.tier {
+            Tier::Vm => name,
+            Tier::Sim => format!("{name}(sim)"),
         }
     }
 
     fn dir_name(self) -> String {
-        match self.durability {
+        let name = match self.durability {
             Some(DurabilitySpec::Fdatasync) => format!("{}-fdatasync", self.file),
             Some(DurabilitySpec::Dsync) => format!("{}-dsync", self.file),
             None => self.file.to_string(),
+        };
+        match self.tier {
+            Tier::Vm => name,
+            Tier::Sim => format!("{name}-sim"),
         }
     }
 
@@ -102,20 +130,24 @@ const APPEND_DSYNC: Target = bundled("append-dsync");
 const APPEND_FDATASYNC: Target = bundled("append-fdatasync");
 const ROTATE_RECYCLE: Target = bundled("rotate-recycle");
 const SMOKE: Target = bundled("smoke");
-const SMOKE_XFS: Target = bundled("smoke-xfs");
 const EIO_JOURNAL: Target = bundled("eio-journal");
 const EIO_JOURNAL_FDATASYNC: Target = fdatasync("eio-journal");
 const RECYCLE_STALE: Target = bundled("recycle-stale");
+const ROTATE_RECYCLE_SIM: Target = simulated("rotate-recycle");
+const SMOKE_SIM: Target = simulated("smoke");
 
 /// The workloads that can expose each mutant's bug, tried in order until one catches it.
 fn targets(mutant: Mutant) -> &'static [Target] {
     match mutant {
         // Acks before the data is durable: the coverage check (an ack no flush covers) and I1.
         Mutant::M1 | Mutant::M6 => &[APPEND_DSYNC, APPEND_FDATASYNC],
-        // A new segment's name (or a recycled one's) not made durable: I1 on the states between.
-        // ext4 commits a new name with the file's own fdatasync (one jbd2 transaction), so XFS
-        // is tried as well.
-        Mutant::M2 | Mutant::M9 => &[RECYCLE_STALE, ROTATE_RECYCLE, SMOKE, SMOKE_XFS],
+        // A new segment's name not made durable: ext4 and XFS commit a new file's name with the
+        // file's own fdatasync (one journal transaction), so only the sim tier, which loses
+        // every name whose directory was not fsynced, can show it (I1).
+        Mutant::M2 => &[ROTATE_RECYCLE_SIM, SMOKE_SIM],
+        // A recycling rename not made durable: O_DSYNC overwrites of a recycled file commit no
+        // journal transaction on ext4, so the old name survives the states at the next acks.
+        Mutant::M9 => &[ROTATE_RECYCLE, RECYCLE_STALE, ROTATE_RECYCLE_SIM],
         // Sync errors swallowed or retried into success: the guest's I7 findings.
         Mutant::M3 | Mutant::M10 => &[EIO_JOURNAL_FDATASYNC, EIO_JOURNAL],
         // Recovery mutants: torn tails (I3/I4) and the mid-log probe (I5).
@@ -141,7 +173,8 @@ struct MutantOutcome {
     states_checked: u64,
     /// From the start of this mutant's runs to the end of the run that caught it.
     seconds_to_catch: Option<f64>,
-    /// State id of the first violation (`powercut repro ID --log DIR/log.bin --base ...`).
+    /// Minimal reproducer: the first violation's state shrunk to the fewest dropped and torn
+    /// writes of its cut (`powercut repro ID --log DIR/log.bin --base ...`).
     repro: Option<String>,
     /// Recording directory of the catching run.
     recording: Option<PathBuf>,
@@ -256,6 +289,36 @@ fn run_mutant(
             out.display()
         );
         outcome.workload = Some(target.label());
+        if target.tier == Tier::Sim {
+            let report = match crate::sim_tier::run(&workload, Some(mutant), workload.seed) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("mutants: {mutant} on {}: run failed: {e:#}", target.label());
+                    outcome.errors.push(format!("{}: {e:#}", target.label()));
+                    continue;
+                }
+            };
+            eprintln!("{}", crate::sim_tier::summary(&workload, &report));
+            outcome.states_checked += report.states_checked;
+            if let Some(first) = report.violations.first() {
+                outcome.caught = true;
+                outcome.invariant = Some(first.invariant.name().to_string());
+                outcome.repro = Some(format!(
+                    "powercut sim workloads/{}.yaml --mutant {mutant} --seed {}",
+                    target.file, report.seed
+                ));
+                outcome.seconds_to_catch = Some(started.elapsed().as_secs_f64());
+                eprintln!(
+                    "mutants: {mutant} CAUGHT on {} by {} after {:.1}s",
+                    target.label(),
+                    first.invariant.name(),
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(outcome);
+            }
+            eprintln!("mutants: {mutant} not caught on {}", target.label());
+            continue;
+        }
         let report = match run_one(&workload, &out, args, true, progress) {
             Ok(report) => report,
             Err(e) => {
@@ -268,7 +331,13 @@ fn run_mutant(
         if let Some(first) = report.all_violations().next() {
             outcome.caught = true;
             outcome.invariant = Some(first.invariant.clone());
-            outcome.repro = Some(first.state_id.clone());
+            // The shrunk state when the check could shrink it: the minimal reproducer.
+            outcome.repro = Some(
+                report
+                    .minimal_repro
+                    .as_ref()
+                    .map_or_else(|| first.state_id.clone(), |m| m.minimal.clone()),
+            );
             outcome.recording = Some(out.clone());
             outcome.seconds_to_catch = Some(started.elapsed().as_secs_f64());
             eprintln!(
@@ -394,6 +463,18 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
             target.label(),
             out.display()
         );
+        if target.tier == Tier::Sim {
+            let report = crate::sim_tier::run(&workload, None, workload.seed)
+                .with_context(|| format!("baseline run of {}", target.label()))?;
+            eprintln!("{}", crate::sim_tier::summary(&workload, &report));
+            baseline.push(BaselineRun {
+                workload: target.label(),
+                states_checked: report.states_checked,
+                violations: usize::try_from(report.violations_total).unwrap_or(usize::MAX),
+                first_violation: report.violations.first().map(|v| v.to_string()),
+            });
+            continue;
+        }
         let report = run_one(&workload, &out, args, false, progress)
             .with_context(|| format!("baseline run of {}", target.label()))?;
         let violations = report.all_violations().count();

@@ -303,6 +303,7 @@ mod tests {
                 violations: vec![violation("I6")],
             }),
             budget_exhausted: false,
+            minimal_repro: None,
         }
     }
 

@@ -626,6 +626,7 @@ pub fn check_log(
         violations,
         coverage,
         budget_exhausted: exhausted,
+        minimal_repro: None,
     })
 }
 

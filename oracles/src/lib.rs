@@ -34,4 +34,5 @@ pub mod invariants;
 pub mod mount;
 pub mod replay;
 pub mod report;
+pub mod shrink;
 mod sys;

@@ -50,6 +50,9 @@ pub struct Report {
     pub coverage: Option<CoverageReport>,
     /// The time budget ran out before every state was checked.
     pub budget_exhausted: bool,
+    /// The first violation shrunk to the simplest state of its cut that still shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimal_repro: Option<crate::shrink::ShrunkState>,
 }
 
 /// Reports that cannot be merged.
@@ -135,6 +138,9 @@ impl Report {
                     v.expected,
                     v.found
                 );
+            }
+            if let Some(m) = &self.minimal_repro {
+                let _ = writeln!(s, "minimal reproducer: {}", m.describe());
             }
         }
         s
@@ -249,6 +255,7 @@ mod tests {
             violations,
             coverage: None,
             budget_exhausted: false,
+            minimal_repro: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod record;
 mod recovery;
 mod segment;
 pub mod server;
+pub mod sim;
 mod storage;
 mod sys;
 
