@@ -292,3 +292,85 @@ fn logs_without_marks_use_given_acks() {
     );
     assert!(report.violations.iter().any(|v| v.invariant == "I1"));
 }
+
+#[test]
+fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
+    if let Err(why) = capability() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    use powercut_oracles::crash::{self, StateId};
+    use powercut_oracles::shrink::shrink_state;
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, _) = record_log(dir.path(), &base, &[4, 3, 5], Engine::AckBeforeSync);
+    let c = cfg(dir.path());
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    let block_log = powercut_oracles::blocklog::BlockLog::open(&log).unwrap();
+    let dropped = |id: &str| {
+        let id: StateId = id.parse().unwrap();
+        let state = crash::resolve(&block_log, &id).unwrap();
+        let volatile = crash::volatile_writes(&block_log, id.cut);
+        let applied = state
+            .applied
+            .iter()
+            .filter(|a| a.mask.is_none() && volatile.contains(&a.index))
+            .count();
+        volatile.len() - applied
+    };
+    // The I1 violation on the state that drops the most writes (torn ones count as dropped).
+    let worst = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == "I1")
+        .max_by_key(|v| dropped(&v.state_id))
+        .expect("acks before the sync lose records in some crash state");
+    let before = dropped(&worst.state_id);
+    assert!(before >= 2, "{} drops only {before}", worst.state_id);
+    let shrunk = shrink_state(
+        &worst.state_id,
+        "I1",
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+    )
+    .unwrap();
+    println!("{}", shrunk.describe());
+    assert_eq!(shrunk.original, worst.state_id);
+    assert!(shrunk.tries > 0);
+    assert!(
+        !shrunk.torn,
+        "a lost record needs no tear: {}",
+        shrunk.describe()
+    );
+    assert!(
+        shrunk.dropped_writes < before,
+        "{} drops {before}, the shrunk {}",
+        worst.state_id,
+        shrunk.describe()
+    );
+    assert_eq!(dropped(&shrunk.minimal), shrunk.dropped_writes);
+    let again = check_one(
+        &shrunk.minimal,
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &c,
+        &toy_recover,
+    )
+    .unwrap();
+    assert!(again.violations.iter().any(|v| v.invariant == "I1"));
+}
