@@ -130,9 +130,9 @@ const APPEND_DSYNC: Target = bundled("append-dsync");
 const APPEND_FDATASYNC: Target = bundled("append-fdatasync");
 const ROTATE_RECYCLE: Target = bundled("rotate-recycle");
 const SMOKE: Target = bundled("smoke");
-const EIO_JOURNAL: Target = bundled("eio-journal");
 const EIO_JOURNAL_FDATASYNC: Target = fdatasync("eio-journal");
 const RECYCLE_STALE: Target = bundled("recycle-stale");
+const FSYNCGATE: Target = bundled("fsyncgate");
 const ROTATE_RECYCLE_SIM: Target = simulated("rotate-recycle");
 const SMOKE_SIM: Target = simulated("smoke");
 
@@ -148,8 +148,10 @@ fn targets(mutant: Mutant) -> &'static [Target] {
         // A recycling rename not made durable: O_DSYNC overwrites of a recycled file commit no
         // journal transaction on ext4, so the old name survives the states at the next acks.
         Mutant::M9 => &[ROTATE_RECYCLE, RECYCLE_STALE, ROTATE_RECYCLE_SIM],
-        // Sync errors swallowed or retried into success: the guest's I7 findings.
-        Mutant::M3 | Mutant::M10 => &[EIO_JOURNAL_FDATASYNC, EIO_JOURNAL],
+        // Sync errors swallowed or retried into success: buffered writes whose write-back fails
+        // make fdatasync the call that fails (with O_DIRECT the write itself fails first), and
+        // the acked record is missing at its mark (I1).
+        Mutant::M3 | Mutant::M10 => &[FSYNCGATE, EIO_JOURNAL_FDATASYNC],
         // Recovery mutants: torn tails (I3/I4) and the mid-log probe (I5).
         Mutant::M4 | Mutant::M8 => &[SMOKE, APPEND_DSYNC],
         // Tail block clobbered by a zeroed rewrite: I1 on states that keep the new block.

@@ -524,7 +524,20 @@ impl Journal {
         // One buffer collects appends while up to max_in_flight others are being written.
         let staging_capacity =
             (options.max_staging_bytes / (max_in_flight + 1)) / alignment * alignment;
-        let max_payload_bytes = (staging_capacity - alignment - HEADER_BYTES - 8)
+        // Each staging buffer must hold a block of tail plus one record header and trailer.
+        let Some(staging_payload_bytes) = staging_capacity
+            .checked_sub(alignment + HEADER_BYTES + 8)
+            .filter(|&bytes| bytes > 0)
+        else {
+            return Err(JournalError::InvalidOptions(format!(
+                "max_staging_bytes {} split among {} buffers leaves {staging_capacity} bytes \
+                 each, too small for a {alignment}-byte block plus a record: raise \
+                 max_staging_bytes or lower max_groups_in_flight",
+                options.max_staging_bytes,
+                max_in_flight + 1
+            )));
+        };
+        let max_payload_bytes = staging_payload_bytes
             .min(segment_bytes as usize - HEADER_BYTES - 8)
             .min(u32::MAX as usize);
         let mut active = AlignedBuf::new(staging_capacity, alignment);

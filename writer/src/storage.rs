@@ -164,6 +164,27 @@ impl SegmentFile for RealFile {
     }
 }
 
+/// Smallest alignment of O_DIRECT reads: a multiple of every common logical block size, so the
+/// reads are valid even where the device's block size could not be found.
+const DIRECT_READ_ALIGNMENT_BYTES: usize = 4096;
+
+/// The size of an open file, or InvalidData when it exceeds `limit_bytes`.
+fn checked_len(file: &File, limit_bytes: u64) -> io::Result<usize> {
+    let len = file.metadata()?.len();
+    if len > limit_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("file of {len} bytes exceeds the limit of {limit_bytes}"),
+        ));
+    }
+    usize::try_from(len).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("file of {len} bytes does not fit in memory"),
+        )
+    })
+}
+
 impl Storage for RealStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)
@@ -196,15 +217,32 @@ impl Storage for RealStorage {
         }))
     }
     fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        if len > limit_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("file of {len} bytes exceeds the limit of {limit_bytes}"),
-            ));
+        // Read the device, not the page cache: after a failed write-back (fsyncgate) Linux
+        // keeps the bytes that never reached the disk in clean cached pages, and a recovery
+        // that read them would return records that were never durable nor acknowledged, and
+        // append after bytes the disk does not have.
+        if let Some(file) = sys::open_read_direct(path)? {
+            let len = checked_len(&file, limit_bytes)?;
+            let (device_alignment, _) = crate::alignment::discover_alignment_bytes(path);
+            let alignment = device_alignment.max(DIRECT_READ_ALIGNMENT_BYTES);
+            match sys::read_direct(&file, len, alignment) {
+                Ok((buf, got)) => {
+                    // Stale pages would still be seen by buffered readers and by a partial-
+                    // page write of the tail block: drop them (only clean pages go).
+                    let _ = sys::drop_cached_pages(&file);
+                    return Ok(buf[..got].to_vec());
+                }
+                // Alignments this code does not know (a device with larger blocks than it
+                // reports): drop what is cached, then read buffered.
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                    let _ = sys::drop_cached_pages(&file);
+                }
+                Err(err) => return Err(err),
+            }
         }
-        let mut data = vec![0u8; len as usize];
+        let file = File::open(path)?;
+        let len = checked_len(&file, limit_bytes)?;
+        let mut data = vec![0u8; len];
         let got = sys::read_at(&file, &mut data, 0)?;
         data.truncate(got);
         Ok(data)

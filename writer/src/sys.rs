@@ -138,6 +138,58 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(done)
 }
 
+/// Opens `path` read-only with O_DIRECT, so that reads come from the device and never from the
+/// page cache. `Ok(None)` when the file system refuses O_DIRECT (EINVAL: ramfs, tmpfs before
+/// Linux 6.6), where the page cache is the only copy of the data anyway.
+pub fn open_read_direct(path: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads the first `len_bytes` of a file opened with O_DIRECT into an aligned buffer: every
+/// read starts at a multiple of `alignment_bytes` (a power of two, at least the device's logical
+/// block size) into a buffer aligned alike. Returns the buffer and the bytes read (fewer when
+/// the file is shorter). A read the device cannot serve at these alignments fails with EINVAL.
+pub fn read_direct(
+    file: &File,
+    len_bytes: usize,
+    alignment_bytes: usize,
+) -> io::Result<(AlignedBuf, usize)> {
+    let mut buf = AlignedBuf::new(len_bytes.max(1), alignment_bytes);
+    let mut done = 0usize;
+    while done < len_bytes {
+        // The whole aligned rest of the buffer: the last block is read whole, and the kernel
+        // stops at the end of the file.
+        match file.read_at(&mut buf[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((buf, done.min(len_bytes)))
+}
+
+/// Drops the clean cached pages of a file (POSIX_FADV_DONTNEED). After a failed write-back the
+/// kernel keeps the bytes that never reached the disk in pages it marked clean; once they are
+/// dropped, buffered reads and partial-page writes of the file see what the device holds.
+pub fn drop_cached_pages(file: &File) -> io::Result<()> {
+    nix::fcntl::posix_fadvise(
+        file.as_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(io::Error::from)
+}
+
 /// (major, minor) of a device number as the kernel encodes it in st_dev.
 pub fn split_dev(dev: u64) -> (u64, u64) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);

@@ -203,3 +203,28 @@ fn reopen_with_smaller_segments_rotates() {
     assert_eq!(recovery.records.len(), 101);
     assert_eq!(recovery.records[100].payload, b"next");
 }
+
+#[test]
+fn staging_too_small_for_the_groups_in_flight_is_an_option_error() {
+    use powercut_writer::sim::{SimConfig, SimStorage};
+    // 4 KiB blocks on the simulated disk: 64 KiB among 9 buffers leaves one block each, no room
+    // for a record beside the tail block.
+    let storage = SimStorage::new(SimConfig {
+        alignment_bytes: 4096,
+        fs_block_bytes: 4096,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let options = JournalOptions {
+        max_staging_bytes: 64 * 1024,
+        max_groups_in_flight: 8,
+        ..small_options()
+    };
+    match Journal::open_with_storage(std::path::Path::new("/j"), options, Arc::new(storage)) {
+        Err(powercut_writer::JournalError::InvalidOptions(why)) => {
+            assert!(why.contains("max_staging_bytes"), "{why}")
+        }
+        Err(other) => panic!("expected InvalidOptions, got {other}"),
+        Ok(_) => panic!("a staging buffer without room for a record was accepted"),
+    }
+}
