@@ -45,3 +45,17 @@ say "tests"
 cargo test --workspace --release
 say "writer mutants: each deliberately broken variant misbehaves on the host"
 cargo test -p powercut-writer --release --features mutants
+
+say "mutants gate (quick form): every mutant caught, the real engine clean on the same workloads"
+if [ "$(id -u)" = 0 ]; then
+  # The recovery mutants (M4, M7, M8) are judged by their own recovery on the host, so the gate
+  # needs powercut itself built with the feature.
+  cargo build --release -p powercut --features powercut/mutants
+  gate_started=$(date +%s)
+  ./target/release/powercut mutants --budget-per-run 20s --out target/mutants-gate \
+    --json target/mutants-gate.json
+  echo "mutants gate: $(( $(date +%s) - gate_started )) s"
+else
+  echo "SKIPPED: the mutants gate records in QEMU guests and mounts crash states (needs root)"
+  if [ "${CI:-}" = true ]; then exit 2; fi
+fi

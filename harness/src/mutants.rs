@@ -343,10 +343,11 @@ fn run_mutant(
             outcome.recording = Some(out.clone());
             outcome.seconds_to_catch = Some(started.elapsed().as_secs_f64());
             eprintln!(
-                "mutants: {mutant} CAUGHT on {} by {} at state {} after {:.0}s",
+                "mutants: {mutant} CAUGHT on {} by {} at state {} (minimal: {}) after {:.0}s",
                 target.label(),
                 first.invariant,
                 first.state_id,
+                outcome.repro.as_deref().unwrap_or("-"),
                 started.elapsed().as_secs_f64()
             );
             return Ok(outcome);
