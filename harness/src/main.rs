@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod check_cmds;
 mod mutants;
 mod record;
+mod shrink;
 mod sim_tier;
 mod two_crash;
 mod vm;
@@ -74,10 +75,33 @@ enum Command {
     /// Run the engine's deliberately broken variants (M1-M10) on the bundled workloads that
     /// target them and show that each is caught, and that the real engine passes them.
     Mutants(mutants::MutantsArgs),
+    /// Minimise a failing workload (fewer steps, fewer records) while it keeps violating the
+    /// same invariant, then its crash state; writes OUT/minimal.yaml.
+    Shrink(ShrinkArgs),
     /// Run a workload's journal steps in process on the simulated file system (no VM), which
     /// loses unsynced data and names whose directory was not fsynced, and check crash states
     /// after every file-system operation.
     Sim(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShrinkArgs {
+    /// Workload spec (YAML) that shows a violation.
+    workload: PathBuf,
+    /// Where each candidate runs: `vm` (recorded in QEMU and checked, ~20-60 s a run) or `sim`
+    /// (in process, milliseconds a run; journal steps only).
+    #[arg(long, value_parser = ["vm", "sim"], default_value = "vm")]
+    tier: String,
+    /// Stop trying candidates after this long (e.g. 10m).
+    #[arg(long, default_value = "15m", value_parser = check_cmds::parse_duration)]
+    budget: std::time::Duration,
+    /// Candidate recordings and minimal.yaml go here (default: out/shrink-WORKLOAD-SEED).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    vm: VmArgs,
+    #[command(flatten)]
+    check: check_cmds::CheckArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -433,6 +457,80 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_outcome(&merged)
         }
         Command::Mutants(args) => mutants::run(&args, &progress),
+        Command::Shrink(args) => {
+            let workload = args.vm.load(&args.workload)?;
+            eprintln!(
+                "seed {} (re-run with --seed {})",
+                workload.seed, workload.seed
+            );
+            let out = args.out.clone().unwrap_or_else(|| {
+                PathBuf::from("out").join(format!("shrink-{}-{}", workload.name, workload.seed))
+            });
+            let options = args.vm.record_options(&workload);
+            let mut run_candidate = |candidate: &powercut_workloads::spec::Workload,
+                                     attempt: usize|
+             -> anyhow::Result<shrink::Verdict> {
+                eprintln!(
+                    "shrink: run {attempt}: {} steps, {} records",
+                    candidate.steps.len(),
+                    candidate.total_records()
+                );
+                if args.tier == "sim" {
+                    let report = sim_tier::run(candidate, candidate.writer.mutant, candidate.seed)?;
+                    let first = report.violations.first();
+                    return Ok(shrink::Verdict {
+                        invariant: first.map(|v| v.invariant.name().to_string()),
+                        repro: first.map(|v| v.to_string()),
+                    });
+                }
+                let report = check_cmds::run(
+                    candidate,
+                    &out.join(format!("run-{attempt}")),
+                    &options,
+                    &args.check,
+                    &[],
+                    &progress,
+                )?;
+                let first = report.all_violations().next();
+                Ok(shrink::Verdict {
+                    invariant: first.map(|v| v.invariant.clone()),
+                    repro: first.map(|v| {
+                        let state = report
+                            .minimal_repro
+                            .as_ref()
+                            .map_or(v.state_id.as_str(), |m| m.minimal.as_str());
+                        let dir = out.join(format!("run-{attempt}"));
+                        format!(
+                            "powercut repro {state} --log {} --base {}",
+                            dir.join("log.bin").display(),
+                            dir.join("base.img").display()
+                        )
+                    }),
+                })
+            };
+            let shrunk = shrink::shrink(&workload, args.budget, &mut run_candidate)?;
+            let path = shrink::write_minimal(&shrunk, &args.workload, &out)?;
+            println!(
+                "shrunk {} ({}): {} of {} steps, {} of {} records, {} runs{}",
+                workload.name,
+                shrunk.invariant,
+                shrunk.workload.steps.len(),
+                shrunk.steps_before,
+                shrunk.workload.total_records(),
+                shrunk.records_before,
+                shrunk.runs,
+                if shrunk.budget_exhausted {
+                    " (budget ran out)"
+                } else {
+                    ""
+                }
+            );
+            println!("minimal workload: {}", path.display());
+            if let Some(repro) = &shrunk.repro {
+                println!("minimal reproducer: {repro}");
+            }
+            Ok(())
+        }
         Command::Sim(args) => {
             let workload = load_workload(&args.workload, args.seed, None, None)?;
             let seed = workload.seed;
