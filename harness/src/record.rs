@@ -27,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::PriorViolation;
 use powercut_workloads::guest::disks;
+use powercut_workloads::guest::fault::FLUSH_FAULT_RESERVE_SECTORS;
 use powercut_workloads::protocol::{self, DoneReport, GuestMessage, Job};
 use powercut_workloads::spec::{Filesystem, Workload};
 
@@ -225,22 +226,31 @@ fn create_sized(path: &Path, bytes: u64) -> Result<()> {
 }
 
 /// Formats the data disk image on the host, lazy initialisation off so the guest's first writes
-/// are the workload's.
+/// are the workload's. The file system spans `disk_mib`; the disk has
+/// [`FLUSH_FAULT_RESERVE_SECTORS`] more, never written by the file system, where a flush fault
+/// puts its failing piece.
 fn format_data_disk(path: &Path, filesystem: Filesystem, disk_mib: u64) -> Result<()> {
     if filesystem == Filesystem::Xfs && disk_mib < 300 {
         bail!("XFS needs a data disk of at least 300 MiB (mkfs.xfs refuses smaller); disk_mib is {disk_mib}");
     }
-    create_sized(path, disk_mib << 20)?;
-    let (tool, args): (&str, &[&str]) = match filesystem {
+    create_sized(path, (disk_mib << 20) + FLUSH_FAULT_RESERVE_SECTORS * 512)?;
+    let (tool, args, size): (&str, &[&str], String) = match filesystem {
         Filesystem::Ext4 => (
             "mkfs.ext4",
             &["-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
+            format!("{}k", disk_mib * 1024),
         ),
-        Filesystem::Xfs => ("mkfs.xfs", &["-f", "-q"]),
+        Filesystem::Xfs => ("mkfs.xfs", &["-f", "-q", "-d"], format!("size={disk_mib}m")),
     };
     let binary = crate::vm::provision::find_in_path(tool)
         .with_context(|| format!("{tool} is missing (install e2fsprogs / xfsprogs)"))?;
-    crate::vm::provision::run(Command::new(binary).args(args).arg(path))?;
+    let mut command = Command::new(binary);
+    match filesystem {
+        // mkfs.ext4 DEVICE [fs-size]; mkfs.xfs -d size=S DEVICE.
+        Filesystem::Ext4 => command.args(args).arg(path).arg(&size),
+        Filesystem::Xfs => command.args(args).arg(&size).arg(path),
+    };
+    crate::vm::provision::run(&mut command)?;
     Ok(())
 }
 

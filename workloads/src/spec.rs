@@ -327,6 +327,11 @@ pub struct FaultSpec {
 pub enum EioKind {
     /// Reads and writes of the target sectors fail (dm `error` target); flushes still succeed.
     Writes,
+    /// Every flush of the data device fails (a dm-flakey piece with `error_writes` over the
+    /// reserved tail of the disk, which the file system never writes: dm sends each flush to
+    /// every target of the table). Writes still succeed; `fdatasync` returns EIO. Target:
+    /// `device`.
+    Flush,
 }
 
 /// Which sectors of the data disk a fault covers. Written `journal` or
@@ -338,15 +343,18 @@ pub enum FaultTarget {
     Journal,
     /// `[start, count]` in 512-byte sectors of the data disk.
     Sectors([u64; 2]),
+    /// The whole data device: what a flush fault covers.
+    Device,
 }
 
-const FAULT_TARGET_EXPECTED: &str = "`journal` or `{ sectors: [start, count] }`";
+const FAULT_TARGET_EXPECTED: &str = "`journal`, `device` or `{ sectors: [start, count] }`";
 
 impl Serialize for FaultTarget {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match self {
             FaultTarget::Journal => serializer.serialize_str("journal"),
+            FaultTarget::Device => serializer.serialize_str("device"),
             FaultTarget::Sectors(range) => {
                 let mut map = serializer.serialize_map(Some(1))?;
                 map.serialize_entry("sectors", range)?;
@@ -367,6 +375,7 @@ impl<'de> Deserialize<'de> for FaultTarget {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FaultTarget, E> {
                 match v {
                     "journal" => Ok(FaultTarget::Journal),
+                    "device" => Ok(FaultTarget::Device),
                     other => Err(E::custom(format!(
                         "unknown fault target {other:?}, expected {FAULT_TARGET_EXPECTED}"
                     ))),
@@ -403,6 +412,7 @@ impl fmt::Display for FaultTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FaultTarget::Journal => f.write_str("the journal's segment files"),
+            FaultTarget::Device => f.write_str("the data device"),
             FaultTarget::Sectors([start, count]) => {
                 write!(f, "sectors {start}..{}", start.saturating_add(*count))
             }
@@ -549,10 +559,16 @@ impl Step {
                 i.clients, i.records_per_client, i.size
             ),
             Step::Reopen => "reopen".to_string(),
-            Step::Fault(f) => match f.clear_after_steps {
-                Some(n) => format!("fault: EIO on {} for {n} steps", f.target),
-                None => format!("fault: EIO on {}", f.target),
-            },
+            Step::Fault(f) => {
+                let what = match f.eio {
+                    EioKind::Writes => format!("EIO on {}", f.target),
+                    EioKind::Flush => format!("EIO on every flush of {}", f.target),
+                };
+                match f.clear_after_steps {
+                    Some(n) => format!("fault: {what} for {n} steps"),
+                    None => format!("fault: {what}"),
+                }
+            }
             Step::ClearFault => "clear fault".to_string(),
         }
     }
@@ -618,10 +634,24 @@ impl Step {
                 if let Some(n) = f.clear_after_steps {
                     check_range("clear_after_steps", n, 1, MAX_STEPS as u64)?;
                 }
-                match f.target {
-                    FaultTarget::Sectors([_, 0]) => Err((
+                match (f.eio, f.target) {
+                    (_, FaultTarget::Sectors([_, 0])) => Err((
                         "target",
                         "a sector range needs a count of at least 1".into(),
+                    )),
+                    (EioKind::Flush, FaultTarget::Device) => Ok(()),
+                    (EioKind::Flush, _) => Err((
+                        "target",
+                        "`eio: flush` fails the flushes of the whole device: give \
+                         `target: device`"
+                            .into(),
+                    )),
+                    (EioKind::Writes, FaultTarget::Device) => Err((
+                        "target",
+                        "`eio: writes` on the whole device aborts the file system's journal \
+                         (EROFS) instead of failing the engine's writes: target `journal` or \
+                         `{ sectors: [start, count] }`"
+                            .into(),
                     )),
                     _ => Ok(()),
                 }
@@ -1615,6 +1645,14 @@ impl<'de> DeserializeSeed<'de> for StepSeed<'_> {
     type Value = Step;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Step, D::Error> {
         let step = Step::deserialize(deserializer)?;
+        // Rules across a step's fields (a fault's kind and target), on the step's own line.
+        if let Err((field, message)) = step.check() {
+            return Err(de::Error::custom(if field.is_empty() {
+                format!("{}: {message}", step.kind())
+            } else {
+                format!("{}.{field}: {message}", step.kind())
+            }));
+        }
         self.tree.apply(&step).map_err(de::Error::custom)?;
         Ok(step)
     }

@@ -53,10 +53,41 @@ fn fault_steps_parse_and_round_trip_through_json() {
 
 #[test]
 fn bad_fault_fields_are_located() {
-    let d = diagnostic(&with_steps("  - fault: { eio: flush, target: journal }\n"));
+    let d = diagnostic(&with_steps("  - fault: { eio: reads, target: journal }\n"));
     assert_eq!(d.field, "steps[1].fault.eio", "{d}");
     assert_eq!(d.line, Some(5), "{d}");
     assert!(d.message.contains("writes"), "{d}");
+
+    let d = diagnostic(&with_steps(
+        "  - fault: { eio: flush, target: journal }\n  - clear_fault:\n",
+    ));
+    assert!(d.field.starts_with("steps[1]"), "{d}");
+    assert_eq!(d.line, Some(5), "{d}");
+    assert!(d.message.contains("fault.target: `eio: flush`"), "{d}");
+
+    let d = diagnostic(&with_steps(
+        "  - fault: { eio: writes, target: device }\n  - clear_fault:\n",
+    ));
+    assert!(d.field.starts_with("steps[1]"), "{d}");
+    assert!(d.message.contains("aborts"), "{d}");
+
+    let w = powercut_workloads::spec::parse(
+        &with_steps(
+            "  - fault: { eio: flush, target: device, clear_after_steps: 1 }\n  \
+                     - append: { count: 1, size: 100 }\n",
+        ),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        w.steps[1],
+        Step::Fault(FaultSpec {
+            eio: EioKind::Flush,
+            target: FaultTarget::Device,
+            clear_after_steps: Some(1),
+        })
+    );
+    assert_eq!(Workload::from_json(&w.to_json()).unwrap(), w);
 
     let d = diagnostic(&with_steps(
         "  - fault: { eio: writes, target: disk }\n  - clear_fault:\n",

@@ -26,7 +26,7 @@ use powercut_workloads::guest::fault::{self as fault_dev, SectorRange};
 use powercut_workloads::guest::serial::Console;
 use powercut_workloads::guest::{kmsg, mount};
 use powercut_workloads::protocol::{self, DoneReport, GuestMessage, Job};
-use powercut_workloads::spec::FaultTarget;
+use powercut_workloads::spec::{EioKind, FaultTarget};
 
 /// dm-log-writes device (marks go here).
 const LOG_DEVICE: &str = "pclog";
@@ -163,12 +163,23 @@ impl AckSink for MarkSink<'_> {
 
     fn fault(&self, action: &FaultAction) -> Result<(), String> {
         let (table, what) = match action {
+            FaultAction::Arm { fault, .. } if fault.eio == EioKind::Flush => {
+                let table = fault_dev::flush_fault_table(&self.log_device_path, self.size_sectors)
+                    .ok_or("the data disk is too small for a flush fault")?;
+                (
+                    table,
+                    "fault armed: EIO on every flush of the data device".to_string(),
+                )
+            }
             FaultAction::Arm { fault, journal_dir } => {
                 let ranges = match fault.target {
                     FaultTarget::Journal => {
                         fault_dev::dir_sectors(journal_dir).map_err(|e| e.to_string())?
                     }
                     FaultTarget::Sectors([start, count]) => vec![SectorRange { start, count }],
+                    FaultTarget::Device => {
+                        return Err("`eio: writes` takes no `target: device`".into())
+                    }
                 };
                 let table =
                     fault_dev::error_table(&self.log_device_path, self.size_sectors, &ranges);

@@ -170,6 +170,36 @@ pub fn dir_sectors(dir: &Path) -> Result<Vec<SectorRange>, FaultError> {
     Ok(out)
 }
 
+/// Sectors at the end of the data disk that the file system never uses (the host formats it
+/// that much smaller than the disk): the flush fault puts its failing piece there.
+pub const FLUSH_FAULT_RESERVE_SECTORS: u64 = 2048;
+
+/// The table of a flush fault over a device of `length_sectors`: linear everywhere, the last
+/// [`FLUSH_FAULT_RESERVE_SECTORS`] on a dm-flakey piece that is always down (up 0 s, down 1 s)
+/// with `error_writes`. dm sends every flush to every target of the table, and flakey fails
+/// writes and flushes while down, so every flush fails while the file system's own writes,
+/// which never reach the reserved tail, go through.
+pub fn flush_fault_table(device: &str, length_sectors: u64) -> Option<Vec<Target>> {
+    let split = length_sectors.checked_sub(FLUSH_FAULT_RESERVE_SECTORS)?;
+    if split == 0 {
+        return None;
+    }
+    Some(vec![
+        Target {
+            start_sector: 0,
+            length_sectors: split,
+            target_type: "linear".into(),
+            params: format!("{device} 0"),
+        },
+        Target {
+            start_sector: split,
+            length_sectors: FLUSH_FAULT_RESERVE_SECTORS,
+            target_type: "flakey".into(),
+            params: format!("{device} {split} 0 1 1 error_writes"),
+        },
+    ])
+}
+
 /// The table of a device of `length_sectors` that maps `ranges` (clipped to the device, merged
 /// where they touch) to `error` and every other sector to the same sector of `device`.
 pub fn error_table(device: &str, length_sectors: u64, ranges: &[SectorRange]) -> Vec<Target> {
