@@ -66,6 +66,10 @@ pub struct CheckArgs {
     /// Parallel checkers (each mounts its own images).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Images of failing states kept under OUT/violations, per pass (the others keep their
+    /// outcome and ledger; `powercut repro` rebuilds any of them).
+    #[arg(long, default_value_t = powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES)]
+    pub keep_images: usize,
 }
 
 impl CheckArgs {
@@ -81,6 +85,7 @@ impl CheckArgs {
             keep_dir: Some(keep_dir),
             scratch_dir: self.scratch_dir.clone(),
             workers: self.workers.max(1),
+            max_kept_images: self.keep_images,
             invariants: guest_invariant_config(),
             ..CheckConfig::default()
         }

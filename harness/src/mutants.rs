@@ -228,6 +228,8 @@ fn check_args(args: &MutantsArgs) -> CheckArgs {
         json: None,
         junit: None,
         workers: args.workers.max(1),
+        // The catch needs one state; a mutant can fail hundreds.
+        keep_images: 2,
     }
 }
 

@@ -23,6 +23,9 @@ use crate::mount::{self, FsType, MountError};
 use crate::replay::{apply_entry, clone_image, ReplayError, Replayer};
 use crate::report::Report;
 
+/// Failing images kept per run by default.
+pub const DEFAULT_MAX_KEPT_IMAGES: usize = 8;
+
 /// Knobs of a check run.
 #[derive(Debug, Clone)]
 pub struct CheckConfig {
@@ -56,6 +59,10 @@ pub struct CheckConfig {
     /// an ack at index i is expected in every state whose cut is past i, so give the index of the
     /// entry after which the ack was made (its flush). None: the log's own MARK labels.
     pub acks: Option<Vec<(u64, Ack)>>,
+    /// Failing states whose image is kept in `keep_dir`, per pass (the crash states, then the
+    /// coverage check's): the others keep their outcome and ledger, and `powercut repro ID`
+    /// rebuilds any image. A mutant can fail hundreds of states of a 64 MiB disk.
+    pub max_kept_images: usize,
     /// Check only the first N entries of the log. A recording cut by killing the VM can end in
     /// entries whose header reached the log disk but whose data did not; only the entries up
     /// to the last mark the recorder waited for are known whole.
@@ -81,6 +88,7 @@ impl Default for CheckConfig {
             coverage: true,
             reflink_scratch: true,
             acks: None,
+            max_kept_images: DEFAULT_MAX_KEPT_IMAGES,
             max_entries: None,
         }
     }
@@ -225,6 +233,8 @@ struct Run<'a> {
     scratch: &'a Path,
     /// State index that gets the I5 probe.
     probe_index: Option<usize>,
+    /// Failing images kept so far (at most `cfg.max_kept_images`).
+    kept_images: AtomicUsize,
 }
 
 impl Run<'_> {
@@ -326,7 +336,20 @@ impl Run<'_> {
     ) -> Result<PathBuf, CheckError> {
         let dir = keep.join(&outcome.state_id);
         std::fs::create_dir_all(&dir).map_err(io_err("create keep directory", &dir))?;
-        clone_image(image, &dir.join("image"))?;
+        if self.kept_images.fetch_add(1, Ordering::SeqCst) < self.cfg.max_kept_images {
+            clone_image(image, &dir.join("image"))?;
+        } else {
+            let note = dir.join("image-not-kept.txt");
+            std::fs::write(
+                &note,
+                format!(
+                    "More than {} failing states in this run: their images are not kept.\n\
+                     `powercut repro {} --log LOG --base BASE` rebuilds this one.\n",
+                    self.cfg.max_kept_images, outcome.state_id
+                ),
+            )
+            .map_err(io_err("write", &note))?;
+        }
         let ledger: Vec<String> = acks.iter().map(Ack::to_label).collect();
         let write = |name: &str, value: String| {
             let p = dir.join(name);
@@ -580,6 +603,7 @@ pub fn check_log(
             recover,
             scratch,
             probe_index,
+            kept_images: AtomicUsize::new(0),
         };
         let coverage = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
             Some(crate::coverage::run_coverage(
@@ -660,6 +684,7 @@ pub fn check_one(
         recover,
         scratch: &scratch.path,
         probe_index: None,
+        kept_images: AtomicUsize::new(0),
     };
     run.check_state(
         &state,
@@ -692,6 +717,7 @@ pub(crate) fn run_states(
         recover,
         scratch,
         probe_index: None,
+        kept_images: AtomicUsize::new(0),
     };
     let mut no_progress = |_: Progress| {};
     Ok(run.run(states, &mut no_progress, Instant::now())?.0)

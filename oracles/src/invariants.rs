@@ -164,16 +164,8 @@ pub fn check_journal(
     };
     // Records below the largest `t:LSN` (acked, or in flight at the cut) may have been retired:
     // the log may then start later, at most at that LSN.
-    let retired_before = exp
-        .acks
-        .iter()
-        .chain(exp.in_flight)
-        .filter_map(|a| match a {
-            Ack::Retired { before_lsn } => Some(*before_lsn),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(1);
+    let retired_before =
+        powercut_workloads::ack::retired_before(exp.acks.iter().chain(exp.in_flight)).unwrap_or(1);
     let first_recovered = journal.records.first().map(|(lsn, _)| *lsn);
     let floor = first_recovered.unwrap_or(1).clamp(1, retired_before);
     // I1: every acked record, byte for byte.

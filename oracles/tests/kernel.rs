@@ -82,7 +82,10 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
     let dir = tempfile::tempdir().unwrap();
     let base = make_base(dir.path(), 32);
     let (log, _) = record_log(dir.path(), &base, &[2, 3, 1], Engine::AckBeforeSync);
-    let c = cfg(dir.path());
+    let c = CheckConfig {
+        max_kept_images: 2,
+        ..cfg(dir.path())
+    };
     let cov = check_coverage(&log, &base.image, FsType::Ext4, SEED, &c, &toy_recover).unwrap();
     assert_eq!(cov.acks_covered, 0);
     assert_eq!(cov.acks_uncovered, 3);
@@ -109,7 +112,25 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
         .find(|v| v.invariant == "I1")
         .unwrap();
     let kept = dir.path().join("keep").join(&v.state_id);
-    assert!(kept.join("image").exists() && kept.join("ledger.json").exists());
+    assert!(kept.join("ledger.json").exists() && kept.join("outcome.json").exists());
+    // Images are kept for the first failing states of each pass only (the crash states, and
+    // the coverage check's states); the others say how to rebuild them.
+    let states: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("keep"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    let with_image = states.iter().filter(|p| p.join("image").exists()).count();
+    assert!(
+        with_image >= states.len().min(c.max_kept_images)
+            && with_image <= 2 * c.max_kept_images
+            && with_image < states.len(),
+        "{with_image} images of {} failing states kept",
+        states.len()
+    );
+    assert!(states
+        .iter()
+        .all(|p| p.join("image").exists() || p.join("image-not-kept.txt").exists()));
     assert!(dir.path().join("keep/block.log").exists());
     let one = check_one(
         &v.state_id,

@@ -197,6 +197,17 @@ impl Ack {
     }
 }
 
+/// The largest `before_lsn` of the retire acks among `acks` (None: nothing was retired):
+/// records below it may be gone from a recovered log, which then starts at most there.
+pub fn retired_before<'a>(acks: impl IntoIterator<Item = &'a Ack>) -> Option<u64> {
+    acks.into_iter()
+        .filter_map(|a| match a {
+            Ack::Retired { before_lsn } => Some(*before_lsn),
+            _ => None,
+        })
+        .max()
+}
+
 impl fmt::Display for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_label())

@@ -436,14 +436,7 @@ pub fn check_prior_records(
         .map(|r| (r.lsn, r.payload.as_slice()))
         .collect();
     // Records below the first recovered LSN may be gone when a retire allowed it.
-    let retired_before = prior_acks
-        .iter()
-        .filter_map(|a| match a {
-            Ack::Retired { before_lsn } => Some(*before_lsn),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(1);
+    let retired_before = crate::ack::retired_before(prior_acks).unwrap_or(1);
     let first_lsn = recovery
         .records
         .first()

@@ -93,14 +93,7 @@ fn check(workload: &Workload, root: &Path, acks: &[Ack]) -> Result<(), TestCaseE
     let recovery = powercut_writer::recover(&root.join("journal")).unwrap();
     // Retired segments take their records with them: the log then starts later, but never
     // past the last retire's LSN.
-    let retired_before = acks
-        .iter()
-        .filter_map(|a| match a {
-            Ack::Retired { before_lsn } => Some(*before_lsn),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(1);
+    let retired_before = powercut_workloads::ack::retired_before(acks).unwrap_or(1);
     let first_lsn = recovery.records.first().map_or(1, |r| r.lsn);
     prop_assert!(first_lsn <= retired_before, "log starts at {first_lsn}");
     prop_assert_eq!(

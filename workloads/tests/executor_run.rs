@@ -105,14 +105,7 @@ fn check_against_acks(workload: &Workload, root: &Path, acks: &[Ack]) {
     let n = workload.total_records();
     // A `retire` step takes whole segments of acknowledged records away: the log then starts
     // later, but never past the largest retired LSN.
-    let retired_before = acks
-        .iter()
-        .filter_map(|a| match a {
-            Ack::Retired { before_lsn } => Some(*before_lsn),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(1);
+    let retired_before = powercut_workloads::ack::retired_before(acks).unwrap_or(1);
     let first = recovery.records.first().map_or(1, |r| r.lsn);
     assert!(
         first <= retired_before,
