@@ -14,6 +14,7 @@ use powercut_oracles::invariants::{InvariantConfig, RecoveredJournal, TailInfo, 
 use powercut_oracles::mount::FsType;
 use powercut_oracles::replay::{self, ReplayTarget};
 use powercut_oracles::report::{self, Report};
+use powercut_workloads::executor::PriorViolation;
 use powercut_workloads::spec::{Filesystem, Workload};
 use powercut_writer::Mutant;
 
@@ -521,15 +522,44 @@ fn run_with_faults(
     outcome: &record::RecordOutcome,
     started: Instant,
 ) -> Result<Report> {
+    let report = check_with_guest_findings(out, workload, args, &outcome.summary.prior_violations)?;
+    eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// `powercut check DIR` of a recording with fault steps: its crash states, plus the guest's I7
+/// findings that `record` kept in `record.json`.
+pub fn check_fault_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Result<Report> {
+    let path = dir.join("record.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let findings: Vec<PriorViolation> = serde_json::from_value(summary["prior_violations"].clone())
+        .with_context(|| {
+            format!(
+                "{}: `prior_violations` is not a list of findings",
+                path.display()
+            )
+        })?;
+    check_with_guest_findings(dir, workload, args, &findings)
+}
+
+/// The crash states of the recording in `dir`, plus the guest's findings during the run (I7)
+/// as violations with the state id [`GUEST_RUN_STATE_ID`].
+fn check_with_guest_findings(
+    dir: &Path,
+    workload: &Workload,
+    args: &CheckArgs,
+    guest_findings: &[PriorViolation],
+) -> Result<Report> {
     let quiet = CheckArgs {
         json: None,
         junit: None,
         ..args.clone()
     };
-    let mut report = check_recording(out, workload, &quiet)?;
-    let findings: Vec<Violation> = outcome
-        .summary
-        .prior_violations
+    let mut report = check_recording(dir, workload, &quiet)?;
+    let findings: Vec<Violation> = guest_findings
         .iter()
         .map(|v| Violation {
             invariant: v.invariant.clone(),
@@ -552,7 +582,6 @@ fn run_with_faults(
     let mut invariants = report::INVARIANTS.to_vec();
     invariants.push(report::I7);
     write_report_files(&report, args, &invariants)?;
-    eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
     Ok(report)
 }
 

@@ -419,7 +419,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check(args) => {
             let workload = check_cmds::load_recorded_workload(&args.dir)?;
-            let report = check_cmds::check_recording(&args.dir, &workload, &args.check)?;
+            let report = if workload.has_faults() {
+                check_cmds::check_fault_recording(&args.dir, &workload, &args.check)?
+            } else {
+                check_cmds::check_recording(&args.dir, &workload, &args.check)?
+            };
             report_outcome(&report)
         }
         Command::Repro(args) => {

@@ -165,4 +165,48 @@ fn eio_on_flushes_fails_the_sync_and_poisons_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     run_fault_workload(&EIO_FLUSH, "ext4", &dir.path().join("ext4"));
     run_fault_workload(&EIO_FLUSH, "xfs", &dir.path().join("xfs"));
+    check_surfaces_guest_findings(&dir.path().join("ext4"));
+}
+
+/// `powercut check DIR` of a fault recording reports the guest's I7 findings kept in
+/// record.json: none here (exit 0), and exit 1 with an I7 violation once one is there.
+fn check_surfaces_guest_findings(recording: &Path) {
+    let check = |junit: &Path| {
+        Command::new(POWERCUT)
+            .arg("check")
+            .arg(recording)
+            .arg("--junit")
+            .arg(junit)
+            .args(["--budget", "5s"])
+            .output()
+            .unwrap()
+    };
+    let junit = recording.with_extension("check.xml");
+    let clean = check(&junit);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("eio-flush::I7"), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    let path = recording.join("record.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["prior_violations"] = serde_json::json!([{
+        "invariant": "I7",
+        "step": "r:17-17:00000000",
+        "expected": "the failed sync is not acknowledged",
+        "found": "acknowledged",
+    }]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    let failing = check(&junit);
+    let stdout = String::from_utf8_lossy(&failing.stdout);
+    assert_eq!(failing.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("I7 state guest-run"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<failure"), "{xml}");
 }
