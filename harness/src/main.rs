@@ -92,9 +92,10 @@ struct ShrinkArgs {
     /// (in process, milliseconds a run; journal steps only).
     #[arg(long, value_parser = ["vm", "sim"], default_value = "vm")]
     tier: String,
-    /// Stop trying candidates after this long (e.g. 10m).
+    /// Stop trying candidates after this long (e.g. 10m); `--budget` bounds each candidate's
+    /// crash-state check.
     #[arg(long, default_value = "15m", value_parser = check_cmds::parse_duration)]
-    budget: std::time::Duration,
+    shrink_budget: std::time::Duration,
     /// Candidate recordings and minimal.yaml go here (default: out/shrink-WORKLOAD-SEED).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -512,7 +513,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }),
                 })
             };
-            let shrunk = shrink::shrink(&workload, args.budget, &mut run_candidate)?;
+            let shrunk = shrink::shrink(&workload, args.shrink_budget, &mut run_candidate)?;
             let path = shrink::write_minimal(&shrunk, &args.workload, &out)?;
             println!(
                 "shrunk {} ({}): {} of {} steps, {} of {} records, {} runs{}",
@@ -619,5 +620,17 @@ fn main() -> ExitCode {
             eprintln!("powercut: error: {e:#}");
             ExitCode::from(EXIT_HARNESS_FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_has_unique_flags() {
+        // Duplicate or conflicting argument names only show when a command is parsed.
+        Cli::command().debug_assert();
     }
 }
