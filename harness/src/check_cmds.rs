@@ -280,7 +280,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
         bar.set_position(p.states_done);
         bar.set_message(format!("{} violations", p.violations));
     };
-    let report = check::check_log(
+    let mut report = check::check_log(
         &log,
         &base,
         fs_type(workload.filesystem),
@@ -291,7 +291,6 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     )
     .with_context(|| format!("checking {}", log.display()))?;
     bar.finish_and_clear();
-    let mut report = report;
     let first = report.all_violations().next().cloned();
     if let Some(first) = first {
         report.minimal_repro = shrink_violation(

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use powercut_oracles::check::CheckConfig;
-use powercut_oracles::report::Report;
 use powercut_workloads::spec::{DurabilitySpec, Workload};
 use powercut_writer::Mutant;
 
@@ -244,21 +243,74 @@ fn record_options(args: &MutantsArgs, mutants: bool) -> RecordOptions {
     )
 }
 
-fn run_one(
+/// What one run of a target found, in either tier.
+struct TargetRun {
+    states_checked: u64,
+    violations: usize,
+    /// The first violation: its invariant, the minimal reproducer (a state id to hand to
+    /// `powercut repro`, or the `powercut sim` command), and one line for logs.
+    first: Option<Finding>,
+    /// The crash-state budget ran out (VM tier).
+    budget_exhausted: bool,
+}
+
+struct Finding {
+    invariant: String,
+    repro: String,
+    line: String,
+}
+
+/// Runs `workload` (with its mutant, if any) in `target`'s tier; VM recordings go in `out`.
+fn run_target(
+    target: Target,
     workload: &Workload,
     out: &Path,
     args: &MutantsArgs,
-    mutants: bool,
     progress: &vm::progress::Progress,
-) -> Result<Report> {
-    check_cmds::run(
+) -> Result<TargetRun> {
+    let mutant = workload.writer.mutant;
+    if target.tier == Tier::Sim {
+        let report = crate::sim_tier::run(workload, mutant, workload.seed)?;
+        eprintln!("{}", crate::sim_tier::summary(workload, &report));
+        return Ok(TargetRun {
+            states_checked: report.states_checked,
+            violations: usize::try_from(report.violations_total).unwrap_or(usize::MAX),
+            first: report.violations.first().map(|v| Finding {
+                invariant: v.invariant.name().to_string(),
+                repro: format!(
+                    "powercut sim workloads/{}.yaml{} --seed {}",
+                    target.file,
+                    mutant.map(|m| format!(" --mutant {m}")).unwrap_or_default(),
+                    report.seed
+                ),
+                line: v.to_string(),
+            }),
+            budget_exhausted: false,
+        });
+    }
+    let report = check_cmds::run(
         workload,
         out,
-        &record_options(args, mutants),
+        &record_options(args, mutant.is_some()),
         &check_args(args),
         &[],
         progress,
-    )
+    )?;
+    let first = report.all_violations().next().map(|v| Finding {
+        invariant: v.invariant.clone(),
+        // The shrunk state when the check could shrink it: the minimal reproducer.
+        repro: report
+            .minimal_repro
+            .as_ref()
+            .map_or_else(|| v.state_id.clone(), |m| m.minimal.clone()),
+        line: format!("{} {}", v.invariant, v.state_id),
+    });
+    Ok(TargetRun {
+        states_checked: report.states_checked,
+        violations: report.all_violations().count(),
+        first,
+        budget_exhausted: report.budget_exhausted,
+    })
 }
 
 fn run_mutant(
@@ -293,62 +345,25 @@ fn run_mutant(
             out.display()
         );
         outcome.workload = Some(target.label());
-        if target.tier == Tier::Sim {
-            let report = match crate::sim_tier::run(&workload, Some(mutant), workload.seed) {
-                Ok(report) => report,
-                Err(e) => {
-                    eprintln!("mutants: {mutant} on {}: run failed: {e:#}", target.label());
-                    outcome.errors.push(format!("{}: {e:#}", target.label()));
-                    continue;
-                }
-            };
-            eprintln!("{}", crate::sim_tier::summary(&workload, &report));
-            outcome.states_checked += report.states_checked;
-            if let Some(first) = report.violations.first() {
-                outcome.caught = true;
-                outcome.invariant = Some(first.invariant.name().to_string());
-                outcome.repro = Some(format!(
-                    "powercut sim workloads/{}.yaml --mutant {mutant} --seed {}",
-                    target.file, report.seed
-                ));
-                outcome.seconds_to_catch = Some(started.elapsed().as_secs_f64());
-                eprintln!(
-                    "mutants: {mutant} CAUGHT on {} by {} after {:.1}s",
-                    target.label(),
-                    first.invariant.name(),
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(outcome);
-            }
-            eprintln!("mutants: {mutant} not caught on {}", target.label());
-            continue;
-        }
-        let report = match run_one(&workload, &out, args, true, progress) {
-            Ok(report) => report,
+        let run = match run_target(target, &workload, &out, args, progress) {
+            Ok(run) => run,
             Err(e) => {
                 eprintln!("mutants: {mutant} on {}: run failed: {e:#}", target.label());
                 outcome.errors.push(format!("{}: {e:#}", target.label()));
                 continue;
             }
         };
-        outcome.states_checked += report.states_checked;
-        if let Some(first) = report.all_violations().next() {
+        outcome.states_checked += run.states_checked;
+        if let Some(first) = run.first {
             outcome.caught = true;
-            outcome.invariant = Some(first.invariant.clone());
-            // The shrunk state when the check could shrink it: the minimal reproducer.
-            outcome.repro = Some(
-                report
-                    .minimal_repro
-                    .as_ref()
-                    .map_or_else(|| first.state_id.clone(), |m| m.minimal.clone()),
-            );
-            outcome.recording = Some(out.clone());
+            outcome.invariant = Some(first.invariant);
+            outcome.repro = Some(first.repro);
+            outcome.recording = (target.tier == Tier::Vm).then(|| out.clone());
             outcome.seconds_to_catch = Some(started.elapsed().as_secs_f64());
             eprintln!(
-                "mutants: {mutant} CAUGHT on {} by {} at state {} (minimal: {}) after {:.0}s",
+                "mutants: {mutant} CAUGHT on {} by {} (minimal: {}) after {:.1}s",
                 target.label(),
-                first.invariant,
-                first.state_id,
+                first.line,
                 outcome.repro.as_deref().unwrap_or("-"),
                 started.elapsed().as_secs_f64()
             );
@@ -357,8 +372,8 @@ fn run_mutant(
         eprintln!(
             "mutants: {mutant} not caught on {} ({} states checked{})",
             target.label(),
-            report.states_checked,
-            if report.budget_exhausted {
+            run.states_checked,
+            if run.budget_exhausted {
                 ", budget ran out"
             } else {
                 ""
@@ -421,15 +436,19 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
         seen.push(*m);
         first
     });
-    if let Some(m) = selected
-        .iter()
-        .find(|m| check_cmds::RECOVERY_MUTANTS.contains(m))
-    {
-        if !powercut_writer::MUTANTS_BUILT {
+    // Recovery mutants are judged by their own recovery on the host, and the sim tier runs
+    // the engine in this process: both need the broken variants in this binary. (A mutant
+    // with VM targets as well still runs there; its sim target then reports an error.)
+    if !powercut_writer::MUTANTS_BUILT {
+        let in_process = |m: &Mutant| {
+            check_cmds::RECOVERY_MUTANTS.contains(m)
+                || targets(*m).iter().all(|t| t.tier == Tier::Sim)
+        };
+        if let Some(m) = selected.iter().find(|m| in_process(m)) {
             bail!(
-                "{m} is a recovery mutant: the oracles run its recovery on the host, and this \
-                 powercut was built without it (build with `cargo build -p powercut --features \
-                 mutants`, or leave it out with --only)"
+                "{m} runs in this process (a recovery mutant, or one only the sim tier catches), and \
+                 this powercut was built without the mutants (build with `cargo build -p \
+                 powercut --features mutants`, or leave it out with --only)"
             );
         }
     }
@@ -468,29 +487,13 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
             target.label(),
             out.display()
         );
-        if target.tier == Tier::Sim {
-            let report = crate::sim_tier::run(&workload, None, workload.seed)
-                .with_context(|| format!("baseline run of {}", target.label()))?;
-            eprintln!("{}", crate::sim_tier::summary(&workload, &report));
-            baseline.push(BaselineRun {
-                workload: target.label(),
-                states_checked: report.states_checked,
-                violations: usize::try_from(report.violations_total).unwrap_or(usize::MAX),
-                first_violation: report.violations.first().map(|v| v.to_string()),
-            });
-            continue;
-        }
-        let report = run_one(&workload, &out, args, false, progress)
+        let run = run_target(*target, &workload, &out, args, progress)
             .with_context(|| format!("baseline run of {}", target.label()))?;
-        let violations = report.all_violations().count();
         baseline.push(BaselineRun {
             workload: target.label(),
-            states_checked: report.states_checked,
-            violations,
-            first_violation: report
-                .all_violations()
-                .next()
-                .map(|v| format!("{} {}", v.invariant, v.state_id)),
+            states_checked: run.states_checked,
+            violations: run.violations,
+            first_violation: run.first.map(|f| f.line),
         });
     }
     let baseline_violations = baseline.iter().map(|b| b.violations).sum();

@@ -234,22 +234,35 @@ fn format_data_disk(path: &Path, filesystem: Filesystem, disk_mib: u64) -> Resul
         bail!("XFS needs a data disk of at least 300 MiB (mkfs.xfs refuses smaller); disk_mib is {disk_mib}");
     }
     create_sized(path, (disk_mib << 20) + FLUSH_FAULT_RESERVE_SECTORS * 512)?;
-    let (tool, args, size): (&str, &[&str], String) = match filesystem {
+    // mkfs.ext4 [options] DEVICE FS-SIZE; mkfs.xfs [options] -d size=S DEVICE.
+    let path = path.as_os_str().to_owned();
+    let (tool, args): (&str, Vec<std::ffi::OsString>) = match filesystem {
         Filesystem::Ext4 => (
             "mkfs.ext4",
-            &["-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
-            format!("{}k", disk_mib * 1024),
+            vec![
+                "-F".into(),
+                "-q".into(),
+                "-E".into(),
+                "lazy_itable_init=0,lazy_journal_init=0".into(),
+                path,
+                format!("{}k", disk_mib * 1024).into(),
+            ],
         ),
-        Filesystem::Xfs => ("mkfs.xfs", &["-f", "-q", "-d"], format!("size={disk_mib}m")),
+        Filesystem::Xfs => (
+            "mkfs.xfs",
+            vec![
+                "-f".into(),
+                "-q".into(),
+                "-d".into(),
+                format!("size={disk_mib}m").into(),
+                path,
+            ],
+        ),
     };
     let binary = crate::vm::provision::find_in_path(tool)
         .with_context(|| format!("{tool} is missing (install e2fsprogs / xfsprogs)"))?;
     let mut command = Command::new(binary);
-    match filesystem {
-        // mkfs.ext4 DEVICE [fs-size]; mkfs.xfs -d size=S DEVICE.
-        Filesystem::Ext4 => command.args(args).arg(path).arg(&size),
-        Filesystem::Xfs => command.args(args).arg(&size).arg(path),
-    };
+    command.args(args);
     crate::vm::provision::run(&mut command)?;
     Ok(())
 }
