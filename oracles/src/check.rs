@@ -19,6 +19,7 @@ use crate::invariants::{
     self, check_mid_log_corruption, Expectation, InvariantConfig, MidLogProbe, ProbeError,
     RecoverFn, TailInfo, Violation,
 };
+use crate::keep::{self, Keeper};
 use crate::mount::{self, FsType, MountError};
 use crate::replay::{apply_entry, clone_image, ReplayError, Replayer};
 use crate::report::Report;
@@ -235,6 +236,8 @@ struct Run<'a> {
     probe_index: Option<usize>,
     /// Failing images kept so far (at most `cfg.max_kept_images`).
     kept_images: AtomicUsize,
+    /// Where failing states are kept (`cfg.keep_dir`), beside their log.
+    keeper: Option<Keeper>,
 }
 
 impl Run<'_> {
@@ -320,8 +323,8 @@ impl Run<'_> {
             Err(e) => return Err(e.into()),
         }
         if !outcome.violations.is_empty() {
-            if let Some(keep) = &self.cfg.keep_dir {
-                outcome.kept = Some(self.keep(keep, image, &outcome, &acks)?);
+            if let Some(keeper) = &self.keeper {
+                outcome.kept = Some(self.keep(keeper, image, &outcome, &acks)?);
             }
         }
         Ok(outcome)
@@ -329,44 +332,28 @@ impl Run<'_> {
 
     fn keep(
         &self,
-        keep: &Path,
+        keeper: &Keeper,
         image: &Path,
         outcome: &StateOutcome,
         acks: &[Ack],
     ) -> Result<PathBuf, CheckError> {
-        let dir = keep.join(&outcome.state_id);
+        let dir = keeper.root()?.join(&outcome.state_id);
         std::fs::create_dir_all(&dir).map_err(io_err("create keep directory", &dir))?;
         if self.kept_images.fetch_add(1, Ordering::SeqCst) < self.cfg.max_kept_images {
-            clone_image(image, &dir.join("image"))?;
+            keep::clone_new(image, &dir.join("image"))?;
         } else {
-            let note = dir.join("image-not-kept.txt");
-            std::fs::write(
-                &note,
-                format!(
-                    "More than {} failing states in this run: their images are not kept.\n\
-                     `powercut repro {} --log LOG --base BASE` rebuilds this one.\n",
-                    self.cfg.max_kept_images, outcome.state_id
-                ),
-            )
-            .map_err(io_err("write", &note))?;
+            let note = format!(
+                "More than {} failing states in this run: their images are not kept.\n\
+                 `powercut repro {} --log LOG --base BASE` rebuilds this one.\n",
+                self.cfg.max_kept_images, outcome.state_id
+            );
+            keep::write_new(&dir.join("image-not-kept.txt"), note.as_bytes())?;
         }
         let ledger: Vec<String> = acks.iter().map(Ack::to_label).collect();
-        let write = |name: &str, value: String| {
-            let p = dir.join(name);
-            std::fs::write(&p, value).map_err(io_err("write", &p))
-        };
-        write(
-            "ledger.json",
-            serde_json::to_string_pretty(&ledger).unwrap_or_default(),
-        )?;
-        write(
-            "outcome.json",
-            serde_json::to_string_pretty(outcome).unwrap_or_default(),
-        )?;
-        let log_copy = keep.join("block.log");
-        if !log_copy.exists() && std::fs::hard_link(self.log.path(), &log_copy).is_err() {
-            std::fs::copy(self.log.path(), &log_copy).map_err(io_err("copy log to", &log_copy))?;
-        }
+        let ledger = serde_json::to_string_pretty(&ledger).unwrap_or_default();
+        keep::write_new(&dir.join("ledger.json"), ledger.as_bytes())?;
+        let outcome = serde_json::to_string_pretty(outcome).unwrap_or_default();
+        keep::write_new(&dir.join("outcome.json"), outcome.as_bytes())?;
         Ok(dir)
     }
 
@@ -485,8 +472,8 @@ fn workload_name(acks: &[(u64, Ack)]) -> String {
 
 /// The run's own directory under the scratch root, removed on drop (the crate keeps tempfile a
 /// dev-dependency).
-struct Scratch {
-    path: PathBuf,
+pub(crate) struct Scratch {
+    pub(crate) path: PathBuf,
 }
 
 impl Drop for Scratch {
@@ -495,7 +482,7 @@ impl Drop for Scratch {
     }
 }
 
-fn scratch(cfg: &CheckConfig) -> Result<Scratch, CheckError> {
+pub(crate) fn scratch(cfg: &CheckConfig) -> Result<Scratch, CheckError> {
     let root = cfg.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
     let path = root.join(format!(
         "powercut-check-{}-{}",
@@ -551,6 +538,11 @@ fn with_scratch<T>(
     }
 }
 
+fn keeper_of(config: &CheckConfig, log: &BlockLog) -> Option<Keeper> {
+    let keep = config.keep_dir.as_deref()?;
+    Some(Keeper::new(keep, log.path(), &log.hash_hex()))
+}
+
 fn next_scratch_id() -> usize {
     static N: AtomicUsize = AtomicUsize::new(0);
     N.fetch_add(1, Ordering::SeqCst)
@@ -604,6 +596,7 @@ pub fn check_log(
             scratch,
             probe_index,
             kept_images: AtomicUsize::new(0),
+            keeper: keeper_of(config, &log),
         };
         let coverage = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
             Some(crate::coverage::run_coverage(
@@ -685,6 +678,7 @@ pub fn check_one(
         scratch: &scratch.path,
         probe_index: None,
         kept_images: AtomicUsize::new(0),
+        keeper: keeper_of(config, &log),
     };
     run.check_state(
         &state,
@@ -718,6 +712,7 @@ pub(crate) fn run_states(
         scratch,
         probe_index: None,
         kept_images: AtomicUsize::new(0),
+        keeper: keeper_of(cfg, log),
     };
     let mut no_progress = |_: Progress| {};
     Ok(run.run(states, &mut no_progress, Instant::now())?.0)

@@ -134,20 +134,19 @@ pub fn check_coverage(
         log.keep_first_entries(n);
     }
     let acks = invariants::ledger(&log, config.acks.as_deref())?;
-    let scratch = std::env::temp_dir().join(format!("powercut-coverage-{}", std::process::id()));
-    let root = config
-        .scratch_dir
-        .clone()
-        .map(|d| d.join("coverage"))
-        .unwrap_or(scratch);
-    std::fs::create_dir_all(&root).map_err(|source| CheckError::Io {
-        op: "create scratch directory",
-        path: root.clone(),
-        source,
-    })?;
-    let r = run_coverage(&log, base_image, fs, seed, &acks, config, recover, &root);
-    let _ = std::fs::remove_dir_all(&root);
-    r
+    // A directory of this call's own: concurrent coverage checks of one process must never share
+    // (or remove) each other's mounted images.
+    let scratch = crate::check::scratch(config)?;
+    run_coverage(
+        &log,
+        base_image,
+        fs,
+        seed,
+        &acks,
+        config,
+        recover,
+        &scratch.path,
+    )
 }
 
 #[cfg(test)]

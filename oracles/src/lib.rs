@@ -31,6 +31,7 @@ pub mod check;
 pub mod coverage;
 pub mod crash;
 pub mod invariants;
+pub mod keep;
 pub mod mount;
 pub mod replay;
 pub mod report;

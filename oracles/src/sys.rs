@@ -103,10 +103,16 @@ impl LoopDevice {
             info,
             reserved: [0; 8],
         };
-        // Two threads may be handed the same free device; LOOP_CONFIGURE then fails with EBUSY
-        // for the loser, which asks again.
+        // LOOP_CTL_GET_FREE hands every caller the same free device until one configures it, so
+        // the threads of this process take turns; another process can still win the race
+        // (LOOP_CONFIGURE then fails with EBUSY), so the loser asks again after a short backoff.
+        static ATTACH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ATTACH.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_error = io::Error::other("no free loop device");
-        for _ in 0..64 {
+        for attempt in 0..64u64 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(attempt.min(20)));
+            }
             // SAFETY: LOOP_CTL_GET_FREE takes no argument; `control` is open.
             let number = unsafe { ioctl_loop_ctl_get_free(control.as_raw_fd()) }?;
             let path = PathBuf::from(format!("/dev/loop{number}"));

@@ -138,9 +138,15 @@ fn percentile_us(sorted_ns: &[u64], fraction: f64) -> f64 {
     sorted_ns[rank - 1] as f64 / 1000.0
 }
 
-/// Runs the benchmark on a journal in `dir` (created or continued).
+/// Runs the benchmark on a new journal in `dir`. A directory that already holds a journal is
+/// refused: the benchmark retires segments as it goes and would destroy its records.
 pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalError> {
     assert!(options.clients > 0, "at least one client");
+    if crate::segment::holds_journal(dir)? {
+        return Err(JournalError::JournalExists {
+            path: dir.to_path_buf(),
+        });
+    }
     let (journal, report) = Journal::open(dir, options.journal.clone())?;
     if options.record_bytes > journal.max_payload_bytes() {
         return Err(JournalError::RecordTooLarge {

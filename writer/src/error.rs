@@ -50,6 +50,26 @@ pub enum JournalError {
         /// Why.
         reason: String,
     },
+    /// Another journal (or a recovery, for a writer) has the directory open.
+    #[error(
+        "journal directory {path} is in use by {}: one journal directory has one writer at a time",
+        holder_pid.map_or("another process".to_string(), |pid| format!("process {pid}"))
+    )]
+    DirectoryLocked {
+        /// The journal directory.
+        path: PathBuf,
+        /// The process holding the lock, when /proc/locks tells.
+        holder_pid: Option<u32>,
+    },
+    /// `bench` was pointed at a directory that already holds a journal.
+    #[error(
+        "{path} already holds a journal: bench writes and retires segments and would destroy \
+         its records; give bench an empty or new directory"
+    )]
+    JournalExists {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A mutant was selected but this build does not contain the mutants.
     #[error("a mutant was selected but the engine was built without the `mutants` feature")]
     MutantsNotBuilt,
@@ -65,6 +85,17 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The lock on journal directory `dir` was not granted.
+    pub(crate) fn lock(dir: &std::path::Path, err: crate::DirLockError) -> JournalError {
+        match err {
+            crate::DirLockError::Held { holder_pid } => JournalError::DirectoryLocked {
+                path: dir.to_path_buf(),
+                holder_pid,
+            },
+            crate::DirLockError::Io(source) => JournalError::io("lock directory", dir, 0, source),
+        }
+    }
+
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,

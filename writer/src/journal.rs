@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 
+use crate::dir_lock::{DirLock, LockMode};
 use crate::error::JournalError;
 #[cfg(feature = "mutants")]
 use crate::mutants::{self, Mutant};
@@ -236,6 +237,8 @@ struct Inner {
     pipeline: Condvar,
     max_in_flight: usize,
     writer: Mutex<Writer>,
+    /// The exclusive lock on `dir`, held while anything of the journal lives.
+    _dir_lock: DirLock,
 }
 
 /// An append-only journal. `Send + Sync`: share it with `Arc` across threads.
@@ -431,6 +434,9 @@ impl Journal {
         storage
             .create_dir_all(dir)
             .map_err(|err| JournalError::io("create directory", dir, 0, err))?;
+        let dir_lock = storage
+            .lock_dir(dir, LockMode::Exclusive)
+            .map_err(|err| JournalError::lock(dir, err))?;
         let (device_alignment, alignment_source) = storage.alignment_bytes(dir);
         // Writes are whole file-system blocks (themselves whole device blocks): a write that
         // is not block aligned makes ext4 and XFS serialise direct I/O on the file.
@@ -638,6 +644,7 @@ impl Journal {
                 ahead: None,
             }),
             options: options.clone(),
+            _dir_lock: dir_lock,
         });
         if options.prepare_ahead {
             // Have the next segment ready before the first rotation needs it.

@@ -5,6 +5,7 @@
 //! protocol are described in `docs/journal-format.md`.
 
 mod alignment;
+mod dir_lock;
 mod error;
 mod journal;
 mod mutants;
@@ -20,6 +21,7 @@ mod sys;
 pub mod bench;
 
 pub use alignment::discover_alignment_bytes;
+pub use dir_lock::{DirLock, DirLockError, LockMode};
 pub use error::JournalError;
 pub use journal::{IoPath, Journal, JournalStats, OpenReport, MAX_GROUPS_IN_FLIGHT};
 pub use mutants::{Mutant, MUTANTS_BUILT};

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::dir_lock::{DirLock, DirLockError, LockMode};
 use crate::error::JournalError;
 #[cfg(feature = "mutants")]
 use crate::mutants::selected;
@@ -182,7 +183,19 @@ pub fn recover_with(dir: &Path, mutant: Option<Mutant>) -> Result<Recovery, Jour
     }
     let storage = RealStorage::new(crate::IoPathChoice::Pwritev2, 1 << 20)
         .map_err(|err| JournalError::io("set up storage", dir, 0, err))?;
+    let _lock = lock_shared(&storage, dir)?;
     scan(&storage, dir, mutant).map(|scan| scan.recovery)
+}
+
+/// Recovery reads beside other readers, never beside a writer changing the journal. A missing
+/// directory is an empty journal (a crash state from before its creation) and needs no lock.
+fn lock_shared(storage: &dyn Storage, dir: &Path) -> Result<DirLock, JournalError> {
+    match storage.lock_dir(dir, LockMode::Shared) {
+        Err(DirLockError::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+            Ok(DirLock::none())
+        }
+        other => other.map_err(|err| JournalError::lock(dir, err)),
+    }
 }
 
 /// [`recover`] through a given storage.
@@ -190,6 +203,7 @@ pub fn recover_with_storage(
     storage: &Arc<dyn Storage>,
     dir: &Path,
 ) -> Result<Recovery, JournalError> {
+    let _lock = lock_shared(storage.as_ref(), dir)?;
     scan(storage.as_ref(), dir, None).map(|scan| scan.recovery)
 }
 
@@ -287,12 +301,14 @@ fn classify(data: &[u8], pos: usize, segment: SegmentName, missing_lsn: Lsn) -> 
             return Remainder::Clean { stale: true };
         }
         // A clean flush leaves zeros up to the end of its last block; after that a recycled
-        // file shows whatever its earlier life left there, often mid-record.
+        // file shows whatever its earlier life left there, often mid-record: a fragment whose
+        // header the new life overwrote, with or without whole stale records after it. With no
+        // record of this generation anywhere after the end, nothing of this life is lost there.
         let sector_end = pos.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
         let head_zero = data[pos..sector_end.min(data.len())]
             .iter()
             .all(|&b| b == 0);
-        if head_zero && first_stale.is_some() {
+        if head_zero {
             return Remainder::Clean { stale: true };
         }
     }
@@ -343,6 +359,43 @@ fn next_record_at(
     let at = pos + gap;
     // SECTOR_BYTES is a power of two.
     (gap > 0 && at & (SECTOR_BYTES - 1) == 0 && fits(at)).then_some(at)
+}
+
+/// Reads a segment file whole, refusing one the engine cannot have written: every life of a
+/// segment file starts with zeros (prepared, unused), a record header of this or an earlier
+/// generation, or (append mode) nothing. Anything else is a stray file with a segment's name,
+/// which opening would otherwise zero-fill as a "torn tail".
+fn read_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    seg: SegmentName,
+) -> Result<Vec<u8>, JournalError> {
+    let path = dir.join(seg.file_name());
+    let data = storage
+        .read_file(&path, MAX_SEGMENT_FILE_BYTES)
+        .map_err(|err| JournalError::io("read segment", &path, 0, err))?;
+    let head = &data[..data.len().min(4)];
+    if !head.iter().all(|&b| b == 0) && head != RECORD_MAGIC.to_le_bytes() {
+        return Err(JournalError::BadSegmentFile {
+            path,
+            reason: format!(
+                "starts with {head:02x?}, neither zeros nor a record header: not a segment this \
+                 engine wrote, so it is left untouched"
+            ),
+        });
+    }
+    Ok(data)
+}
+
+/// Whether `data` (segment `seg`) starts at offset 0 with a valid record of its own generation
+/// carrying LSN `expected`.
+fn starts_log_at(
+    data: &[u8],
+    seg: SegmentName,
+    expected: Option<Lsn>,
+    mutant: Option<Mutant>,
+) -> bool {
+    expected.is_some() && next_record_at(data, 0, seg, expected, mutant) == Some(0)
 }
 
 /// Decodes a record of the log as recovery (or the broken variant `mutant` of it) does.
@@ -412,11 +465,13 @@ pub(crate) fn scan(
     let mut truncated_tail = None;
     let mut ended_at_stale_record = false;
 
+    // A segment read ahead by the sealed-segment rule (below), kept for its own turn.
+    let mut read_ahead: Option<(SegmentName, Vec<u8>)> = None;
     for (position, &seg) in listing.segments.iter().enumerate() {
-        let path = dir.join(seg.file_name());
-        let data = storage
-            .read_file(&path, MAX_SEGMENT_FILE_BYTES)
-            .map_err(|err| JournalError::io("read segment", &path, 0, err))?;
+        let data = match read_ahead.take() {
+            Some((next, data)) if next == seg => data,
+            _ => read_segment(storage, dir, seg)?,
+        };
         let mut summary = SegmentSummary {
             index: seg.index,
             generation: seg.generation,
@@ -457,7 +512,25 @@ pub(crate) fn scan(
             expected = Some(record.header.lsn + 1);
             pos = at + record.span_bytes;
         }
-        let remainder = classify(&data, pos, seg, expected.unwrap_or(0));
+        let mut remainder = classify(&data, pos, seg, expected.unwrap_or(0));
+        if matches!(remainder, Remainder::Dirty { .. }) {
+            read_ahead = match listing.segments.get(position + 1) {
+                Some(&next) if next.index == seg.index + 1 => {
+                    Some((next, read_segment(storage, dir, next)?))
+                }
+                _ => None,
+            };
+            // The sealed-segment rule: the writer moves to segment i+1 only after every record
+            // of segment i is durable, so a next segment that starts at offset 0 with exactly
+            // the next LSN proves this one was sealed at this end. What follows it here is
+            // leftovers of the file's earlier life, not a torn tail, and the log goes on.
+            if read_ahead
+                .as_ref()
+                .is_some_and(|(next, d)| starts_log_at(d, *next, expected, mutant))
+            {
+                remainder = Remainder::Clean { stale: false };
+            }
+        }
         if summary.records == 0 && position > 0 {
             if let Remainder::Clean { stale } = remainder {
                 // A prepared but unused segment: the log ended in the previous one.

@@ -110,6 +110,24 @@ pub fn list(storage: &dyn Storage, dir: &Path) -> Result<DirListing, JournalErro
     Ok(listing)
 }
 
+/// Whether `dir` holds a journal's files (live or retired segments).
+pub fn holds_journal(dir: &Path) -> Result<bool, JournalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(JournalError::io("list directory", dir, 0, err)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|err| JournalError::io("list directory", dir, 0, err))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if parse_segment_name(&name).is_some() || parse_free_name(&name).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::dir_lock::{DirLock, DirLockError, LockMode};
 use crate::journal::IoPath;
 use crate::options::IoPathChoice;
 use crate::sys;
@@ -67,6 +68,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn fs_block_bytes(&self, dir: &Path) -> usize;
     /// The submission path writes take.
     fn io_path(&self) -> IoPath;
+    /// Locks the journal directory `dir` (which exists) against other processes.
+    fn lock_dir(&self, dir: &Path, mode: LockMode) -> Result<DirLock, DirLockError>;
 }
 
 /// The real kernel: files opened with O_DIRECT (and O_DSYNC), writes through io_uring or
@@ -186,6 +189,9 @@ fn checked_len(file: &File, limit_bytes: u64) -> io::Result<usize> {
 }
 
 impl Storage for RealStorage {
+    fn lock_dir(&self, dir: &Path, mode: LockMode) -> Result<DirLock, DirLockError> {
+        DirLock::acquire(dir, mode)
+    }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)
     }
@@ -240,7 +246,7 @@ impl Storage for RealStorage {
                 Err(err) => return Err(err),
             }
         }
-        let file = File::open(path)?;
+        let file = sys::open_read(path)?;
         let len = checked_len(&file, limit_bytes)?;
         let mut data = vec![0u8; len];
         let got = sys::read_at(&file, &mut data, 0)?;
@@ -390,6 +396,9 @@ impl SegmentFile for FaultyFile {
 }
 
 impl Storage for FaultyStorage {
+    fn lock_dir(&self, dir: &Path, mode: LockMode) -> Result<DirLock, DirLockError> {
+        self.inner.lock_dir(dir, mode)
+    }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.inner.create_dir_all(dir)
     }

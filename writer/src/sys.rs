@@ -87,7 +87,9 @@ impl Drop for AlignedBuf {
 /// whether O_DIRECT is in effect.
 pub fn open_file(path: &Path, create: bool, direct: bool, dsync: bool) -> io::Result<(File, bool)> {
     let open = |with_direct: bool| {
-        let mut flags = libc::O_CLOEXEC;
+        // Never through a symlink, never a FIFO or device (O_NONBLOCK: a FIFO would block the
+        // open); see `regular_file`.
+        let mut flags = libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
         if with_direct {
             flags |= libc::O_DIRECT;
         }
@@ -101,6 +103,8 @@ pub fn open_file(path: &Path, create: bool, direct: bool, dsync: bool) -> io::Re
             .custom_flags(flags)
             .mode(0o644)
             .open(path)
+            .map_err(name_links)
+            .and_then(regular_file)
     };
     if direct {
         match open(true) {
@@ -110,6 +114,46 @@ pub fn open_file(path: &Path, create: bool, direct: bool, dsync: bool) -> io::Re
         }
     }
     Ok((open(false)?, false))
+}
+
+/// Opens `path` read-only and buffered, refusing symlinks and anything but a regular file.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(name_links)
+        .and_then(regular_file)
+}
+
+/// O_NOFOLLOW reports a symlink as ELOOP ("too many levels of symbolic links"): say what it is.
+fn name_links(err: io::Error) -> io::Error {
+    if err.raw_os_error() == Some(libc::ELOOP) {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a symbolic link: journal files are never opened through links",
+        );
+    }
+    err
+}
+
+/// A journal file must be a regular file: a symlink (refused by O_NOFOLLOW with ELOOP) could
+/// make the engine zero-fill or overwrite whatever it points at, and a FIFO hangs a reader.
+/// O_NONBLOCK only served the open; regular files ignore it, but it is cleared anyway.
+fn regular_file(file: File) -> io::Result<File> {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (journal files are never FIFOs, devices or directories)",
+        ));
+    }
+    let flags =
+        nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(file.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(io::Error::from)?;
+    Ok(file)
 }
 
 /// fsync of a directory, making the names in it durable.
@@ -144,8 +188,10 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 pub fn open_read_direct(path: &Path) -> io::Result<Option<File>> {
     match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+        .map_err(name_links)
+        .and_then(regular_file)
     {
         Ok(file) => Ok(Some(file)),
         Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(None),

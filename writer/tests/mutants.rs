@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use powercut_writer::record::{encode_record, record_span_bytes};
 use powercut_writer::{
-    recover, recover_with, AlignedBuf, Durability, FaultPlan, FaultyStorage, IoPath, IoPathChoice,
-    Journal, JournalError, JournalOptions, Mutant, OpenFlags, RealStorage, SegmentFile, Storage,
-    MUTANTS_BUILT,
+    recover, recover_with, AlignedBuf, DirLock, DirLockError, Durability, FaultPlan, FaultyStorage,
+    IoPath, IoPathChoice, Journal, JournalError, JournalOptions, LockMode, Mutant, OpenFlags,
+    RealStorage, SegmentFile, Storage, MUTANTS_BUILT,
 };
 
 /// Real storage that records how files are opened, counts directory fsyncs and fdatasyncs,
@@ -46,6 +46,9 @@ fn real() -> RealStorage {
 }
 
 impl Storage for Recorder {
+    fn lock_dir(&self, dir: &Path, mode: LockMode) -> Result<DirLock, DirLockError> {
+        real().lock_dir(dir, mode)
+    }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         real().create_dir_all(dir)
     }

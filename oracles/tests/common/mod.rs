@@ -298,3 +298,27 @@ fn recover_impl(journal: &Path, lenient: bool) -> Result<RecoveredJournal, Strin
         truncated_tail: None,
     })
 }
+
+/// Whether a test that needs `capability` can run. Without it the test prints why and passes,
+/// except under `CI=true`, where a missing capability is a failure: CI must run every test.
+pub fn runnable(capability: Result<(), String>) -> bool {
+    match capability {
+        Ok(()) => true,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but this test cannot run here: {why}")
+        }
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+/// `capability()` plus mkfs.xfs.
+pub fn xfs_capability() -> Result<(), String> {
+    capability()?;
+    if Command::new("mkfs.xfs").arg("-V").output().is_err() {
+        return Err("mkfs.xfs not installed (apt-get install xfsprogs)".into());
+    }
+    Ok(())
+}

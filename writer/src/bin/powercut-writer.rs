@@ -13,7 +13,7 @@ const USAGE: &str = "usage:
   powercut-writer serve   --dir D [--listen 127.0.0.1:7171] [--mode dsync|fdatasync]
                           [--max-frame-bytes N] [--max-connections N] [--idle-timeout-seconds S]
   powercut-writer recover --dir D [--json]
-  powercut-writer bench   --dir D --mode dsync|fdatasync --record-bytes N --clients C --seconds S
+  powercut-writer bench   --dir D (empty or new) --mode dsync|fdatasync --record-bytes N --clients C --seconds S
                           [--json] [--segment-bytes N] [--preallocation zero|fallocate|none]
                           [--io-path auto|io_uring|pwritev2] [--max-staging-bytes N]
                           [--max-write-chunk-bytes N] [--groups-in-flight 1..8] [--keep-segments]

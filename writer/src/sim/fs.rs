@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::rng::SplitMix64;
 use super::SimError;
+use crate::dir_lock::{DirLock, DirLockError, LockMode};
 use crate::journal::IoPath;
 use crate::storage::{AlignedBuf, OpenFlags, SegmentFile, Storage, WriteOutcome};
 
@@ -672,6 +673,11 @@ impl SegmentFile for SimFile {
 }
 
 impl Storage for SimStorage {
+    /// One simulated file system per process: no other writer to exclude.
+    fn lock_dir(&self, _dir: &Path, _mode: LockMode) -> Result<DirLock, DirLockError> {
+        Ok(DirLock::none())
+    }
+
     /// Creates the directory and its ancestors; they are durable at once.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let dir = normalise(dir);
