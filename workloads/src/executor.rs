@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use powercut_writer::server::{ClientError, ServeOptions, ServerError, ServerHandle};
-use powercut_writer::{Journal, JournalError, OpenReport};
+use powercut_writer::{Journal, JournalError, OpenReport, Recovery};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -366,7 +366,7 @@ pub fn continue_after_crash(
         AFTER_CRASH_RNG_STREAM,
     );
     run.create_dirs(false)?;
-    let (journal, report) = match Journal::open(&run.journal_dir, workload.journal_options()) {
+    let (journal, report, recovery) = match open_collecting(&run.journal_dir, workload) {
         Ok(opened) => opened,
         Err(e) => {
             let violation = PriorViolation {
@@ -387,7 +387,7 @@ pub fn continue_after_crash(
     run.check_record_limit(&Phase::Setup, journal.max_payload_bytes())?;
     run.summary.open_reports.push(describe_open(&report));
     run.journal = Some(journal);
-    let recovery = &report.recovery;
+    let recovery = &recovery;
     let mut violations = check_prior_records(workload.seed, prior_acks, recovery);
     let expected_files = prior_file_expectations(prior_acks);
     violations.extend(check_prior_files(&run.files_dir, &expected_files));
@@ -420,6 +420,20 @@ pub fn continue_after_crash(
         prior_violations: violations,
         execution: Some(summary),
     })
+}
+
+/// Opens the journal of `workload` in `dir`, collecting the records its recovery streams by
+/// (workload journals are small; the engine itself keeps none of them).
+fn open_collecting(
+    dir: &Path,
+    workload: &Workload,
+) -> Result<(Journal, OpenReport, Recovery), JournalError> {
+    let mut records = Vec::new();
+    let (journal, report) = Journal::open_visiting(dir, workload.journal_options(), &mut |r| {
+        records.push(r.to_record())
+    })?;
+    let recovery = Recovery::new(report.recovery.clone(), records);
+    Ok((journal, report, recovery))
 }
 
 /// I1 (every acked record, byte for byte), I2 (LSNs exactly 1..n, n at least the last acked)
@@ -732,19 +746,18 @@ impl<'a, 's> Run<'a, 's> {
         Ok(())
     }
 
-    fn open_journal(&mut self, phase: &Phase) -> Result<OpenReport, ExecError> {
-        let (journal, report) =
-            Journal::open(&self.journal_dir, self.shared.workload.journal_options()).map_err(
-                |source| ExecError::Journal {
-                    phase: phase.clone(),
-                    op: "open",
-                    source,
-                },
-            )?;
+    /// Opens the journal; returns what its recovery found, records included.
+    fn open_journal(&mut self, phase: &Phase) -> Result<Recovery, ExecError> {
+        let (journal, report, recovery) = open_collecting(&self.journal_dir, self.shared.workload)
+            .map_err(|source| ExecError::Journal {
+                phase: phase.clone(),
+                op: "open",
+                source,
+            })?;
         self.check_record_limit(phase, journal.max_payload_bytes())?;
         self.summary.open_reports.push(describe_open(&report));
         self.journal = Some(journal);
-        Ok(report)
+        Ok(recovery)
     }
 
     fn check_record_limit(&self, phase: &Phase, limit: usize) -> Result<(), ExecError> {
@@ -981,13 +994,13 @@ impl<'a, 's> Run<'a, 's> {
                 source,
             })?;
         }
-        let report = self.open_journal(phase)?;
+        let recovery = self.open_journal(phase)?;
         if self.poisoned {
-            self.check_recovery_after_fault(phase, &report.recovery);
+            self.check_recovery_after_fault(phase, &recovery);
             self.poisoned = false;
             Ok(())
         } else {
-            self.check_recovery(phase, &report.recovery)
+            self.check_recovery(phase, &recovery)
         }
     }
 
@@ -1248,7 +1261,18 @@ impl<'a, 's> Run<'a, 's> {
             max_frame_bytes: usize::try_from(step.size.max_bytes).unwrap_or(usize::MAX),
             max_connections: clients as usize + 1,
             idle_timeout: Duration::from_secs(60),
+            ..ServeOptions::default()
         };
+        // The journal is closed: read what a reopen recovers, then let the server reopen it.
+        let recovery = powercut_writer::recover_with(
+            &self.journal_dir,
+            self.shared.workload.journal_options().mutant,
+        )
+        .map_err(|source| ExecError::Journal {
+            phase: phase.clone(),
+            op: "recover",
+            source,
+        })?;
         let server = ServerHandle::start(
             &self.journal_dir,
             self.shared.workload.journal_options(),
@@ -1262,7 +1286,17 @@ impl<'a, 's> Run<'a, 's> {
             .open_reports
             .push(describe_open(&server.open_report));
         // The server's open ran recovery: it must hold exactly what was acked, as for a reopen.
-        self.check_recovery(phase, &server.open_report.recovery)?;
+        if server.open_report.recovery != recovery.summary() {
+            return Err(ExecError::Contract {
+                phase: phase.clone(),
+                message: format!(
+                    "the server's open recovered {} but recovery before it {}",
+                    server.open_report.recovery,
+                    recovery.summary()
+                ),
+            });
+        }
+        self.check_recovery(phase, &recovery)?;
         let addr = server.local_addr();
         let seed = self.shared.workload.seed;
         let writers = self.writer_base + 1..=self.writer_base.saturating_add(clients);

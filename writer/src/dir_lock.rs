@@ -7,6 +7,7 @@ use std::fs::{File, TryLockError};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Shared (readers) or exclusive (the writer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,22 +40,36 @@ impl DirLock {
         DirLock { _file: None }
     }
 
-    /// Takes the lock on `dir` without waiting.
+    /// Takes the lock on `dir`, waiting at most [`TRANSIENT_HOLDER_WAIT`] for a holder to go.
     pub fn acquire(dir: &Path, mode: LockMode) -> Result<DirLock, DirLockError> {
         let file = File::open(dir).map_err(DirLockError::Io)?;
-        let locked = match mode {
-            LockMode::Shared => file.try_lock_shared(),
-            LockMode::Exclusive => file.try_lock(),
-        };
-        match locked {
-            Ok(()) => Ok(DirLock { _file: Some(file) }),
-            Err(TryLockError::WouldBlock) => Err(DirLockError::Held {
-                holder_pid: holder_pid(&file),
-            }),
-            Err(TryLockError::Error(err)) => Err(DirLockError::Io(err)),
+        let started = Instant::now();
+        loop {
+            let locked = match mode {
+                LockMode::Shared => file.try_lock_shared(),
+                LockMode::Exclusive => file.try_lock(),
+            };
+            match locked {
+                Ok(()) => return Ok(DirLock { _file: Some(file) }),
+                Err(TryLockError::WouldBlock) if started.elapsed() < TRANSIENT_HOLDER_WAIT => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(DirLockError::Held {
+                        holder_pid: holder_pid(&file),
+                    })
+                }
+                Err(TryLockError::Error(err)) => return Err(DirLockError::Io(err)),
+            }
         }
     }
 }
+
+/// A flock belongs to the open file description, and a child forked by any thread of the
+/// process shares it until its exec closes the (close-on-exec) descriptor: a journal closed
+/// while another thread spawns a program stays locked for that moment. A real second writer
+/// holds the lock far longer than this.
+pub const TRANSIENT_HOLDER_WAIT: Duration = Duration::from_secs(1);
 
 /// The process holding a lock on the same inode as `file`, from /proc/locks
 /// (`ID: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END`, device numbers in hex).

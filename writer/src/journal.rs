@@ -24,7 +24,7 @@ use crate::error::JournalError;
 use crate::mutants::{self, Mutant};
 use crate::options::{Durability, JournalOptions, Preallocation};
 use crate::record::{self, HEADER_BYTES};
-use crate::recovery::{self, Recovery};
+use crate::recovery::{self, RecordView, RecoverySummary};
 use crate::segment::{self, SegmentName};
 use crate::storage::{AlignedBuf, OpenFlags, RealStorage, SegmentFile, Storage};
 use crate::Lsn;
@@ -67,7 +67,7 @@ pub struct OpenReport {
     /// Whether every group ends with an fdatasync (fdatasync mode, or buffered fallback).
     pub sync_after_write: bool,
     /// What recovery found.
-    pub recovery: Recovery,
+    pub recovery: RecoverySummary,
     /// Segment appends continue in.
     pub segment: u64,
     /// Bytes of a torn tail overwritten with zeros before appending.
@@ -415,6 +415,28 @@ impl Journal {
         options: JournalOptions,
         storage: Arc<dyn Storage>,
     ) -> Result<(Journal, OpenReport), JournalError> {
+        Journal::open_with_storage_visiting(dir, options, storage, &mut |_| {})
+    }
+
+    /// [`Journal::open`] that shows each recovered record to `visit` as the open's recovery
+    /// streams past it (the journal keeps none of them).
+    pub fn open_visiting(
+        dir: &Path,
+        options: JournalOptions,
+        visit: &mut dyn FnMut(RecordView<'_>),
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        let storage = RealStorage::new(options.io_path, options.max_write_chunk_bytes)
+            .map_err(|err| JournalError::io("set up io_uring", dir, 0, err))?;
+        Journal::open_with_storage_visiting(dir, options, Arc::new(storage), visit)
+    }
+
+    /// [`Journal::open_with_storage`] with a visitor of the recovered records.
+    pub fn open_with_storage_visiting(
+        dir: &Path,
+        options: JournalOptions,
+        storage: Arc<dyn Storage>,
+        visit: &mut dyn FnMut(RecordView<'_>),
+    ) -> Result<(Journal, OpenReport), JournalError> {
         if options.mutant.is_some() && !crate::MUTANTS_BUILT {
             return Err(JournalError::MutantsNotBuilt);
         }
@@ -444,8 +466,8 @@ impl Journal {
             .max(storage.fs_block_bytes(dir))
             .min(MAX_BLOCK_BYTES);
         let segment_bytes = round_up(options.segment_bytes, alignment as u64);
-        let scan = recovery::scan(storage.as_ref(), dir, options.mutant)?;
-        let recovery = scan.recovery.clone();
+        let scan = recovery::scan(storage.as_ref(), dir, options.mutant, visit)?;
+        let recovery = scan.summary.clone();
         let flags = OpenFlags {
             create: true,
             direct: options.direct_io,
@@ -521,7 +543,7 @@ impl Journal {
                     },
                 )
                 .map_err(|err| JournalError::io("open segment", &path, 0, err))?;
-            (name, file, scan.end_segment_data)
+            (name, file, scan.end_tail)
         };
         let direct_io = file.direct_io();
         let path = segment_path(dir, segment_name);
@@ -553,8 +575,11 @@ impl Journal {
         let end_offset = end.offset;
         let base = end_offset / alignment as u64 * alignment as u64;
         let tail_len = (end_offset - base) as usize;
-        let available = data.len().saturating_sub(base as usize).min(tail_len);
-        active[..available].copy_from_slice(&data[base as usize..base as usize + available]);
+        if tail_len > 0 {
+            // The scan kept at least the largest write block before the end of the log.
+            let from = usize::try_from(base - scan.end_tail_from).expect("tail within a block");
+            active[..tail_len].copy_from_slice(&data[from..from + tail_len]);
+        }
 
         // A torn tail is overwritten with zeros before anything else is appended, so that no
         // leftover of this generation can ever look like a continuation of the log.
@@ -582,19 +607,12 @@ impl Journal {
             .segments
             .iter()
             .filter(|s| s.index < segment_name.index && s.records > 0)
-            .filter_map(|s| {
-                let last = recovery
-                    .records
-                    .iter()
-                    .rev()
-                    .find(|r| r.segment == s.index)?;
-                Some(Sealed {
-                    name: SegmentName {
-                        index: s.index,
-                        generation: s.generation,
-                    },
-                    last_lsn: last.lsn,
-                })
+            .map(|s| Sealed {
+                name: SegmentName {
+                    index: s.index,
+                    generation: s.generation,
+                },
+                last_lsn: s.last_lsn,
             })
             .collect();
         let inner = Arc::new(Inner {

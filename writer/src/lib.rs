@@ -27,8 +27,8 @@ pub use journal::{IoPath, Journal, JournalStats, OpenReport, MAX_GROUPS_IN_FLIGH
 pub use mutants::{Mutant, MUTANTS_BUILT};
 pub use options::{Durability, IoPathChoice, JournalOptions, Preallocation};
 pub use recovery::{
-    recover, recover_with, recover_with_storage, LogEnd, RecoveredRecord, Recovery, SegmentSummary,
-    TruncatedTail,
+    recover, recover_visiting, recover_with, recover_with_storage, LogEnd, RecordView,
+    RecoveredRecord, Recovery, RecoverySummary, SegmentSummary, TruncatedTail,
 };
 pub use storage::{
     AlignedBuf, FaultPlan, FaultyStorage, OpenFlags, RealStorage, SegmentFile, Storage,

@@ -64,6 +64,32 @@ pub struct LogEnd {
     pub next_lsn: Lsn,
 }
 
+/// A record as recovery reads it, borrowed from the segment being scanned: recovery streams
+/// records to a visitor, so that neither it nor the journal's open holds the log in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Its log sequence number.
+    pub lsn: Lsn,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// Index of the segment holding it.
+    pub segment: u64,
+    /// Byte offset of its header in the segment file.
+    pub offset: u64,
+}
+
+impl RecordView<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> RecoveredRecord {
+        RecoveredRecord {
+            lsn: self.lsn,
+            payload: self.payload.to_vec(),
+            segment: self.segment,
+            offset: self.offset,
+        }
+    }
+}
+
 /// One segment file as recovery saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentSummary {
@@ -75,9 +101,34 @@ pub struct SegmentSummary {
     pub file_bytes: u64,
     /// Records of the log in it.
     pub records: u64,
+    /// LSN of its last record of the log (0 when it holds none).
+    pub last_lsn: Lsn,
 }
 
-/// The result of recovery.
+/// What recovery found, without the records themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Records of the log.
+    pub record_count: u64,
+    /// LSN of the first record (0 when empty).
+    pub first_lsn: Lsn,
+    /// LSN of the last record (0 when empty).
+    pub last_lsn: Lsn,
+    /// Payload bytes of all records.
+    pub payload_bytes: u64,
+    /// CRC-32C of all payloads in LSN order.
+    pub payload_crc32c: u32,
+    /// The torn tail, if one was cut off.
+    pub truncated_tail: Option<TruncatedTail>,
+    /// Where the log ends.
+    pub end: LogEnd,
+    /// The segments scanned.
+    pub segments: Vec<SegmentSummary>,
+    /// Whether the log ended at a stale record of an older generation.
+    pub ended_at_stale_record: bool,
+}
+
+/// The result of recovery, records included.
 #[derive(Debug, Clone)]
 pub struct Recovery {
     /// The records of the log, LSNs contiguous.
@@ -93,12 +144,93 @@ pub struct Recovery {
 }
 
 impl Recovery {
+    /// The records collected by a visitor of a recovery, with its summary.
+    pub fn new(summary: RecoverySummary, records: Vec<RecoveredRecord>) -> Recovery {
+        debug_assert_eq!(summary.record_count, records.len() as u64);
+        Recovery {
+            records,
+            truncated_tail: summary.truncated_tail,
+            end: summary.end,
+            segments: summary.segments,
+            ended_at_stale_record: summary.ended_at_stale_record,
+        }
+    }
+
     /// LSN of the last record (0 when empty).
     pub fn last_lsn(&self) -> Lsn {
         self.records.last().map_or(0, |record| record.lsn)
     }
 
+    /// The summary of this recovery.
+    pub fn summary(&self) -> RecoverySummary {
+        let mut counter = SummaryCounter::default();
+        for r in &self.records {
+            counter.add(r.lsn, &r.payload);
+        }
+        counter.finish(
+            self.truncated_tail,
+            self.end,
+            self.segments.clone(),
+            self.ended_at_stale_record,
+        )
+    }
+
     /// The report as one JSON object (records summarised, payloads omitted).
+    pub fn to_json(&self) -> String {
+        self.summary().to_json()
+    }
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.summary().fmt(f)
+    }
+}
+
+/// Counts records into a summary as they stream by.
+#[derive(Debug, Default)]
+struct SummaryCounter {
+    count: u64,
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    payload_bytes: u64,
+    crc: u32,
+}
+
+impl SummaryCounter {
+    fn add(&mut self, lsn: Lsn, payload: &[u8]) {
+        if self.count == 0 {
+            self.first_lsn = lsn;
+        }
+        self.count += 1;
+        self.last_lsn = lsn;
+        self.payload_bytes += payload.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, payload);
+    }
+
+    fn finish(
+        &self,
+        truncated_tail: Option<TruncatedTail>,
+        end: LogEnd,
+        segments: Vec<SegmentSummary>,
+        ended_at_stale_record: bool,
+    ) -> RecoverySummary {
+        RecoverySummary {
+            record_count: self.count,
+            first_lsn: self.first_lsn,
+            last_lsn: self.last_lsn,
+            payload_bytes: self.payload_bytes,
+            payload_crc32c: self.crc,
+            truncated_tail,
+            end,
+            segments,
+            ended_at_stale_record,
+        }
+    }
+}
+
+impl RecoverySummary {
+    /// The report as one JSON object.
     pub fn to_json(&self) -> String {
         let tail = match self.truncated_tail {
             Some(tail) => format!(
@@ -118,11 +250,12 @@ impl Recovery {
             })
             .collect();
         format!(
-            "{{\"records\":{},\"first_lsn\":{},\"last_lsn\":{},\"payload_bytes\":{},\"truncated_tail\":{},\"end\":{{\"segment\":{},\"generation\":{},\"offset\":{},\"next_lsn\":{}}},\"ended_at_stale_record\":{},\"segments\":[{}]}}",
-            self.records.len(),
-            self.records.first().map_or(0, |r| r.lsn),
-            self.last_lsn(),
-            self.records.iter().map(|r| r.payload.len() as u64).sum::<u64>(),
+            "{{\"records\":{},\"first_lsn\":{},\"last_lsn\":{},\"payload_bytes\":{},\"payload_crc32c\":\"{:08x}\",\"truncated_tail\":{},\"end\":{{\"segment\":{},\"generation\":{},\"offset\":{},\"next_lsn\":{}}},\"ended_at_stale_record\":{},\"segments\":[{}]}}",
+            self.record_count,
+            self.first_lsn,
+            self.last_lsn,
+            self.payload_bytes,
+            self.payload_crc32c,
             tail,
             self.end.segment,
             self.end.generation,
@@ -134,15 +267,14 @@ impl Recovery {
     }
 }
 
-impl fmt::Display for Recovery {
+impl fmt::Display for RecoverySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let first = self.records.first().map_or(0, |r| r.lsn);
         writeln!(
             f,
             "records: {} (LSN {}..={}), {} segment(s)",
-            self.records.len(),
-            first,
-            self.last_lsn(),
+            self.record_count,
+            self.first_lsn,
+            self.last_lsn,
             self.segments.len()
         )?;
         match self.truncated_tail {
@@ -178,13 +310,25 @@ pub fn recover(dir: &Path) -> Result<Recovery, JournalError> {
 /// [`JournalError::MutantsNotBuilt`] when a mutant is given to a build without the `mutants`
 /// feature.
 pub fn recover_with(dir: &Path, mutant: Option<Mutant>) -> Result<Recovery, JournalError> {
+    let mut records = Vec::new();
+    let summary = recover_visiting(dir, mutant, &mut |r| records.push(r.to_record()))?;
+    Ok(Recovery::new(summary, records))
+}
+
+/// [`recover_with`] streaming: each record of the log goes to `visit`, in LSN order, and only
+/// the summary is returned. Memory stays bounded by a segment, whatever the journal's length.
+pub fn recover_visiting(
+    dir: &Path,
+    mutant: Option<Mutant>,
+    visit: &mut dyn FnMut(RecordView<'_>),
+) -> Result<RecoverySummary, JournalError> {
     if mutant.is_some() && !crate::MUTANTS_BUILT {
         return Err(JournalError::MutantsNotBuilt);
     }
     let storage = RealStorage::new(crate::IoPathChoice::Pwritev2, 1 << 20)
         .map_err(|err| JournalError::io("set up storage", dir, 0, err))?;
     let _lock = lock_shared(&storage, dir)?;
-    scan(&storage, dir, mutant).map(|scan| scan.recovery)
+    scan(&storage, dir, mutant, visit).map(|scan| scan.summary)
 }
 
 /// Recovery reads beside other readers, never beside a writer changing the journal. A missing
@@ -204,14 +348,22 @@ pub fn recover_with_storage(
     dir: &Path,
 ) -> Result<Recovery, JournalError> {
     let _lock = lock_shared(storage.as_ref(), dir)?;
-    scan(storage.as_ref(), dir, None).map(|scan| scan.recovery)
+    let mut records = Vec::new();
+    let summary = scan(storage.as_ref(), dir, None, &mut |r| {
+        records.push(r.to_record())
+    })?
+    .summary;
+    Ok(Recovery::new(summary, records))
 }
 
 /// Recovery plus what the writer needs to continue.
 pub(crate) struct Scan {
-    pub recovery: Recovery,
-    /// Contents of the segment the log ends in (empty when there is none).
-    pub end_segment_data: Vec<u8>,
+    pub summary: RecoverySummary,
+    /// The bytes of the segment the log ends in from `end_tail_from` up to the end of the log
+    /// (at most [`END_TAIL_BYTES`]): the partial last block the writer rewrites.
+    pub end_tail: Vec<u8>,
+    /// Offset in that segment of `end_tail`'s first byte.
+    pub end_tail_from: u64,
     /// Live segments found.
     pub listing: segment::DirListing,
 }
@@ -361,6 +513,46 @@ fn next_record_at(
     (gap > 0 && at & (SECTOR_BYTES - 1) == 0 && fits(at)).then_some(at)
 }
 
+/// A valid record of an older generation carrying exactly the LSN the log needs next, right
+/// where the log needs it, is no leftover: leftovers of a recycled file were retired, so their
+/// LSNs are below every LSN the log still needs. It means the file was renamed to another
+/// generation (by hand, or by a tool), and taking its records for stale would silently drop
+/// them and let the writer overwrite them.
+fn refuse_renamed_generation(
+    data: &[u8],
+    pos: usize,
+    seg: SegmentName,
+    expected: Option<Lsn>,
+    dir: &Path,
+) -> Result<(), JournalError> {
+    let Some(want) = expected else {
+        return Ok(());
+    };
+    let Some(bytes) = data.get(pos..) else {
+        return Ok(());
+    };
+    match decode_record(bytes) {
+        Ok(record) if record.header.generation != seg.generation && record.header.lsn == want => {
+            Err(JournalError::BadSegmentFile {
+                path: dir.join(seg.file_name()),
+                reason: format!(
+                    "at offset {pos} it holds record LSN {want}, the next of the log, written as \
+                     generation {} in a file named generation {}: the file was renamed; \
+                     rename it back to {}",
+                    record.header.generation,
+                    seg.generation,
+                    SegmentName {
+                        generation: record.header.generation,
+                        ..seg
+                    }
+                    .file_name()
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reads a segment file whole, refusing one the engine cannot have written: every life of a
 /// segment file starts with zeros (prepared, unused), a record header of this or an earlier
 /// generation, or (append mode) nothing. Anything else is a stray file with a segment's name,
@@ -440,10 +632,14 @@ fn find_durable_evidence(
 
 /// Recovers the journal in `dir`; `mutant` selects a deliberately broken recovery (M4, M7,
 /// M8; any other mutant recovers like the real engine).
+/// Bytes before the end of the log kept for the writer: at least its largest write block.
+pub(crate) const END_TAIL_BYTES: u64 = 64 * 1024;
+
 pub(crate) fn scan(
     storage: &dyn Storage,
     dir: &Path,
     mutant: Option<Mutant>,
+    visit: &mut dyn FnMut(RecordView<'_>),
 ) -> Result<Scan, JournalError> {
     // M8 (mid-log corruption taken for a torn tail): the proof of corruption is ignored.
     #[cfg(feature = "mutants")]
@@ -451,7 +647,7 @@ pub(crate) fn scan(
     #[cfg(not(feature = "mutants"))]
     let report_corruption = true;
     let listing = segment::list(storage, dir)?;
-    let mut records: Vec<RecoveredRecord> = Vec::new();
+    let mut counter = SummaryCounter::default();
     let mut summaries = Vec::new();
     // The next LSN the log needs; unknown only when the first segment was retired.
     let mut expected: Option<Lsn> = match listing.segments.first() {
@@ -461,7 +657,7 @@ pub(crate) fn scan(
     };
     let mut end: Option<(SegmentName, u64)> = None;
     let mut end_is_final = false;
-    let mut end_data: Vec<u8> = Vec::new();
+    let mut end_tail: (u64, Vec<u8>) = (0, Vec::new());
     let mut truncated_tail = None;
     let mut ended_at_stale_record = false;
 
@@ -477,6 +673,7 @@ pub(crate) fn scan(
             generation: seg.generation,
             file_bytes: data.len() as u64,
             records: 0,
+            last_lsn: 0,
         };
         let consecutive = match end {
             None => position == 0,
@@ -502,16 +699,19 @@ pub(crate) fn scan(
             let Ok(record) = decode_for(&data[at..], mutant) else {
                 break;
             };
-            records.push(RecoveredRecord {
+            visit(RecordView {
                 lsn: record.header.lsn,
-                payload: record.payload.to_vec(),
+                payload: record.payload,
                 segment: seg.index,
                 offset: at as u64,
             });
+            counter.add(record.header.lsn, record.payload);
             summary.records += 1;
+            summary.last_lsn = record.header.lsn;
             expected = Some(record.header.lsn + 1);
             pos = at + record.span_bytes;
         }
+        refuse_renamed_generation(&data, pos, seg, expected, dir)?;
         let mut remainder = classify(&data, pos, seg, expected.unwrap_or(0));
         if matches!(remainder, Remainder::Dirty { .. }) {
             read_ahead = match listing.segments.get(position + 1) {
@@ -541,7 +741,8 @@ pub(crate) fn scan(
             }
         }
         end = Some((seg, pos as u64));
-        end_data = data;
+        let tail_from = (pos as u64).saturating_sub(END_TAIL_BYTES);
+        end_tail = (tail_from, data[tail_from as usize..pos].to_vec());
         match remainder {
             Remainder::Clean { stale } => {
                 ended_at_stale_record = stale;
@@ -576,20 +777,16 @@ pub(crate) fn scan(
             0,
         ),
     };
+    let end = LogEnd {
+        segment: end_segment.index,
+        generation: end_segment.generation,
+        offset: end_offset,
+        next_lsn: expected.unwrap_or(1),
+    };
     Ok(Scan {
-        recovery: Recovery {
-            end: LogEnd {
-                segment: end_segment.index,
-                generation: end_segment.generation,
-                offset: end_offset,
-                next_lsn: expected.unwrap_or(1),
-            },
-            records,
-            truncated_tail,
-            segments: summaries,
-            ended_at_stale_record,
-        },
-        end_segment_data: end_data,
+        summary: counter.finish(truncated_tail, end, summaries, ended_at_stale_record),
+        end_tail_from: end_tail.0,
+        end_tail: end_tail.1,
         listing,
     })
 }

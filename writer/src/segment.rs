@@ -32,8 +32,12 @@ pub fn free_file_name(generation: u32) -> String {
     format!("free-{generation:08x}.wal")
 }
 
+/// Only the names the engine writes (lower-case hex of the exact width) are its files: a name
+/// like `seg-...-0000000A.wal` would parse, but the engine would reopen it under its canonical
+/// lower-case name and not find it.
 fn parse_hex<T: num_hex::Hex>(text: &str, digits: usize) -> Option<T> {
-    if text.len() != digits || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let canonical = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if text.len() != digits || !text.bytes().all(canonical) {
         return None;
     }
     T::parse(text)
@@ -147,5 +151,11 @@ mod tests {
             None
         );
         assert_eq!(parse_free_name("free-+0000001.wal"), None);
+        assert_eq!(
+            parse_segment_name("seg-000000000000000A-00000007.wal"),
+            None,
+            "upper-case hex is not a name the engine writes"
+        );
+        assert_eq!(parse_free_name("free-0000000B.wal"), None);
     }
 }

@@ -36,7 +36,7 @@ fn a_second_journal_on_one_directory_is_refused_while_the_first_lives() {
     assert_eq!(first.append_durable(&payload(2, 100)).unwrap(), 2);
     first.close().unwrap();
     let (second, report) = Journal::open(dir.path(), small_options()).unwrap();
-    assert_eq!(report.recovery.last_lsn(), 2);
+    assert_eq!(report.recovery.last_lsn, 2);
     drop(second);
     assert_eq!(recover(dir.path()).unwrap().last_lsn(), 2);
 }

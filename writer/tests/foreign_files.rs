@@ -83,6 +83,6 @@ fn a_segment_of_the_engine_with_a_torn_first_write_still_opens() {
     let dir = scratch();
     std::fs::write(dir.path().join(SEGMENT_NAME), vec![0u8; 256 * 1024]).unwrap();
     let (journal, report) = Journal::open(dir.path(), small_options()).unwrap();
-    assert_eq!(report.recovery.last_lsn(), 0);
+    assert_eq!(report.recovery.last_lsn, 0);
     assert_eq!(journal.append_durable(b"first").unwrap(), 1);
 }

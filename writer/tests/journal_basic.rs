@@ -81,7 +81,7 @@ fn append_commit_recover_all_modes() {
                 }
                 // Reopen and continue.
                 let (journal, report) = Journal::open(dir.path(), options).unwrap();
-                assert_eq!(report.recovery.records.len(), 300);
+                assert_eq!(report.recovery.record_count as usize, 300);
                 assert_eq!(journal.append_durable(b"more").unwrap(), 301);
                 journal.close().unwrap();
                 let recovery = recover(dir.path()).unwrap();

@@ -93,7 +93,7 @@ fn run_until_fault(durability: Durability, plan_after: FaultPlan, clients: usize
         assert_eq!(&record.payload, data);
     }
     let (journal, report) = Journal::open(dir.path(), options(durability)).unwrap();
-    let next = report.recovery.last_lsn() + 1;
+    let next = report.recovery.last_lsn + 1;
     assert_eq!(journal.append_durable(b"after reopen").unwrap(), next);
     journal.close().unwrap();
 }

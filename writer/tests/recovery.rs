@@ -58,7 +58,7 @@ fn last_record_cut_at_every_byte() {
             if cut % 23 == 0 {
                 let copy = copy_dir(dir.path());
                 let (journal, report) = Journal::open(copy.path(), options.clone()).unwrap();
-                assert_eq!(report.recovery.records.len(), 4);
+                assert_eq!(report.recovery.record_count as usize, 4);
                 assert_eq!(journal.append_durable(b"after the tail").unwrap(), 5);
                 journal.close().unwrap();
                 let again = recover(copy.path()).unwrap();
@@ -120,11 +120,10 @@ fn stale_records_of_a_recycled_segment_are_never_returned() {
     let dir = build(&small_options(), 40, 1000);
     let full = recover(dir.path()).unwrap();
     assert_eq!(full.records.len(), 40);
-    // Give the file a newer generation, as a recycling rename does: every record in it is
-    // now stale.
+    // Give the file a newer generation and a later index, as recycling does (the log then
+    // starts at a retired LSN): every record in it is now stale.
     let path = segment_file(dir.path(), 1);
-    let name = path.file_name().unwrap().to_str().unwrap().to_string();
-    let renamed = dir.path().join(format!("{}{:08x}.wal", &name[..21], 0x77));
+    let renamed = dir.path().join(format!("seg-{:016x}-{:08x}.wal", 5, 0x77));
     std::fs::rename(&path, &renamed).unwrap();
     for other in std::fs::read_dir(dir.path()).unwrap() {
         let other = other.unwrap().path();
@@ -318,4 +317,31 @@ fn zero_gap_between_groups_is_stepped_over_only_to_the_next_lsn() {
     assert_eq!(recovery.records.len(), 1);
     assert!(recovery.ended_at_stale_record);
     assert_eq!(recovery.truncated_tail, None);
+}
+
+#[test]
+fn a_segment_renamed_to_another_generation_is_refused_not_overwritten() {
+    let dir = build(&small_options(), 40, 1000);
+    let path = segment_file(dir.path(), 1);
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    let renamed = dir.path().join(format!("{}{:08x}.wal", &name[..21], 0x77));
+    std::fs::rename(&path, &renamed).unwrap();
+    let before = std::fs::read(&renamed).unwrap();
+    let message = match recover(dir.path()) {
+        Err(err @ JournalError::BadSegmentFile { .. }) => err.to_string(),
+        other => panic!("a renamed segment read as stale: {other:?}"),
+    };
+    assert!(message.contains("renamed"), "{message}");
+    assert!(
+        message.contains(&name),
+        "names the file to rename it back to: {message}"
+    );
+    assert!(Journal::open(dir.path(), small_options()).is_err());
+    assert_eq!(
+        std::fs::read(&renamed).unwrap(),
+        before,
+        "the records were touched"
+    );
+    std::fs::rename(&renamed, &path).unwrap();
+    assert_eq!(recover(dir.path()).unwrap().records.len(), 40);
 }

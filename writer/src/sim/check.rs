@@ -779,8 +779,16 @@ impl Run<'_> {
         Path::new(SIM_JOURNAL_DIR)
     }
 
-    fn open(&self) -> Result<(Journal, crate::OpenReport), JournalError> {
-        Journal::open_with_storage(Self::dir(), self.options.clone(), Arc::new(self.fs.clone()))
+    /// Opens the journal and collects what its recovery returned (sim journals are small).
+    fn open(&self) -> Result<(Journal, Recovery), JournalError> {
+        let mut records = Vec::new();
+        let (journal, report) = Journal::open_with_storage_visiting(
+            Self::dir(),
+            self.options.clone(),
+            Arc::new(self.fs.clone()),
+            &mut |r| records.push(r.to_record()),
+        )?;
+        Ok((journal, Recovery::new(report.recovery, records)))
     }
 
     fn finish(mut self, started: Instant) -> (SimReport, Option<SimStorage>) {
@@ -881,8 +889,11 @@ impl Run<'_> {
             self.offer(step, at_op, state, &crashed);
             // The mutant's own recovery: M4, M7 and M8 change it, the others recover as the
             // real engine does.
-            let result = recovery::scan(&crashed, Self::dir(), self.options.mutant)
-                .map(|scan| scan.recovery);
+            let mut records = Vec::new();
+            let result = recovery::scan(&crashed, Self::dir(), self.options.mutant, &mut |r| {
+                records.push(r.to_record())
+            })
+            .map(|scan| Recovery::new(scan.summary, records));
             self.verify(step, state, at_op, result);
             if self.stopped() {
                 return;
@@ -1020,10 +1031,10 @@ impl Run<'_> {
                 let opened = self.open();
                 self.check_op_snapshots(index);
                 match opened {
-                    Ok((journal, report)) => {
+                    Ok((journal, recovery)) => {
                         let at_op = self.fs.ops();
-                        self.verify(index, SimState::Live, at_op, Ok(report.recovery.clone()));
-                        self.continue_after(&report.recovery);
+                        self.verify(index, SimState::Live, at_op, Ok(recovery.clone()));
+                        self.continue_after(&recovery);
                         *slot = Some(journal);
                         self.check(index);
                         true
@@ -1051,9 +1062,9 @@ impl Run<'_> {
                 let opened = self.open();
                 self.check_op_snapshots(index);
                 match opened {
-                    Ok((journal, report)) => {
-                        self.verify(index, state, at_op, Ok(report.recovery.clone()));
-                        self.continue_after(&report.recovery);
+                    Ok((journal, recovery)) => {
+                        self.verify(index, state, at_op, Ok(recovery.clone()));
+                        self.continue_after(&recovery);
                         // LSNs past the recovered end are written again, with new payloads.
                         self.incarnation += 1;
                         *slot = Some(journal);
