@@ -184,8 +184,7 @@ mod tests {
 
     #[test]
     fn mounts_an_ext4_image() {
-        if let Err(e) = can_mount() {
-            println!("SKIPPED: {e}");
+        if !powercut_writer::capability::runnable(can_mount().map_err(|e| e.to_string())) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -198,12 +197,12 @@ mod tests {
             .args(["-q", "-F"])
             .arg(&img)
             .status();
-        match st {
-            Ok(s) if s.success() => {}
-            _ => {
-                println!("SKIPPED: mkfs.ext4 unavailable");
-                return;
-            }
+        let made = match st {
+            Ok(s) if s.success() => Ok(()),
+            _ => Err("mkfs.ext4 unavailable".to_string()),
+        };
+        if !powercut_writer::capability::runnable(made) {
+            return;
         }
         let mp = dir.path().join("mnt");
         let wrote = with_mounted(&img, FsType::Ext4, &mp, |root| {

@@ -1,11 +1,12 @@
 //! End to end with the real kernel: crafted dm-log-writes logs over a real ext4 image, every crash
-//! state loop-mounted (root only; prints SKIPPED otherwise).
+//! state loop-mounted (root only; prints SKIPPED otherwise, fails under CI=true).
 
 mod common;
 
+use common::capability;
 use common::{
-    capability, make_base, make_base_fs, record_log, record_log_without_marks, toy_recover,
-    toy_recover_lenient, Engine, SEED,
+    make_base, make_base_fs, record_log, record_log_without_marks, runnable, toy_recover,
+    toy_recover_lenient, xfs_capability, Engine, SEED,
 };
 use powercut_oracles::check::{check_log, check_one, CheckConfig};
 use powercut_oracles::coverage::check_coverage;
@@ -28,8 +29,7 @@ fn cfg(dir: &std::path::Path) -> CheckConfig {
 
 #[test]
 fn correct_engine_passes_every_state() {
-    if let Err(why) = capability() {
-        println!("SKIPPED: {why}");
+    if !runnable(capability()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -75,8 +75,7 @@ fn correct_engine_passes_every_state() {
 
 #[test]
 fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
-    if let Err(why) = capability() {
-        println!("SKIPPED: {why}");
+    if !runnable(capability()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -149,8 +148,7 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
 
 #[test]
 fn lenient_recovery_fails_the_mid_log_probe_and_shards_partition() {
-    if let Err(why) = capability() {
-        println!("SKIPPED: {why}");
+    if !runnable(capability()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -219,16 +217,7 @@ fn lenient_recovery_fails_the_mid_log_probe_and_shards_partition() {
 
 #[test]
 fn xfs_crash_states_mount_and_pass() {
-    if let Err(why) = capability() {
-        println!("SKIPPED: {why}");
-        return;
-    }
-    if std::process::Command::new("mkfs.xfs")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        println!("SKIPPED: mkfs.xfs not installed");
+    if !runnable(xfs_capability()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -263,8 +252,7 @@ fn xfs_crash_states_mount_and_pass() {
 
 #[test]
 fn logs_without_marks_use_given_acks() {
-    if let Err(why) = capability() {
-        println!("SKIPPED: {why}");
+    if !runnable(capability()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -316,8 +304,7 @@ fn logs_without_marks_use_given_acks() {
 
 #[test]
 fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
-    if let Err(why) = capability() {
-        println!("SKIPPED: {why}");
+    if !runnable(capability()) {
         return;
     }
     use powercut_oracles::crash::{self, StateId};

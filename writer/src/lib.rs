@@ -19,6 +19,7 @@ mod storage;
 mod sys;
 
 pub mod bench;
+pub mod capability;
 
 pub use alignment::discover_alignment_bytes;
 pub use dir_lock::{DirLock, DirLockError, LockMode};

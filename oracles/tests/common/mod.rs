@@ -299,20 +299,8 @@ fn recover_impl(journal: &Path, lenient: bool) -> Result<RecoveredJournal, Strin
     })
 }
 
-/// Whether a test that needs `capability` can run. Without it the test prints why and passes,
-/// except under `CI=true`, where a missing capability is a failure: CI must run every test.
-pub fn runnable(capability: Result<(), String>) -> bool {
-    match capability {
-        Ok(()) => true,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but this test cannot run here: {why}")
-        }
-        Err(why) => {
-            println!("SKIPPED: {why}");
-            false
-        }
-    }
-}
+#[allow(unused_imports)]
+pub use powercut_writer::capability::runnable;
 
 /// `capability()` plus mkfs.xfs.
 pub fn xfs_capability() -> Result<(), String> {
