@@ -1,4 +1,4 @@
-//! The device model and crash-state enumeration (DESIGN section 4).
+//! The device model and crash-state enumeration (docs/design.md section 4).
 //!
 //! A crash state is named by a cut `c` (entries `[0, c)` completed before the power cut). Let `f`
 //! be the last FLUSH entry before the cut (none: `f = 0`). Then the state is:

@@ -1,4 +1,4 @@
-//! The invariants checked on a crash state (DESIGN section 5).
+//! The invariants checked on a crash state (docs/design.md section 5).
 //!
 //! The engine's recovery is injected as a [`RecoverFn`] (the oracles never link the engine): it
 //! is given the journal directory of the mounted state and returns the records it recovered.

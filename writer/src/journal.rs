@@ -325,7 +325,7 @@ struct PrepareParams {
     segment_bytes: u64,
     alignment: usize,
     flags: OpenFlags,
-    /// The deliberately broken variant in use (DESIGN section 6), if any.
+    /// The deliberately broken variant in use (docs/design.md section 6), if any.
     #[cfg_attr(not(feature = "mutants"), allow(dead_code))]
     mutant: Option<crate::Mutant>,
 }

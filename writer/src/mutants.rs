@@ -1,4 +1,4 @@
-//! Deliberately broken variants of the engine (DESIGN section 6), used to show that the
+//! Deliberately broken variants of the engine (docs/design.md section 6), used to show that the
 //! crash-testing harness catches each class of durability bug.
 //!
 //! The enum is always compiled so that callers can name mutants in every build; the broken

@@ -60,7 +60,7 @@ pub struct JournalOptions {
     /// Group commits that may be written at the same time (1 to 8): above 1, the next group is
     /// submitted while earlier ones are still being written; acknowledgements stay in order.
     pub max_groups_in_flight: usize,
-    /// A deliberately broken variant to run (DESIGN section 6); `None` is the real engine.
+    /// A deliberately broken variant to run (docs/design.md section 6); `None` is the real engine.
     /// Opening fails with [`crate::JournalError::MutantsNotBuilt`] unless the crate was built
     /// with the `mutants` feature.
     pub mutant: Option<crate::Mutant>,

@@ -1,6 +1,6 @@
 //! The checker: runs the engine (or one of its mutants) on a [`SimStorage`] along a plan, and
 //! after every acknowledgement and every step recovers crash states of the file system as it
-//! is at that moment and checks I1 to I4 (DESIGN section 5) on each.
+//! is at that moment and checks I1 to I4 (docs/design.md section 5) on each.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,7 +75,7 @@ pub enum SimStep {
     /// Closes the journal cleanly and opens it again.
     Reopen,
     /// Power cut: continues on a seeded crash state of the file system, reopening the journal
-    /// there (recovery, then appending on top: DESIGN I8).
+    /// there (recovery, then appending on top: docs/design.md, I8).
     CrashReopen,
 }
 
@@ -276,7 +276,7 @@ impl SimPlan {
     }
 }
 
-/// The invariant a violation breaks (DESIGN section 5).
+/// The invariant a violation breaks (docs/design.md section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimInvariant {
     /// Every record acknowledged before the crash is recovered byte for byte.

@@ -1,4 +1,4 @@
-//! The `sim` backend (DESIGN section 7): the engine's file operations on an in-memory file
+//! The `sim` backend (docs/design.md section 7): the engine's file operations on an in-memory file
 //! system that keeps a live and a durable view, and a checker that runs the engine on it and
 //! verifies the invariants I1 to I4 in crash states taken after every file-system operation
 //! the engine performs (writes caught in flight, so that they may tear) and after every
