@@ -351,6 +351,15 @@ fn prune_old_images(images: &Path, flavor: KernelFlavor, current: &Path) {
 /// Builds (or finds in the cache) the guest image.
 pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> {
     let qemu = provision::ensure_qemu(progress)?;
+    let missing = provision::ensure_host_tools(progress)?;
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: {} not installed (needs root: apt-get install {}): without mkfs.xfs every \
+             crash state is a full copy of the image instead of a clone, several times slower",
+            missing.join(" and "),
+            missing.join(" ")
+        );
+    }
     let cache = provision::cache_dir()?;
     let Resolved {
         kernel_package,
