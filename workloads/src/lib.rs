@@ -6,3 +6,5 @@ pub mod guest;
 pub mod payload;
 pub mod protocol;
 pub mod spec;
+mod spec_input;
+mod sys;

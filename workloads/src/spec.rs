@@ -4,7 +4,8 @@
 //! file, the line and column, and the field path (`steps[3].append.count`) wherever the input
 //! gives one: type and range errors are raised while deserializing so the YAML position is
 //! attached; checks that need the whole workload (disk capacity, the power-cut ack) find their
-//! line with a light scan of the text.
+//! line with a light scan of the text. Input is bounded before any of that (size, nesting and
+//! node count, aliases expanded): see `spec_input`.
 //!
 //! serde_yaml represents enums with YAML tags (`!append`), which reads badly, so a step is a
 //! one-key map deserialized through a private `StepFile` struct and converted into the [`Step`] enum.
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ack;
 use crate::payload::PAYLOAD_HEADER_BYTES;
+pub use crate::spec_input::{InputError, MAX_NESTING_DEPTH, MAX_SPEC_BYTES, MAX_YAML_NODES};
 
 /// Seed used when the workload file gives none (the CLI may override it).
 pub const DEFAULT_SEED: u64 = 1;
@@ -110,17 +112,21 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
+    /// The file or text is refused before it is parsed: not a regular file, too large, too
+    /// deeply nested or too many nodes.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// The text is not a valid workload.
     #[error("{0}")]
     Invalid(SpecDiagnostic),
 }
 
 impl SpecError {
-    /// The diagnostic, for an invalid workload.
+    /// The diagnostic, for an invalid workload (not for input refused by its size or shape).
     pub fn diagnostic(&self) -> Option<&SpecDiagnostic> {
         match self {
             SpecError::Invalid(d) => Some(d),
-            SpecError::Read { .. } => None,
+            SpecError::Read { .. } | SpecError::Input(_) => None,
         }
     }
 }
@@ -1361,17 +1367,17 @@ fn parents(path: &str) -> impl Iterator<Item = &str> {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-/// Reads and checks a workload file.
+/// Reads and checks a workload file: a regular file of at most [`MAX_SPEC_BYTES`] bytes.
 pub fn load(path: &Path) -> Result<Workload, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::spec_input::read_spec_file(path)?;
     parse(&text, &path.display().to_string())
 }
 
-/// Parses and checks workload YAML; `source_name` is used in error messages.
+/// Parses and checks workload YAML; `source_name` is used in error messages. Text larger than
+/// [`MAX_SPEC_BYTES`], nested deeper than [`MAX_NESTING_DEPTH`] or with more than
+/// [`MAX_YAML_NODES`] nodes is refused before it is deserialized.
 pub fn parse(text: &str, source_name: &str) -> Result<Workload, SpecError> {
+    crate::spec_input::check_shape(text, source_name)?;
     let de = serde_yaml::Deserializer::from_str(text);
     let workload: Workload = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = display_path(e.path());

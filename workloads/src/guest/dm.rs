@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::sys::{dm_ioctl, DM_IOCTL_STRUCT_BYTES};
+use crate::sys::guest::{dm_ioctl, DM_IOCTL_STRUCT_BYTES};
 
 const DM_VERSION_CMD: u8 = 0;
 const DM_DEV_CREATE_CMD: u8 = 3;

@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use super::dm::Target;
-use super::sys::{fiemap, FIEMAP_EXTENT_BYTES, FIEMAP_HEADER_BYTES};
+use crate::sys::guest::{fiemap, FIEMAP_EXTENT_BYTES, FIEMAP_HEADER_BYTES};
 
 /// Bytes of a sector in dm tables.
 pub const SECTOR_BYTES: u64 = 512;

@@ -9,12 +9,11 @@ pub mod fault;
 pub mod kmsg;
 pub mod mount;
 pub mod serial;
-mod sys;
 
 /// Syncs and powers the VM off; returns only if the kernel refused (not PID 1's privileges).
 pub fn sync_and_power_off() -> nix::Error {
     nix::unistd::sync();
-    sys::power_off()
+    crate::sys::guest::power_off()
 }
 
 /// Seconds since the kernel booted (`/proc/uptime`).

@@ -2,7 +2,7 @@
 //!
 //! The `devicemapper` crate would need libdevmapper headers and bindgen at build time, which a
 //! static musl agent built on a bare host does not have; the agent needs six commands of the
-//! stable dm ioctl interface (version 4), so they are encoded by hand in [`super::dm`].
+//! stable dm ioctl interface (version 4), so they are encoded by hand in [`crate::guest::dm`].
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 

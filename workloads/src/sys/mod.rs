@@ -1,0 +1,5 @@
+//! Every `unsafe` block of the crate, behind safe types: the guest agent's system calls
+//! (`guest`) and the libyaml event reader (`yaml`).
+
+pub(crate) mod guest;
+pub(crate) mod yaml;
