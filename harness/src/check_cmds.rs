@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use powercut_oracles::blocklog::BlockLog;
+use powercut_oracles::blocklog::{BlockLog, Entry, LogStats, ScanEnd};
 use powercut_oracles::check::{self, CheckConfig, Progress};
 use powercut_oracles::coverage;
 use powercut_oracles::invariants::{InvariantConfig, RecoveredJournal, TailInfo, Violation};
@@ -18,6 +18,7 @@ use powercut_workloads::executor::PriorViolation;
 use powercut_workloads::spec::{Filesystem, Workload};
 use powercut_writer::Mutant;
 
+use crate::outputs::Io;
 use crate::record::{self, RecordOptions};
 use crate::vm;
 
@@ -39,7 +40,7 @@ pub struct CheckArgs {
     #[arg(long, value_parser = parse_duration)]
     pub budget: Option<Duration>,
     /// Check only shard K of N (0-based), e.g. 0/4; `powercut merge` joins the shard reports.
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(long, value_parser = report::parse_shard)]
     pub shard: Option<(u32, u32)>,
     /// Epochs with at most this many writes get every subset checked; larger ones are sampled.
     #[arg(long, default_value_t = CheckConfig::default().max_exhaustive_subset)]
@@ -74,6 +75,12 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
+    /// The report files these flags write, for the check of outputs against inputs.
+    pub(crate) fn report_outputs(&self, io: Io) -> Io {
+        io.file("the JSON report (--json)", self.json.as_deref())
+            .file("the JUnit report (--junit)", self.junit.as_deref())
+    }
+
     pub(crate) fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {
         CheckConfig {
             budget: self.budget,
@@ -185,25 +192,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("duration {text:?} out of range (0 to 30 days)"));
     }
     Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Parses `K/N` with K < N.
-pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
-    let (k, n) = text
-        .split_once('/')
-        .ok_or_else(|| format!("bad shard {text:?}: expected K/N, e.g. 0/4"))?;
-    let k: u32 = k
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad shard index in {text:?}"))?;
-    let n: u32 = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad shard count in {text:?}"))?;
-    if n == 0 || k >= n {
-        return Err(format!("bad shard {text:?}: need 0 <= K < N"));
-    }
-    Ok((k, n))
 }
 
 pub(crate) fn fs_type(fs: Filesystem) -> FsType {
@@ -723,31 +711,39 @@ pub fn inspect(
         stats.acks_uncovered = Some(coverage.acks_uncovered);
         if !json {
             for label in &coverage.uncovered {
-                println!("uncovered ack: {label}");
+                println!("uncovered ack: {}", printable(label));
             }
         }
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if list {
-        for entry in log.entries() {
-            let mut line = format!(
-                "#{:<7} @{:<10} {:<14} sector {:<10} sectors {:<6}",
-                entry.index,
-                entry.header_offset_bytes,
-                entry.flag_names(),
-                entry.sector,
-                entry.nr_sectors
-            );
-            if let Some(label) = &entry.mark {
-                line.push_str(&format!(" mark {label}"));
-            }
-            writeln!(out, "{line}")?;
-        }
-    }
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
+        // One document: the counts, how the scan ended and, with --list, the entries.
+        let doc = InspectJson {
+            stats: &stats,
+            nr_entries_in_super: log.nr_entries_in_super(),
+            entries_past_nr_entries: log.entries_past_nr_entries(),
+            scan_end: log.scan_end(),
+            list: list.then(|| log.entries().iter().map(ListedEntry::from).collect()),
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
+        if list {
+            for entry in log.entries() {
+                let mut line = format!(
+                    "#{:<7} @{:<10} {:<14} sector {:<10} sectors {:<6}",
+                    entry.index,
+                    entry.header_offset_bytes,
+                    entry.flag_names(),
+                    entry.sector,
+                    entry.nr_sectors
+                );
+                if let Some(label) = &entry.mark {
+                    line.push_str(&format!(" mark {}", printable(label)));
+                }
+                writeln!(out, "{line}")?;
+            }
+        }
         writeln!(
             out,
             "log        {} ({} bytes, sector size {})",
@@ -755,11 +751,16 @@ pub fn inspect(
             log.len_bytes(),
             log.sectorsize()
         )?;
+        let past = log.entries_past_nr_entries();
+        let stopped = if past > 0 {
+            format!("; the scan stopped at {}", scan_end_text(log.scan_end()))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "entries    {} ({} past the super's nr_entries)",
+            "entries    {} ({past} past the super's nr_entries{stopped})",
             stats.entries,
-            log.entries_past_nr_entries()
         )?;
         writeln!(
             out,
@@ -785,6 +786,81 @@ pub fn inspect(
     Ok(())
 }
 
+/// `log inspect --json`: the counts (top-level keys, the CLI contract), where the scan of the log
+/// ended and, with `--list`, every entry.
+#[derive(Debug, serde::Serialize)]
+struct InspectJson<'a> {
+    #[serde(flatten)]
+    stats: &'a LogStats,
+    nr_entries_in_super: u64,
+    entries_past_nr_entries: u64,
+    /// Why the scan stopped (past nr_entries: a zero header, invalid flags, the end of the file).
+    scan_end: ScanEnd,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    list: Option<Vec<ListedEntry>>,
+}
+
+/// One entry of `log inspect --list --json`.
+#[derive(Debug, serde::Serialize)]
+struct ListedEntry {
+    index: u64,
+    header_offset_bytes: u64,
+    flags: String,
+    sector: u64,
+    nr_sectors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<String>,
+}
+
+impl From<&Entry> for ListedEntry {
+    fn from(e: &Entry) -> ListedEntry {
+        ListedEntry {
+            index: e.index,
+            header_offset_bytes: e.header_offset_bytes,
+            flags: e.flag_names(),
+            sector: e.sector,
+            nr_sectors: e.nr_sectors,
+            mark: e.mark.clone(),
+        }
+    }
+}
+
+/// Why the scan of a log stopped, in words.
+fn scan_end_text(end: ScanEnd) -> &'static str {
+    match end {
+        ScanEnd::EndOfFile => "the end of the file",
+        ScanEnd::ZeroHeader => "a zero header",
+        ScanEnd::InvalidFlags => "a header with invalid flags",
+        ScanEnd::TruncatedEntry => "an entry cut short by the end of the file",
+        ScanEnd::ImplausibleEntry => "a header that describes no sane entry",
+    }
+}
+
+/// `text` safe for a terminal: control characters (escape sequences), bidirectional overrides and
+/// backslashes written as escapes, so a label from a log cannot rewrite the screen.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            let code = u32::from(c);
+            if code < 0x100 {
+                out.push_str(&format!("\\x{code:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{code:04x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `powercut merge A.json B.json.. [-o OUT]`.
 pub fn merge(inputs: &[PathBuf], out: Option<&Path>, junit: Option<&Path>) -> Result<Report> {
     let mut reports = Vec::new();
@@ -795,7 +871,20 @@ pub fn merge(inputs: &[PathBuf], out: Option<&Path>, junit: Option<&Path>) -> Re
             .with_context(|| format!("parsing report {}", path.display()))?;
         reports.push(r);
     }
-    let merged = report::merge(&reports).context("merging shard reports")?;
+    let merged = report::merge(&reports).with_context(|| {
+        let given: Vec<String> = inputs
+            .iter()
+            .zip(&reports)
+            .map(|(path, r)| {
+                format!(
+                    "{} (shard {})",
+                    path.display(),
+                    r.shard.as_deref().map_or("none".into(), printable)
+                )
+            })
+            .collect();
+        format!("merging the shard reports {}", given.join(", "))
+    })?;
     println!("{}", merged.summary());
     if let Some(out) = out {
         std::fs::write(out, serde_json::to_string_pretty(&merged)?)
@@ -836,19 +925,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert_eq!(printable("r:1-2:00000000"), "r:1-2:00000000");
+        assert_eq!(
+            printable("s:x\u{1b}[2J\u{7}\n\\"),
+            "s:x\\x1b[2J\\x07\\x0a\\\\"
+        );
+        assert_eq!(printable("a\u{202e}b\u{9b}é"), "a\\u{202e}b\\x9bé");
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("five").is_err());
         assert!(parse_duration("3d").is_err());
-    }
-
-    #[test]
-    fn shards_parse() {
-        assert_eq!(parse_shard("1/4").unwrap(), (1, 4));
-        assert!(parse_shard("4/4").is_err());
-        assert!(parse_shard("1").is_err());
-        assert!(parse_shard("0/0").is_err());
     }
 }

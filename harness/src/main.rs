@@ -7,18 +7,35 @@ use clap::{Parser, Subcommand};
 
 mod check_cmds;
 mod mutants;
+mod outputs;
 mod record;
 mod shrink;
 mod sim_tier;
 mod two_crash;
 mod vm;
 
+use outputs::Io;
 use vm::image::KernelFlavor;
 
 /// Exit code: the harness itself failed (bad input, missing tool, VM error).
 const EXIT_HARNESS_FAILURE: u8 = 2;
 /// Exit code: skipped because a capability is missing (e.g. root is needed).
 const EXIT_SKIPPED: u8 = 3;
+/// Exit code: no invariant was violated, but not every crash state was checked.
+const EXIT_INCOMPLETE: u8 = 4;
+
+/// A check that found no violation but did not cover every crash state (exit code 4): no
+/// evidence that the invariants hold on the rest.
+#[derive(Debug)]
+pub struct Incomplete(pub String);
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "incomplete: {}", self.0)
+    }
+}
+
+impl std::error::Error for Incomplete {}
 
 /// An error that means "skipped", not "failed" (exit code 3).
 #[derive(Debug)]
@@ -36,7 +53,11 @@ impl std::error::Error for Skipped {}
 #[command(
     name = "powercut",
     version,
-    about = "Crash-consistency testing under real kernels"
+    about = "Crash-consistency testing under real kernels",
+    after_help = "Exit codes: 0 every invariant held on every crash state; 1 an invariant was \
+                  violated; 2 the harness itself failed (bad input, missing tool, VM error); 3 \
+                  skipped (a capability is missing); 4 incomplete: no violation, but not every \
+                  crash state was checked (the --budget ran out, or there was none to check)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -265,7 +286,10 @@ struct MergeArgs {
 #[derive(Debug, Subcommand)]
 enum WorkloadCommand {
     /// Parse and validate workload files.
-    Check { files: Vec<PathBuf> },
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,16 +366,28 @@ fn load_workload(
     Ok(workload)
 }
 
-/// Exit code of a report: 0 when every invariant held, 1 otherwise.
+/// Exit code of a report: 1 when an invariant was violated, 4 when none was but not every crash
+/// state was checked, 0 otherwise.
 fn report_outcome(report: &powercut_oracles::report::Report) -> anyhow::Result<()> {
-    if report.passed() {
-        Ok(())
-    } else {
-        Err(
-            check_cmds::ViolationFound(format!("{} violations", report.all_violations().count()))
-                .into(),
-        )
+    if !report.passed() {
+        return Err(check_cmds::ViolationFound(format!(
+            "{} violations",
+            report.all_violations().count()
+        ))
+        .into());
     }
+    match report.not_covered() {
+        Some(what) => Err(Incomplete(what).into()),
+        None => Ok(()),
+    }
+}
+
+/// The files of the recording in `dir`, as inputs of `io`.
+fn recording_inputs(mut io: Io, what: &str, dir: &std::path::Path) -> Io {
+    for name in record::RECORDING_FILES {
+        io = io.input(&format!("{name} of {what}"), dir.join(name).as_path());
+    }
+    io
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -377,6 +413,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record(args) => {
+            let mut io = Io::new()
+                .input("the workload", args.workload.as_path())
+                .input("the base image (--base-image)", args.base_image.as_deref());
+            if let Some(first) = &args.continue_from {
+                io = recording_inputs(io, "the first run (--continue-from)", first);
+            }
+            io.dir("the recording (--out)", &args.out, &record::RECORDING_FILES)
+                .check()?;
             let workload = args.vm.load(&args.workload)?;
             let mut options = args.vm.record_options(&workload);
             options.base_image = args.base_image;
@@ -405,6 +449,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = args.out.unwrap_or_else(|| {
                 PathBuf::from("out").join(format!("{}-{}", workload.name, workload.seed))
             });
+            let io = Io::new()
+                .input("the workload", args.workload.as_path())
+                .dir("the recording (--out)", &out, &record::RECORDING_FILES);
+            args.check.report_outputs(io).check()?;
             let options = args.vm.record_options(&workload);
             let forged = args
                 .forge_prior_ack
@@ -419,6 +467,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_outcome(&report)
         }
         Command::Check(args) => {
+            let io = recording_inputs(Io::new(), "the recording", &args.dir);
+            args.check.report_outputs(io).check()?;
             let workload = check_cmds::load_recorded_workload(&args.dir)?;
             let report = if workload.has_faults() {
                 check_cmds::check_fault_recording(&args.dir, &workload, &args.check)?
@@ -428,6 +478,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_outcome(&report)
         }
         Command::Repro(args) => {
+            Io::new()
+                .input("the block log (--log)", args.log.as_path())
+                .input("the base image (--base)", args.base.as_path())
+                .dir("the kept images (--keep)", &args.keep, &[])
+                .check()?;
             let held = check_cmds::repro(
                 &args.state_id,
                 &args.log,
@@ -443,6 +498,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Replay(args) => {
+            Io::new()
+                .input("the block log", args.log.as_path())
+                .input("the base image (--base)", args.base.as_path())
+                .file("the output image (-o)", args.out.as_path())
+                .check()?;
             check_cmds::replay(&args.log, &args.base, args.to, args.mark, &args.out)
         }
         Command::Log {
@@ -457,6 +517,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => check_cmds::inspect(&log, list, json, base.as_deref(), fs, seed),
         Command::Merge(args) => {
+            let mut io = Io::new();
+            for report in &args.reports {
+                io = io.input("the shard report", report.as_path());
+            }
+            io.file("the merged report (-o)", args.out.as_deref())
+                .file("the JUnit report (--junit)", args.junit.as_deref())
+                .check()?;
             let merged =
                 check_cmds::merge(&args.reports, args.out.as_deref(), args.junit.as_deref())?;
             report_outcome(&merged)
@@ -471,6 +538,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = args.out.clone().unwrap_or_else(|| {
                 PathBuf::from("out").join(format!("shrink-{}-{}", workload.name, workload.seed))
             });
+            let io = Io::new()
+                .input("the workload", args.workload.as_path())
+                .dir("the shrink output (--out)", &out, &[shrink::MINIMAL_FILE]);
+            args.check.report_outputs(io).check()?;
             let options = args.vm.record_options(&workload);
             let mut run_candidate = |candidate: &powercut_workloads::spec::Workload,
                                      attempt: usize|
@@ -537,6 +608,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sim(args) => {
+            Io::new()
+                .input("the workload", args.workload.as_path())
+                .file("the JSON report (--json)", args.json.as_deref())
+                .check()?;
             let workload = load_workload(&args.workload, args.seed, None, None)?;
             let seed = workload.seed;
             println!("seed {seed} (re-run with --seed {seed})");
@@ -597,6 +672,10 @@ fn main() -> ExitCode {
             if let Some(escaped) = e.downcast_ref::<mutants::Escaped>() {
                 eprintln!("powercut: {escaped}");
                 return ExitCode::from(check_cmds::EXIT_VIOLATION);
+            }
+            if let Some(incomplete) = e.downcast_ref::<Incomplete>() {
+                eprintln!("powercut: {incomplete}");
+                return ExitCode::from(EXIT_INCOMPLETE);
             }
             if let Some(skipped) = e.downcast_ref::<Skipped>() {
                 eprintln!("powercut: {skipped}");

@@ -1,4 +1,4 @@
-//! `powercut mutants`: every deliberately broken variant of the engine (DESIGN section 6) runs
+//! `powercut mutants`: every deliberately broken variant of the engine (docs/design.md section 6) runs
 //! on the bundled workloads that can expose its bug, each recorded in a VM and checked like
 //! `powercut run`, until one run catches it. The real engine then runs the same workloads and
 //! must pass them all: a catch only means something if the baseline is clean.
@@ -12,6 +12,7 @@ use powercut_workloads::spec::{DurabilitySpec, Workload};
 use powercut_writer::Mutant;
 
 use crate::check_cmds::{self, CheckArgs};
+use crate::outputs::Io;
 use crate::record::RecordOptions;
 use crate::vm;
 use crate::vm::image::KernelFlavor;
@@ -109,10 +110,15 @@ impl Target {
         }
     }
 
-    fn load(self) -> Result<Workload> {
-        let path = vm::image::workspace_root()
+    /// The bundled workload file.
+    fn path(self) -> PathBuf {
+        vm::image::workspace_root()
             .join("workloads")
-            .join(format!("{}.yaml", self.file));
+            .join(format!("{}.yaml", self.file))
+    }
+
+    fn load(self) -> Result<Workload> {
+        let path = self.path();
         let mut workload =
             powercut_workloads::spec::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(d) = self.durability {
@@ -452,6 +458,13 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
             );
         }
     }
+    let mut io = Io::new();
+    for target in selected.iter().flat_map(|m| targets(*m)) {
+        io = io.input("the bundled workload", target.path().as_path());
+    }
+    io.file("the JSON summary (--json)", args.json.as_deref())
+        .dir("the recordings (--out)", &args.out, &[])
+        .check()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut mutants = Vec::new();

@@ -39,6 +39,20 @@ use crate::vm::qemu::{Disk, RunningVm, VmConfig, KERNEL_APPEND};
 const LOG_MAGIC: u64 = 0x006a_7366_7773_6872;
 const SECTOR_BYTES: u64 = 512;
 
+/// What `record --out DIR` writes into DIR: the files of the module docs' table and `job.img`, the
+/// job disk handed to the guest.
+pub const RECORDING_FILES: [&str; 9] = [
+    "log.bin",
+    "base.img",
+    "final.img",
+    "job.img",
+    "console.log",
+    "ledger.jsonl",
+    "workload.json",
+    "record.json",
+    "prior-acks.json",
+];
+
 /// Options of one recording.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {

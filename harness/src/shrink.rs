@@ -129,10 +129,13 @@ fn halve(step: &mut Step) -> bool {
     }
 }
 
+/// The name of the minimal workload in the output directory.
+pub const MINIMAL_FILE: &str = "minimal.yaml";
+
 /// Writes the minimal workload as YAML with a header saying where it came from.
 pub fn write_minimal(shrunk: &Shrunk, source: &Path, out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join("minimal.yaml");
+    let path = out.join(MINIMAL_FILE);
     let yaml = serde_yaml::to_string(&shrunk.workload).context("writing the workload as YAML")?;
     let text = format!(
         "# Shrunk from {} by `powercut shrink`: {} of {} steps, {} of {} records, still {}.\n{yaml}",

@@ -1,4 +1,4 @@
-//! The `sim` tier (DESIGN section 7): a bundled workload's journal steps run in process on the
+//! The `sim` tier (docs/design.md section 7): a bundled workload's journal steps run in process on the
 //! engine's simulated file system (`powercut_writer::sim`), which keeps a live and a durable
 //! view and loses what POSIX allows a crash to lose: unsynced data (dropped or torn at sector
 //! granularity) and names whose directory was not fsynced. ext4 and XFS commit a new file's

@@ -169,7 +169,8 @@ fn eio_on_flushes_fails_the_sync_and_poisons_the_journal() {
 }
 
 /// `powercut check DIR` of a fault recording reports the guest's I7 findings kept in
-/// record.json: none here (exit 0), and exit 1 with an I7 violation once one is there.
+/// record.json: none here (exit 0, or 4 when the 5 s budget left states unchecked), and exit 1
+/// with an I7 violation once one is there.
 fn check_surfaces_guest_findings(recording: &Path) {
     let check = |junit: &Path| {
         Command::new(POWERCUT)
@@ -183,10 +184,10 @@ fn check_surfaces_guest_findings(recording: &Path) {
     };
     let junit = recording.with_extension("check.xml");
     let clean = check(&junit);
-    assert_eq!(
+    assert!(
+        matches!(clean.status.code(), Some(0 | 4)),
+        "{:?}: {}",
         clean.status.code(),
-        Some(0),
-        "{}",
         String::from_utf8_lossy(&clean.stderr)
     );
     let xml = std::fs::read_to_string(&junit).unwrap();

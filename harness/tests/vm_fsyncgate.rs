@@ -1,4 +1,4 @@
-//! fsyncgate under QEMU (DESIGN section 6, invariant I7): `workloads/fsyncgate.yaml` writes the
+//! fsyncgate under QEMU (docs/design.md section 6, invariant I7): `workloads/fsyncgate.yaml` writes the
 //! journal buffered with fdatasync, and the guest maps the journal's sectors to the dm error
 //! target, so the page-cache write-back fails during fdatasync; Linux marks the pages clean and
 //! a retried fdatasync would return 0 with the data gone.

@@ -16,8 +16,10 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// Magic of the super block ("jsfwshr" little endian).
 pub const LOG_MAGIC: u64 = 0x006a_7366_7773_6872;
@@ -60,6 +62,8 @@ pub enum LogError {
     BadSectorSize { path: PathBuf, sectorsize: u32 },
     #[error("{path}: file of {len_bytes} bytes is shorter than the super block")]
     NoSuper { path: PathBuf, len_bytes: u64 },
+    #[error("{path} is a {kind}: a block log is a regular file or a block device")]
+    NotALogFile { path: PathBuf, kind: &'static str },
     #[error("{path}: entry {index} at byte {offset}: {reason}")]
     BadEntry {
         path: PathBuf,
@@ -207,6 +211,21 @@ pub struct BlockLog {
     hash: u32,
 }
 
+/// What a file that is not a block log is, for [`LogError::NotALogFile`].
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
 fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -221,7 +240,27 @@ impl BlockLog {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(|e| io_err("open block log", e))?;
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| io_err("open block log", e))?;
+        let kind = file
+            .metadata()
+            .map_err(|e| io_err("stat block log", e))?
+            .file_type();
+        if !kind.is_file() && !kind.is_block_device() {
+            return Err(LogError::NotALogFile {
+                path: path.to_path_buf(),
+                kind: file_kind(kind),
+            });
+        }
+        // Reads of a file or a device then wait for their data as usual.
+        let flags =
+            fcntl(&file, FcntlArg::F_GETFL).map_err(|e| io_err("read flags of", e.into()))?;
+        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+        fcntl(&file, FcntlArg::F_SETFL(flags)).map_err(|e| io_err("set flags of", e.into()))?;
         // Seek rather than stat: a log device (block device) has no size in its metadata.
         let len_bytes = file
             .seek(SeekFrom::End(0))
@@ -775,6 +814,44 @@ mod tests {
         b[512 + 16] = 0x40;
         check(&b, "unknown flags");
         check(&good[..10], "shorter than the super");
+    }
+
+    #[test]
+    fn fifo_and_directory_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Opened on another thread: a regression hangs there and fails the timeout here.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(BlockLog::open(&path).map(|_| ()));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("BlockLog::open of a FIFO blocked");
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, LogError::NotALogFile { kind: "FIFO", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
+        let err = BlockLog::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::NotALogFile {
+                    kind: "directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A symlink to a log is followed and read like the log.
+        let log = sample_log(dir.path(), 512);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        assert_eq!(BlockLog::open(&link).unwrap().entries().len(), 6);
     }
 
     proptest! {

@@ -66,6 +66,68 @@ pub enum MergeError {
         a: String,
         b: String,
     },
+    /// A report of a whole run (no `shard`) among others: it would be counted twice.
+    #[error(
+        "report {index} (from 0) is not a shard (no `shard` K/N): a whole run's report can only \
+         be merged alone"
+    )]
+    Unsharded { index: usize },
+    #[error("report {index} (from 0): {source}")]
+    BadShard { index: usize, source: BadShard },
+    /// The shards given are not each of 0..n exactly once: the merge would not cover the run.
+    /// `missing` lists the first missing shards, `missing_count` counts them all.
+    #[error("{}", shard_set_problem(*n, missing, *missing_count, duplicated))]
+    ShardSet {
+        n: u32,
+        missing: Vec<u32>,
+        missing_count: u32,
+        duplicated: Vec<u32>,
+    },
+}
+
+fn shard_set_problem(n: u32, missing: &[u32], missing_count: u32, duplicated: &[u32]) -> String {
+    let list = |shards: &[u32]| {
+        shards
+            .iter()
+            .map(|k| format!("{k}/{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut problems = Vec::new();
+    if missing_count > 0 {
+        let more = missing_count as usize - missing.len();
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        problems.push(format!("missing {}{more}", list(missing)));
+    }
+    if !duplicated.is_empty() {
+        problems.push(format!("given more than once {}", list(duplicated)));
+    }
+    format!(
+        "shards 0/{n} to {}/{n} must each be given exactly once: {}",
+        n.saturating_sub(1),
+        problems.join("; ")
+    )
+}
+
+/// A shard that is not `K/N` with `0 <= K < N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad shard {0:?}: expected K/N with 0 <= K < N, e.g. 0/4")]
+pub struct BadShard(pub String);
+
+/// Parses a shard `K/N` (0-based K), as `--shard` takes it and reports carry it.
+pub fn parse_shard(text: &str) -> Result<(u32, u32), BadShard> {
+    let bad = || BadShard(text.to_string());
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let k: u32 = k.trim().parse().map_err(|_| bad())?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    if k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }
 
 impl Report {
@@ -79,6 +141,33 @@ impl Report {
         self.violations
             .iter()
             .chain(self.coverage.iter().flat_map(|c| c.violations.iter()))
+    }
+
+    /// What this check did not cover (None: every state it was given was checked). A check of
+    /// no state, or one whose budget ran out first, is no evidence that the invariants hold.
+    pub fn not_covered(&self) -> Option<String> {
+        let budget = if self.budget_exhausted {
+            " (the budget ran out)"
+        } else {
+            ""
+        };
+        if self.states_checked == 0 {
+            return Some(if self.states_total == 0 {
+                "there was no crash state to check".to_string()
+            } else {
+                format!(
+                    "none of the {} crash states was checked{budget}",
+                    self.states_total
+                )
+            });
+        }
+        (self.states_checked < self.states_total).then(|| {
+            format!(
+                "{} of {} crash states were not checked{budget}",
+                self.states_total - self.states_checked,
+                self.states_total
+            )
+        })
     }
 
     /// Human summary (a few lines, then one line per violation, at most 20).
@@ -121,8 +210,23 @@ impl Report {
             );
         }
         let all: Vec<&Violation> = self.all_violations().collect();
+        let not_covered = self.not_covered();
         if all.is_empty() {
-            let _ = writeln!(s, "all invariants held");
+            match &not_covered {
+                None => {
+                    let _ = writeln!(s, "all invariants held");
+                }
+                Some(what) if self.states_checked == 0 => {
+                    let _ = writeln!(s, "INCOMPLETE: {what}");
+                }
+                Some(what) => {
+                    let _ = writeln!(
+                        s,
+                        "INCOMPLETE: {what}; no violation in the {} states checked",
+                        self.states_checked
+                    );
+                }
+            }
         } else {
             let _ = writeln!(s, "{} violations:", all.len());
             for v in all.iter().take(20) {
@@ -141,6 +245,9 @@ impl Report {
             }
             if let Some(m) = &self.minimal_repro {
                 let _ = writeln!(s, "minimal reproducer: {}", m.describe());
+            }
+            if let Some(what) = &not_covered {
+                let _ = writeln!(s, "incomplete: {what}");
             }
         }
         s
@@ -192,9 +299,12 @@ impl Report {
     }
 }
 
-/// Joins shard reports of one run. Errors if seeds, workloads, file systems or logs differ.
+/// Joins shard reports of one run: shards 0/N to N-1/N, each exactly once (a report without a
+/// shard only alone). Errors if seeds, workloads, file systems or logs differ, or if a shard is
+/// missing or given twice: such a merge would pass on states nobody checked.
 pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
     let first = reports.first().ok_or(MergeError::Empty)?;
+    check_shard_set(reports)?;
     let mut out = first.clone();
     out.shard = None;
     for r in &reports[1..] {
@@ -232,6 +342,57 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
     }
     Ok(out)
 }
+
+/// The shards of `reports` are 0..N of one N, each exactly once (or one report of a whole run).
+fn check_shard_set(reports: &[Report]) -> Result<(), MergeError> {
+    if let [only] = reports {
+        if only.shard.is_none() {
+            return Ok(());
+        }
+    }
+    let mut shards = Vec::with_capacity(reports.len());
+    for (index, r) in reports.iter().enumerate() {
+        let text = r.shard.as_deref().ok_or(MergeError::Unsharded { index })?;
+        let shard = parse_shard(text).map_err(|source| MergeError::BadShard { index, source })?;
+        shards.push(shard);
+    }
+    let n = shards[0].1;
+    if let Some(other) = shards.iter().find(|(_, m)| *m != n) {
+        return Err(MergeError::Mismatch {
+            field: "shard count",
+            a: n.to_string(),
+            b: other.1.to_string(),
+        });
+    }
+    // N comes from untrusted JSON: count what was given, never allocate per shard of N.
+    let mut given: BTreeMap<u32, usize> = BTreeMap::new();
+    for (k, _) in &shards {
+        *given.entry(*k).or_insert(0) += 1;
+    }
+    let missing_count = n - given.len() as u32;
+    let missing: Vec<u32> = (0..n)
+        .filter(|k| !given.contains_key(k))
+        .take(MAX_LISTED_SHARDS)
+        .collect();
+    let duplicated: Vec<u32> = given
+        .iter()
+        .filter(|(_, &count)| count > 1)
+        .map(|(&k, _)| k)
+        .collect();
+    if missing_count == 0 && duplicated.is_empty() {
+        Ok(())
+    } else {
+        Err(MergeError::ShardSet {
+            n,
+            missing,
+            missing_count,
+            duplicated,
+        })
+    }
+}
+
+/// Missing shards named in a [`MergeError::ShardSet`]; the rest are only counted.
+const MAX_LISTED_SHARDS: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -285,6 +446,132 @@ mod tests {
             Err(MergeError::Mismatch { field: "seed", .. })
         ));
         assert_eq!(merge(&[]), Err(MergeError::Empty));
+    }
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert_eq!(parse_shard(" 0 / 1 "), Ok((0, 1)));
+        for bad in ["4/4", "1", "0/0", "-1/4", "a/b", ""] {
+            assert_eq!(parse_shard(bad), Err(BadShard(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn merge_refuses_missing_and_duplicated_shards() {
+        let shard = |k: &str| report(k, 5, vec![]);
+        // One shard of four alone, or the same shard four times: most states unchecked.
+        let alone = merge(&[shard("1/4")]).unwrap_err();
+        assert_eq!(
+            alone,
+            MergeError::ShardSet {
+                n: 4,
+                missing: vec![0, 2, 3],
+                missing_count: 3,
+                duplicated: vec![],
+            }
+        );
+        assert!(
+            alone.to_string().contains("missing 0/4, 2/4, 3/4"),
+            "{alone}"
+        );
+        let same = merge(&[shard("0/4"), shard("0/4"), shard("0/4"), shard("0/4")]).unwrap_err();
+        assert_eq!(
+            same,
+            MergeError::ShardSet {
+                n: 4,
+                missing: vec![1, 2, 3],
+                missing_count: 3,
+                duplicated: vec![0],
+            }
+        );
+        assert!(
+            same.to_string().contains("given more than once 0/4"),
+            "{same}"
+        );
+        // Every shard once, in any order, merges.
+        let whole = merge(&[shard("2/3"), shard("0/3"), shard("1/3")]).unwrap();
+        assert_eq!((whole.states_checked, whole.shard), (15, None));
+        assert!(matches!(
+            merge(&[shard("0/2"), shard("1/3")]),
+            Err(MergeError::Mismatch {
+                field: "shard count",
+                ..
+            })
+        ));
+        let mut unsharded = shard("0/1");
+        unsharded.shard = None;
+        assert_eq!(
+            merge(&[shard("0/2"), unsharded.clone()]),
+            Err(MergeError::Unsharded { index: 1 })
+        );
+        assert_eq!(merge(std::slice::from_ref(&unsharded)), Ok(unsharded));
+        assert!(matches!(
+            merge(&[shard("0/2"), shard("2/2")]),
+            Err(MergeError::BadShard { index: 1, .. })
+        ));
+        // A hostile N is counted, not allocated or listed shard by shard.
+        let huge = merge(&[shard("0/4000000000")]).unwrap_err();
+        let text = huge.to_string();
+        assert!(text.contains("and 3999999967 more"), "{text}");
+    }
+
+    #[test]
+    fn incomplete_checks_are_not_a_pass() {
+        let whole = report("0/1", 5, vec![]);
+        assert_eq!(whole.not_covered(), None);
+        assert!(whole.summary().contains("all invariants held"));
+
+        let mut nothing = report("0/1", 5, vec![]);
+        nothing.states_checked = 0;
+        nothing.budget_exhausted = true;
+        let what = nothing.not_covered().unwrap();
+        assert_eq!(
+            what,
+            "none of the 5 crash states was checked (the budget ran out)"
+        );
+        let s = nothing.summary();
+        assert!(!s.contains("all invariants held"), "{s}");
+        assert!(s.contains(&format!("INCOMPLETE: {what}")), "{s}");
+
+        let mut empty = report("3/4", 0, vec![]);
+        empty.states_by_kind.clear();
+        assert_eq!(
+            empty.not_covered().as_deref(),
+            Some("there was no crash state to check")
+        );
+
+        let mut part = report("0/1", 5, vec![]);
+        part.states_total = 9;
+        part.budget_exhausted = true;
+        assert_eq!(
+            part.not_covered().as_deref(),
+            Some("4 of 9 crash states were not checked (the budget ran out)")
+        );
+        assert!(!part.summary().contains("all invariants held"));
+        // A budget that ran out after the last state was taken left nothing unchecked.
+        let mut raced = report("0/1", 5, vec![]);
+        raced.budget_exhausted = true;
+        assert_eq!(raced.not_covered(), None);
+
+        // A violation is still reported as one, with what was not covered.
+        let mut failing = report("0/1", 5, vec![v("I1")]);
+        failing.states_total = 9;
+        let s = failing.summary();
+        assert!(
+            s.contains("1 violations") && s.contains("incomplete: 4 of 9"),
+            "{s}"
+        );
+        assert!(!failing.passed());
+        // Shards that ran out of budget merge into an incomplete run.
+        let mut short = report("1/2", 5, vec![]);
+        short.states_total = 6;
+        short.budget_exhausted = true;
+        let merged = merge(&[report("0/2", 5, vec![]), short]).unwrap();
+        assert_eq!(
+            merged.not_covered().as_deref(),
+            Some("1 of 11 crash states were not checked (the budget ran out)")
+        );
     }
 
     #[test]

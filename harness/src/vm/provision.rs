@@ -189,14 +189,17 @@ pub fn ensure_host_tools(progress: &Progress) -> Result<Vec<&'static str>> {
         return Ok(missing);
     }
     let list = missing.join(" ");
-    progress.step(&format!("installing {list} (mkfs for the disks and the scratch)"), || {
-        let install = |cmd: &mut Command| run(cmd.env("DEBIAN_FRONTEND", "noninteractive"));
-        let args = ["install", "-y", "-q", "--no-install-recommends"];
-        install(Command::new("apt-get").args(args).args(&missing)).or_else(|_| {
-            install(Command::new("apt-get").args(["update", "-q"]))?;
-            install(Command::new("apt-get").args(args).args(&missing))
-        })
-    })?;
+    progress.step(
+        &format!("installing {list} (mkfs for the disks and the scratch)"),
+        || {
+            let install = |cmd: &mut Command| run(cmd.env("DEBIAN_FRONTEND", "noninteractive"));
+            let args = ["install", "-y", "-q", "--no-install-recommends"];
+            install(Command::new("apt-get").args(args).args(&missing)).or_else(|_| {
+                install(Command::new("apt-get").args(["update", "-q"]))?;
+                install(Command::new("apt-get").args(args).args(&missing))
+            })
+        },
+    )?;
     Ok(HOST_TOOLS
         .iter()
         .filter(|(tool, _)| find_in_path(tool).is_none())
