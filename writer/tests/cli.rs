@@ -166,3 +166,101 @@ fn bench_prints_the_json_fields() {
     assert!(json.contains("\"io_path\":\"io_uring\"") || json.contains("\"io_path\":\"fallback\""));
     assert_eq!(json.trim().lines().count(), 1);
 }
+
+#[test]
+fn zero_timeouts_are_usage_errors() {
+    for flag in ["--idle-timeout-seconds", "--frame-timeout-seconds"] {
+        // An address that cannot be bound: were the flag accepted, serve would fail (exit 1)
+        // rather than run forever.
+        let output = binary()
+            .args(["serve", "--dir", "/nonexistent/journal"])
+            .args(["--listen", "256.0.0.1:1", flag, "0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} must be positive")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn recover_of_a_missing_directory_fails_naming_it() {
+    let dir = scratch();
+    let missing = dir.path().join("no-such-journal");
+    let output = binary()
+        .args(["recover", "--dir", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("records:"));
+    // A file is not a journal directory either.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let output = binary()
+        .args(["recover", "--dir", file.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a directory"));
+}
+
+#[test]
+fn flag_value_that_is_a_flag_is_a_usage_error_naming_the_flag() {
+    let bench = |args: &[&'static str]| {
+        let mut all = vec![
+            "bench",
+            "--dir",
+            "/nonexistent/bench",
+            "--mode",
+            "dsync",
+            "--record-bytes",
+            "1",
+            "--clients",
+            "1",
+            "--seconds",
+            "1",
+        ];
+        all.extend_from_slice(args);
+        all
+    };
+    for (args, flag) in [
+        (vec!["recover", "--dir", "--json"], "--dir"),
+        (vec!["serve", "--dir", "--listen", "127.0.0.1:0"], "--dir"),
+        (
+            vec!["serve", "--dir", "/x", "--listen", "--mode"],
+            "--listen",
+        ),
+        (vec!["serve", "--dir", "/x", "--mode", "--dir"], "--mode"),
+        (
+            vec!["serve", "--dir", "/x", "--idle-timeout-seconds", "--json"],
+            "--idle-timeout-seconds",
+        ),
+        (
+            vec!["serve", "--dir", "/x", "--frame-timeout-seconds", "--x"],
+            "--frame-timeout-seconds",
+        ),
+        (
+            vec!["serve", "--dir", "/x", "--max-connections", "--"],
+            "--max-connections",
+        ),
+        (bench(&["--segment-bytes", "--json"]), "--segment-bytes"),
+        (bench(&["--io-path", "--keep-segments"]), "--io-path"),
+        (
+            vec!["bench", "--dir", "--mode", "dsync", "--seconds", "1"],
+            "--dir",
+        ),
+    ] {
+        let output = binary().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} needs a value")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

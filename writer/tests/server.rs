@@ -20,6 +20,9 @@ fn start(dir: &std::path::Path, max_connections: usize) -> ServerHandle {
             max_frame_bytes: 16 * 1024,
             max_connections,
             idle_timeout: Duration::from_secs(2),
+            frame_timeout: Duration::from_secs(2),
+            // Only the eviction tests evict.
+            evict_after: Duration::MAX,
         },
     )
     .unwrap()
@@ -63,8 +66,7 @@ fn raw_reply(stream: &mut TcpStream) -> Option<[u8; 9]> {
 }
 
 fn closed(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0) | Err(_))
+    closed_within(stream, Duration::from_secs(30))
 }
 
 #[test]
@@ -177,4 +179,244 @@ fn connection_limit_answers_busy() {
         }
     }
     server.shutdown();
+}
+
+fn start_with(dir: &std::path::Path, options: ServeOptions) -> ServerHandle {
+    ServerHandle::start(
+        dir,
+        small_options(),
+        ServeOptions {
+            listen: "127.0.0.1:0".into(),
+            max_frame_bytes: 16 * 1024,
+            ..options
+        },
+    )
+    .unwrap()
+}
+
+/// Whether the server has closed `stream`, waiting up to `wait` for it.
+fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut byte = [0u8; 1];
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return false;
+        };
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut byte) {
+            Ok(0) => return true,
+            Ok(_) => panic!("unexpected reply byte"),
+            Err(err) => match err.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => return false,
+                _ => return true,
+            },
+        }
+    }
+}
+
+#[test]
+fn slowloris_trickled_bytes_do_not_extend_the_frame_deadline() {
+    let dir = scratch();
+    let server = start_with(
+        dir.path(),
+        ServeOptions {
+            max_connections: 4,
+            // Far away: only the frame deadline can close the connection in time.
+            idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(1),
+            evict_after: Duration::MAX,
+            ..ServeOptions::default()
+        },
+    );
+    let mut trickler = TcpStream::connect(server.local_addr()).unwrap();
+    // A frame claiming 1000 bytes, fed one byte every 100 ms: it would take 100 s.
+    let mut frame = 1000u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(&[0u8; 1004]);
+    let started = Instant::now();
+    let mut was_closed = false;
+    for byte in &frame {
+        if trickler.write_all(std::slice::from_ref(byte)).is_err()
+            || closed_within(&mut trickler, Duration::from_millis(100))
+        {
+            was_closed = true;
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(was_closed, "still open after {elapsed:?} of trickling");
+    // Closed by the 1 s frame deadline from the first byte, not earlier.
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed after {elapsed:?}"
+    );
+    // A well-behaved client on the same server is unaffected.
+    let mut client = Client::connect(server.local_addr()).unwrap();
+    assert_eq!(client.append(b"after").unwrap(), 1);
+    server.shutdown();
+    assert_eq!(recover(dir.path()).unwrap().records.len(), 1);
+}
+
+#[test]
+fn slowloris_connection_that_never_starts_a_frame_is_closed_after_the_idle_timeout() {
+    let dir = scratch();
+    let server = start_with(
+        dir.path(),
+        ServeOptions {
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(1),
+            frame_timeout: Duration::from_secs(600),
+            evict_after: Duration::MAX,
+            ..ServeOptions::default()
+        },
+    );
+    let started = Instant::now();
+    let mut holder = TcpStream::connect(server.local_addr()).unwrap();
+    assert!(closed_within(&mut holder, Duration::from_secs(30)));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // After a reply the idle timeout starts again.
+    let mut client = Client::connect(server.local_addr()).unwrap();
+    client.append(b"one").unwrap();
+    let replied = Instant::now();
+    assert!(closed_within(client.stream_mut(), Duration::from_secs(30)));
+    assert!(replied.elapsed() >= Duration::from_millis(900));
+    server.shutdown();
+}
+
+#[test]
+fn slowloris_busy_refusals_do_not_block_the_accept_loop() {
+    let dir = scratch();
+    let server = start_with(
+        dir.path(),
+        ServeOptions {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(600),
+            evict_after: Duration::MAX,
+            ..ServeOptions::default()
+        },
+    );
+    let addr = server.local_addr();
+    let mut holder = Client::connect(addr).unwrap();
+    holder.append(b"held").unwrap();
+    // Refused clients that keep their end open: a refusal that waits for them to close (or
+    // for a read timeout) in the accept loop costs at least 200 ms each, 12 s for all.
+    let started = Instant::now();
+    let mut refused = Vec::new();
+    for _ in 0..60 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let reply = raw_reply(&mut stream).expect("no Busy reply");
+        assert_eq!(reply[0], ErrorCode::Busy as u8);
+        refused.push(stream);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "60 refusals took {elapsed:?}"
+    );
+    // The refused connections are closed by the server after the reply.
+    for stream in &mut refused {
+        assert!(closed_within(stream, Duration::from_secs(30)));
+    }
+    assert_eq!(holder.append(b"still served").unwrap(), 2);
+    server.shutdown();
+}
+
+#[test]
+fn slowloris_full_server_evicts_the_most_stalled_connection() {
+    let dir = scratch();
+    let server = start_with(
+        dir.path(),
+        ServeOptions {
+            max_connections: 2,
+            idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(600),
+            evict_after: Duration::from_millis(200),
+            ..ServeOptions::default()
+        },
+    );
+    let addr = server.local_addr();
+    // Connect-and-hold, then half a frame a little later: the holder has stalled longer.
+    let mut holder = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(&1000u32.to_le_bytes()).unwrap();
+    half.write_all(&0u32.to_le_bytes()).unwrap();
+    half.write_all(&[1u8; 10]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut first = Client::connect(addr).unwrap();
+    assert_eq!(first.append(b"first").unwrap(), 1);
+    assert!(closed_within(&mut holder, Duration::from_secs(30)));
+    assert!(!closed_within(&mut half, Duration::from_millis(100)));
+
+    // Full again (half, first): the half frame started before `first` went idle.
+    let mut second = Client::connect(addr).unwrap();
+    assert_eq!(second.append(b"second").unwrap(), 2);
+    assert!(closed_within(&mut half, Duration::from_secs(30)));
+    // Nothing of the evicted half frame reached the journal; `first` was not evicted.
+    assert_eq!(first.append(b"third").unwrap(), 3);
+    drop((first, second));
+    server.shutdown();
+    let recovery = recover(dir.path()).unwrap();
+    let payloads: Vec<&[u8]> = recovery
+        .records
+        .iter()
+        .map(|r| r.payload.as_slice())
+        .collect();
+    assert_eq!(payloads, [&b"first"[..], b"second", b"third"]);
+}
+
+#[test]
+fn shutdown_answers_idle_connections_and_late_frames_with_status_6() {
+    let dir = scratch();
+    let server = start(dir.path(), 8);
+    let addr = server.local_addr();
+    let mut idle = Client::connect(addr).unwrap();
+    assert_eq!(idle.append(b"before").unwrap(), 1);
+    // A pipelining client that keeps sending until the server closes the connection.
+    let mut sender = Client::connect(addr).unwrap();
+    let mut receiver = sender.stream_mut().try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        while sender.send(&payload(1000 + sent, 50)).is_ok() && sent < 100_000 {
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let receiving = std::thread::spawn(move || {
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut replies = Vec::new();
+        while let Some(reply) = raw_reply(&mut receiver) {
+            replies.push(reply);
+        }
+        replies
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.shutdown();
+    match idle.receive() {
+        Err(ClientError::Refused(ErrorCode::ShuttingDown)) => {}
+        other => panic!("expected ShuttingDown, got {other:?}"),
+    }
+    sending.join().unwrap();
+    let replies = receiving.join().unwrap();
+    let (last, acked) = replies.split_last().expect("no replies");
+    assert_eq!(last[0], ErrorCode::ShuttingDown as u8, "{replies:?}");
+    assert!(acked.iter().all(|reply| reply[0] == 0));
+    // Every acknowledged record, and nothing after the stop, is in the journal.
+    let recovery = recover(dir.path()).unwrap();
+    assert_eq!(recovery.records.len(), 1 + acked.len());
+    for (record, reply) in recovery.records[1..].iter().zip(acked) {
+        assert_eq!(record.lsn.to_le_bytes(), reply[1..]);
+    }
 }

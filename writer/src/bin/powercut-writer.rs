@@ -7,18 +7,21 @@ use std::time::Duration;
 
 use powercut_writer::bench::{self, BenchOptions};
 use powercut_writer::server::{self, ServeOptions};
-use powercut_writer::{recover, Durability, IoPathChoice, JournalOptions, Preallocation};
+use powercut_writer::{recover_visiting, Durability, IoPathChoice, JournalOptions, Preallocation};
 
 const USAGE: &str = "usage:
   powercut-writer serve   --dir D [--listen 127.0.0.1:7171] [--mode dsync|fdatasync]
                           [--max-frame-bytes N] [--max-connections N] [--idle-timeout-seconds S]
+                          [--frame-timeout-seconds S]
   powercut-writer recover --dir D [--json]
   powercut-writer bench   --dir D (empty or new) --mode dsync|fdatasync --record-bytes N --clients C --seconds S
                           [--json] [--segment-bytes N] [--preallocation zero|fallocate|none]
                           [--io-path auto|io_uring|pwritev2] [--max-staging-bytes N]
                           [--max-write-chunk-bytes N] [--groups-in-flight 1..8] [--keep-segments]
   (bench retires durable segments as it goes, so rotations recycle them, unless
-   --keep-segments)";
+   --keep-segments)
+  (serve runs until SIGTERM or SIGINT, then answers new frames with status 6, lets appends
+   in progress finish and closes the journal)";
 
 struct Flags {
     values: Vec<(String, Option<String>)>,
@@ -41,6 +44,10 @@ impl Flags {
                 values.push((arg.clone(), None));
             } else {
                 let value = iter.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                // `--dir --json` means a forgotten value, not a directory named "--json".
+                if value.starts_with("--") {
+                    return Err(format!("{arg} needs a value, got the flag {value:?}"));
+                }
                 values.push((arg.clone(), Some(value.clone())));
             }
         }
@@ -83,6 +90,15 @@ fn durability(flags: &Flags) -> Result<Option<Durability>, String> {
         .transpose()
 }
 
+/// A timeout flag in whole seconds; zero would close every connection at once.
+fn positive_seconds(flags: &Flags, name: &str) -> Result<Option<Duration>, Failure> {
+    match flags.number::<u64>(name).map_err(Failure::Usage)? {
+        None => Ok(None),
+        Some(0) => Err(Failure::Usage(format!("{name} must be positive"))),
+        Some(seconds) => Ok(Some(Duration::from_secs(seconds))),
+    }
+}
+
 enum Failure {
     Usage(String),
     Run(String),
@@ -104,6 +120,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     "--max-frame-bytes",
                     "--max-connections",
                     "--idle-timeout-seconds",
+                    "--frame-timeout-seconds",
                 ],
             )
             .map_err(Failure::Usage)?;
@@ -122,18 +139,38 @@ fn run(args: &[String]) -> Result<(), Failure> {
             if let Some(n) = flags.number("--max-connections").map_err(Failure::Usage)? {
                 options.max_connections = n;
             }
-            if let Some(n) = flags
-                .number::<u64>("--idle-timeout-seconds")
-                .map_err(Failure::Usage)?
-            {
-                options.idle_timeout = Duration::from_secs(n);
+            if let Some(seconds) = positive_seconds(&flags, "--idle-timeout-seconds")? {
+                options.idle_timeout = seconds;
+            }
+            if let Some(seconds) = positive_seconds(&flags, "--frame-timeout-seconds")? {
+                options.frame_timeout = seconds;
             }
             server::serve(&dir, journal, options).map_err(|err| Failure::Run(err.to_string()))
         }
         "recover" => {
             let flags = Flags::parse(rest, &["--dir", "--json"]).map_err(Failure::Usage)?;
             let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
-            let recovery = recover(&dir).map_err(|err| Failure::Run(err.to_string()))?;
+            // The library reads a missing directory as an empty journal (a crash state from
+            // before its creation); asked about a given directory, that is a typo.
+            match std::fs::metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(Failure::Run(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )))
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Failure::Run(format!(
+                        "journal directory {} does not exist",
+                        dir.display()
+                    )))
+                }
+                Err(err) => return Err(Failure::Run(format!("{}: {err}", dir.display()))),
+            }
+            // Streamed: memory stays bounded by a segment, whatever the journal's length.
+            let recovery = recover_visiting(&dir, None, &mut |_| {})
+                .map_err(|err| Failure::Run(err.to_string()))?;
             if flags.has("--json") {
                 println!("{}", recovery.to_json());
             } else {
