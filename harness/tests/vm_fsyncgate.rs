@@ -12,10 +12,12 @@
 //! - Mutant M3 (retry the failed fdatasync, then acknowledge) is caught: acknowledged records
 //!   are missing from crash states.
 //!
-//! Needs root and QEMU (provisioned by `powercut image build`); prints "SKIPPED: <reason>"
+//! Needs root and QEMU (provisioned by `powercut image build`); prints "SKIPPED: <reason>" (a failure under CI=true)
 //! otherwise.
 
 mod common;
+
+use powercut_writer::capability::runnable;
 use common::{image_ready, workspace, POWERCUT};
 
 use std::path::Path;
@@ -149,8 +151,7 @@ fn assert_real_engine_passes(
 
 #[test]
 fn vm_fsyncgate_real_engine_passes_on_ext4_and_xfs() {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -175,8 +176,7 @@ fn vm_fsyncgate_real_engine_passes_on_ext4_and_xfs() {
 
 #[test]
 fn vm_fsyncgate_reopen_reads_the_device_not_the_page_cache() {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -197,8 +197,7 @@ fn vm_fsyncgate_reopen_reads_the_device_not_the_page_cache() {
 
 #[test]
 fn vm_fsyncgate_mutant_m3_loses_an_acknowledged_record() {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,8 @@
 //! "SKIPPED: <reason>" and returns otherwise.
 
 mod common;
+
+use powercut_writer::capability::runnable;
 use common::{image_ready, POWERCUT};
 
 use std::path::Path;
@@ -108,8 +110,7 @@ fn smoke_yaml(name: &str, filesystem: &str, disk_mib: u64, extra: &str) -> Strin
 }
 
 fn check_clean_run(filesystem: &str, disk_mib: u64) {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -164,8 +165,7 @@ fn vm_record_smoke_on_xfs() {
 
 #[test]
 fn vm_power_cut_leaves_a_parsable_log() {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -3,10 +3,12 @@
 //! recording, `replay --to end` must give the final disk byte for byte, `repro` must rebuild a
 //! state offline, and `log inspect --json` must report the contract's keys.
 //!
-//! Needs root and QEMU (provisioned by `powercut image build`); prints "SKIPPED: <reason>"
+//! Needs root and QEMU (provisioned by `powercut image build`); prints "SKIPPED: <reason>" (a failure under CI=true)
 //! otherwise.
 
 mod common;
+
+use powercut_writer::capability::runnable;
 use common::{image_ready, workspace, POWERCUT};
 
 use std::path::Path;
@@ -68,8 +70,7 @@ fn run_clean(workload: &str, filesystem: Option<&str>, out: &Path) -> serde_json
 
 #[test]
 fn vm_run_every_bundled_workload_holds() {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -96,8 +97,7 @@ fn vm_run_every_bundled_workload_holds() {
 
 #[test]
 fn vm_smoke_run_then_replay_repro_and_inspect() {
-    if let Err(reason) = image_ready() {
-        println!("SKIPPED: {reason}");
+    if !runnable(image_ready()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
