@@ -11,8 +11,8 @@
 
 mod common;
 
-use powercut_writer::capability::runnable;
 use common::{image_ready, workspace, POWERCUT};
+use powercut_writer::capability::runnable;
 
 use std::path::Path;
 use std::process::Command;

@@ -7,8 +7,8 @@
 
 mod common;
 
-use powercut_writer::capability::runnable;
 use common::{image_ready, workspace, POWERCUT};
+use powercut_writer::capability::runnable;
 
 use std::process::Command;
 
