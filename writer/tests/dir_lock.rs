@@ -81,3 +81,46 @@ fn bench_refuses_a_directory_holding_a_journal() {
     let fresh = dir.path().join("bench");
     bench::run(&fresh, &options).unwrap();
 }
+
+/// Two `powercut-writer serve` processes on one directory: the second is refused, naming the
+/// first one's process, and the first keeps serving.
+#[test]
+fn a_second_serve_process_on_one_directory_is_refused_naming_the_first() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = scratch();
+    let binary = env!("CARGO_BIN_EXE_powercut-writer");
+    let serve = |dir: &std::path::Path| {
+        Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = serve(dir.path());
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+        .expect("the first server listens");
+    let second = serve(dir.path()).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("in use by process {}", first.id())),
+        "{stderr}"
+    );
+    let mut client = powercut_writer::server::Client::connect(addr.as_str()).unwrap();
+    assert_eq!(client.append(b"still serving").unwrap(), 1);
+    drop(client);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(first.wait().unwrap().success());
+    assert_eq!(recover(dir.path()).unwrap().last_lsn(), 1);
+}
