@@ -304,6 +304,7 @@ mod tests {
             }),
             budget_exhausted: false,
             minimal_repro: None,
+            image_copies: None,
         }
     }
 

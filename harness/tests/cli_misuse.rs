@@ -119,6 +119,7 @@ fn shard_report(shard: Option<&str>, checked: u64, total: u64) -> Report {
         coverage: None,
         budget_exhausted: checked < total,
         minimal_repro: None,
+        image_copies: None,
     }
 }
 

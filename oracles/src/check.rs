@@ -493,48 +493,72 @@ pub(crate) fn scratch(cfg: &CheckConfig) -> Result<Scratch, CheckError> {
     Ok(Scratch { path })
 }
 
-/// Runs `f` on a scratch directory; on a reflink-capable file system when possible.
+/// Runs `f` on a scratch directory; on a reflink-capable file system when possible. Returns
+/// `f`'s result and, when crash images are full copies instead of clones, why.
 fn with_scratch<T>(
     cfg: &CheckConfig,
     image_bytes: u64,
     f: impl FnOnce(&Path) -> Result<T, CheckError>,
-) -> Result<T, CheckError> {
+) -> Result<(T, Option<String>), CheckError> {
     let scratch = scratch(cfg)?;
-    let mut f = Some(f);
-    if cfg.reflink_scratch && !crate::replay::reflink_supported(&scratch.path) {
-        let img = scratch.path.join("reflink-scratch.img");
-        // Sparse: room for the prefix and state images of every worker plus the kept copies.
-        let size = image_bytes
-            .saturating_mul(4 * cfg.workers.max(1) as u64 + 4)
-            .max(1 << 30);
-        let made = std::fs::File::create(&img)
-            .and_then(|file| file.set_len(size))
-            .is_ok()
-            && std::process::Command::new("mkfs.xfs")
-                .args(["-q", "-f", "-m", "reflink=1"])
-                .arg(&img)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        if made {
+    if crate::replay::reflink_supported(&scratch.path) {
+        return Ok((f(&scratch.path)?, None));
+    }
+    if !cfg.reflink_scratch {
+        let why = "the scratch directory cannot reflink and the XFS scratch is turned off";
+        return Ok((f(&scratch.path)?, Some(why.to_string())));
+    }
+    let img = scratch.path.join("reflink-scratch.img");
+    let why = match make_reflink_scratch(&img, cfg, image_bytes) {
+        Ok(()) => {
+            let mut f = Some(f);
             let mounted =
                 mount::with_mounted(&img, FsType::Xfs, &scratch.path.join("reflink"), |root| {
                     f.take().map(|f| f(root))
                 });
-            if let Ok(Some(result)) = mounted {
-                return result;
+            match (mounted, f) {
+                (Ok(Some(result)), _) => return Ok((result?, None)),
+                (Err(e), Some(f)) => {
+                    let why = format!("mounting the XFS scratch file system failed ({e})");
+                    return Ok((f(&scratch.path)?, Some(why)));
+                }
+                // `f` ran on the XFS scratch but its unmount failed.
+                _ => {
+                    return Err(CheckError::Io {
+                        op: "unmount reflink scratch",
+                        path: scratch.path.clone(),
+                        source: std::io::Error::other("unmount failed"),
+                    })
+                }
             }
         }
-    }
-    match f.take() {
-        Some(f) => f(&scratch.path),
-        // `f` ran on the XFS scratch but its unmount failed.
-        None => Err(CheckError::Io {
-            op: "unmount reflink scratch",
-            path: scratch.path.clone(),
-            source: std::io::Error::other("unmount failed"),
-        }),
+        Err(why) => why,
+    };
+    Ok((f(&scratch.path)?, Some(why)))
+}
+
+/// A sparse XFS image with reflink for the crash images: room for the prefix and state images
+/// of every worker plus the kept copies. Err: why not.
+fn make_reflink_scratch(img: &Path, cfg: &CheckConfig, image_bytes: u64) -> Result<(), String> {
+    let size = image_bytes
+        .saturating_mul(4 * cfg.workers.max(1) as u64 + 4)
+        .max(1 << 30);
+    std::fs::File::create(img)
+        .and_then(|file| file.set_len(size))
+        .map_err(|e| format!("creating the XFS scratch image failed ({e})"))?;
+    let status = std::process::Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-m", "reflink=1"])
+        .arg(img)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("mkfs.xfs failed ({s})")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err("mkfs.xfs is not installed (apt-get install xfsprogs)".to_string())
+        }
+        Err(e) => Err(format!("mkfs.xfs could not run ({e})")),
     }
 }
 
@@ -584,30 +608,31 @@ pub fn check_log(
     let image_bytes = std::fs::metadata(base_image)
         .map_err(io_err("stat base image", base_image))?
         .len();
-    let (coverage, outcomes, exhausted) = with_scratch(config, image_bytes, |scratch| {
-        let run = Run {
-            log: &log,
-            base: base_image,
-            fs,
-            seed,
-            acks: &acks,
-            cfg: config,
-            recover,
-            scratch,
-            probe_index,
-            kept_images: AtomicUsize::new(0),
-            keeper: keeper_of(config, &log),
-        };
-        let coverage = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
-            Some(crate::coverage::run_coverage(
-                &log, base_image, fs, seed, &acks, config, recover, scratch,
-            )?)
-        } else {
-            None
-        };
-        let (outcomes, exhausted) = run.run(&states, progress, start)?;
-        Ok((coverage, outcomes, exhausted))
-    })?;
+    let ((coverage, outcomes, exhausted), image_copies) =
+        with_scratch(config, image_bytes, |scratch| {
+            let run = Run {
+                log: &log,
+                base: base_image,
+                fs,
+                seed,
+                acks: &acks,
+                cfg: config,
+                recover,
+                scratch,
+                probe_index,
+                kept_images: AtomicUsize::new(0),
+                keeper: keeper_of(config, &log),
+            };
+            let coverage = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
+                Some(crate::coverage::run_coverage(
+                    &log, base_image, fs, seed, &acks, config, recover, scratch,
+                )?)
+            } else {
+                None
+            };
+            let (outcomes, exhausted) = run.run(&states, progress, start)?;
+            Ok((coverage, outcomes, exhausted))
+        })?;
     let elapsed = start.elapsed().as_secs_f64();
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut violations = Vec::new();
@@ -644,6 +669,7 @@ pub fn check_log(
         coverage,
         budget_exhausted: exhausted,
         minimal_repro: None,
+        image_copies,
     })
 }
 

@@ -53,6 +53,10 @@ pub struct Report {
     /// The first violation shrunk to the simplest state of its cut that still shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimal_repro: Option<crate::shrink::ShrunkState>,
+    /// Why crash images were full copies of the image instead of reflink clones (several times
+    /// slower per state), when they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_copies: Option<String>,
 }
 
 /// Reports that cannot be merged.
@@ -209,6 +213,12 @@ impl Report {
                 c.acks_covered, c.acks_uncovered
             );
         }
+        if let Some(why) = &self.image_copies {
+            let _ = writeln!(
+                s,
+                "slow path: every crash state was a full copy of the image, not a clone: {why}"
+            );
+        }
         let all: Vec<&Violation> = self.all_violations().collect();
         let not_covered = self.not_covered();
         if all.is_empty() {
@@ -334,6 +344,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         out.states_per_second += r.states_per_second;
         out.elapsed_seconds = out.elapsed_seconds.max(r.elapsed_seconds);
         out.mid_log_probes += r.mid_log_probes;
+        out.image_copies = out.image_copies.or_else(|| r.image_copies.clone());
         out.violations.extend(r.violations.iter().cloned());
         out.budget_exhausted |= r.budget_exhausted;
         if out.coverage.is_none() {
@@ -417,6 +428,7 @@ mod tests {
             coverage: None,
             budget_exhausted: false,
             minimal_repro: None,
+            image_copies: None,
         }
     }
 

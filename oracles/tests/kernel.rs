@@ -382,3 +382,46 @@ fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
     .unwrap();
     assert!(again.violations.iter().any(|v| v.invariant == "I1"));
 }
+
+#[test]
+fn a_check_that_copies_images_says_why_once() {
+    if !runnable(xfs_capability()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, _) = record_log(dir.path(), &base, &[1, 2], Engine::Correct);
+    let check = |reflink_scratch: bool| {
+        let config = CheckConfig {
+            reflink_scratch,
+            coverage: false,
+            ..cfg(dir.path())
+        };
+        check_log(
+            &log,
+            &base.image,
+            FsType::Ext4,
+            SEED,
+            &config,
+            &toy_recover,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    // On a scratch directory that cannot reflink, the XFS scratch file system gives clones.
+    if powercut_oracles::replay::reflink_supported(dir.path()) {
+        println!("the temporary directory reflinks: nothing to fall back from");
+        return;
+    }
+    let cloned = check(true);
+    assert_eq!(cloned.image_copies, None, "{}", cloned.summary());
+    let copied = check(false);
+    let why = copied.image_copies.clone().expect("copies are reported");
+    assert!(why.contains("cannot reflink"), "{why}");
+    assert!(
+        copied.summary().contains("slow path"),
+        "{}",
+        copied.summary()
+    );
+    assert!(copied.passed(), "the verdict does not depend on the path");
+}
