@@ -22,7 +22,7 @@ pub mod bench;
 pub mod capability;
 
 pub use alignment::discover_alignment_bytes;
-pub use dir_lock::{DirLock, DirLockError, LockMode};
+pub use dir_lock::{DirLock, DirLockError, LockMode, TRANSIENT_HOLDER_WAIT};
 pub use error::JournalError;
 pub use journal::{IoPath, Journal, JournalStats, OpenReport, MAX_GROUPS_IN_FLIGHT};
 pub use mutants::{Mutant, MUTANTS_BUILT};
