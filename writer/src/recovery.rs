@@ -461,7 +461,9 @@ fn classify(data: &[u8], pos: usize, segment: SegmentName, missing_lsn: Lsn) -> 
             .iter()
             .all(|&b| b == 0);
         if head_zero {
-            return Remainder::Clean { stale: true };
+            return Remainder::Clean {
+                stale: first_stale.is_some(),
+            };
         }
     }
     let garbage_end = first_stale.unwrap_or(data.len());
