@@ -60,6 +60,9 @@ pub const MAX_STAGING_BYTES: u64 = 256 * 1024 * 1024;
 /// Bytes the engine adds to each record on disk, at most (header plus alignment padding); used
 /// only to estimate whether a workload fits on its disk.
 const RECORD_OVERHEAD_BYTES: u64 = 64;
+/// The write block of the guest's data disks (virtio, 512-byte sectors, formatted with 4 KiB
+/// blocks): the engine's staging and record limits are counted in it.
+const GUEST_WRITE_BLOCK_BYTES: usize = 4096;
 /// Share of the data disk a workload may plan to fill: the rest is file-system metadata and
 /// journal (ext4 takes 4 MiB of a 64 MiB disk, XFS ~10 MiB of 300).
 const USABLE_DISK_PERCENT: u64 = 75;
@@ -1039,6 +1042,11 @@ impl Workload {
             ));
         }
         let segment_bytes = self.segment_bytes();
+        // The engine's own limit, stated once (`JournalOptions::max_record_payload_bytes`).
+        let options = self.journal_options();
+        let record_limit = options
+            .max_record_payload_bytes(GUEST_WRITE_BLOCK_BYTES)
+            .map_err(|why| ("writer.max_staging_bytes".to_string(), why))?;
         let listed = self
             .steps
             .iter()
@@ -1055,7 +1063,7 @@ impl Workload {
             }));
         for (field, step) in listed {
             if let Some(size) = step.size_range() {
-                if size.max_bytes + RECORD_OVERHEAD_BYTES > segment_bytes {
+                if size.max_bytes > record_limit as u64 {
                     let field = if field == "after_crash" {
                         field
                     } else {
@@ -1064,30 +1072,12 @@ impl Workload {
                     return Err((
                         field,
                         format!(
-                            "a record of {} bytes does not fit in a segment of {segment_bytes} \
-                             bytes",
-                            size.max_bytes
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(staging) = self.writer.max_staging_bytes {
-            let largest = self
-                .steps
-                .iter()
-                .filter_map(Step::size_range)
-                .map(|s| s.max_bytes)
-                .max();
-            if let Some(largest) = largest {
-                // Two staging buffers of half the bound each; a record must fit in one next
-                // to the copy of the tail block (up to 4096 bytes on these devices).
-                if (largest + RECORD_OVERHEAD_BYTES + 4096) * 2 > staging {
-                    return Err((
-                        "writer.max_staging_bytes".into(),
-                        format!(
-                            "{staging} bytes cannot stage a record of {largest} bytes (each of \
-                             the two staging buffers must hold a whole record)"
+                            "a record of {} bytes exceeds the engine's limit of {record_limit} \
+                             bytes with these writer options (segments of {segment_bytes} \
+                             bytes, staging buffers of {} bytes); raise writer.segment_bytes \
+                             or writer.max_staging_bytes",
+                            size.max_bytes,
+                            options.staging_buffer_bytes(GUEST_WRITE_BLOCK_BYTES)
                         ),
                     ));
                 }

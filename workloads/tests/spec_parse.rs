@@ -457,3 +457,28 @@ mod fuzz {
         }
     }
 }
+
+/// The engine's record limit is the one the workload check applies: with 64 KiB of staging a
+/// 28,608-byte record passed the check and the engine refused it (or hung) only in the VM.
+#[test]
+fn record_sizes_are_checked_against_the_engines_own_limit() {
+    let with = |size: u64| {
+        spec::parse(
+            &format!(
+                "name: t\nwriter:\n  max_staging_bytes: 64KiB\nsteps:\n  - append: {{ count: 1, \
+                 size: {size} }}\n"
+            ),
+            "t.yaml",
+        )
+    };
+    let options = with(100).unwrap().journal_options();
+    let limit = options.max_record_payload_bytes(4096).unwrap() as u64;
+    assert_eq!(
+        limit, 4056,
+        "12 KiB buffers less two blocks and a record's overhead"
+    );
+    with(limit).unwrap();
+    let err = with(28_608).unwrap_err().to_string();
+    assert!(err.contains(&format!("limit of {limit} bytes")), "{err}");
+    assert!(with(limit + 1).is_err());
+}

@@ -23,7 +23,7 @@ use crate::error::JournalError;
 #[cfg(feature = "mutants")]
 use crate::mutants::{self, Mutant};
 use crate::options::{Durability, JournalOptions, Preallocation};
-use crate::record::{self, HEADER_BYTES};
+use crate::record;
 use crate::recovery::{self, RecordView, RecoverySummary};
 use crate::segment::{self, SegmentName};
 use crate::storage::{AlignedBuf, OpenFlags, RealStorage, SegmentFile, Storage};
@@ -550,24 +550,13 @@ impl Journal {
 
         let max_in_flight = options.max_groups_in_flight.clamp(1, MAX_GROUPS_IN_FLIGHT);
         // One buffer collects appends while up to max_in_flight others are being written.
-        let staging_capacity =
-            (options.max_staging_bytes / (max_in_flight + 1)) / alignment * alignment;
-        // Each staging buffer must hold a block of tail plus one record header and trailer.
-        let Some(staging_payload_bytes) = staging_capacity
-            .checked_sub(alignment + HEADER_BYTES + 8)
-            .filter(|&bytes| bytes > 0)
-        else {
-            return Err(JournalError::InvalidOptions(format!(
-                "max_staging_bytes {} split among {} buffers leaves {staging_capacity} bytes \
-                 each, too small for a {alignment}-byte block plus a record: raise \
-                 max_staging_bytes or lower max_groups_in_flight",
-                options.max_staging_bytes,
-                max_in_flight + 1
-            )));
-        };
-        let max_payload_bytes = staging_payload_bytes
-            .min(segment_bytes as usize - HEADER_BYTES - 8)
-            .min(u32::MAX as usize);
+        let staging_capacity = options.staging_buffer_bytes(alignment);
+        let max_payload_bytes = JournalOptions {
+            segment_bytes,
+            ..options.clone()
+        }
+        .max_record_payload_bytes(alignment)
+        .map_err(JournalError::InvalidOptions)?;
         let mut active = AlignedBuf::new(staging_capacity, alignment);
 
         // The tail block: bytes already in the file before the end of the log, kept in memory

@@ -84,6 +84,48 @@ impl Default for JournalOptions {
     }
 }
 
+impl JournalOptions {
+    /// Bytes of one staging buffer: `max_staging_bytes` is shared by the buffer collecting
+    /// appends and one per group in flight, each a whole number of write blocks.
+    pub fn staging_buffer_bytes(&self, write_block_bytes: usize) -> usize {
+        let buffers = self
+            .max_groups_in_flight
+            .clamp(1, crate::MAX_GROUPS_IN_FLIGHT)
+            + 1;
+        (self.max_staging_bytes / buffers) / write_block_bytes * write_block_bytes
+    }
+
+    /// The largest payload the engine accepts with these options on a device whose write block
+    /// is `write_block_bytes` (the larger of its logical block and the file system block; 4096
+    /// on the disks the harness formats), or why none fits. The one statement of the limit: the
+    /// engine, the workload validation and the docs use it.
+    ///
+    /// A record must fit in one staging buffer beside the copy of the partial tail block the
+    /// buffer starts with (less than one block) and one block of slack (a group may move to the
+    /// next block boundary), and in a segment.
+    pub fn max_record_payload_bytes(&self, write_block_bytes: usize) -> Result<usize, String> {
+        let overhead = crate::record::HEADER_BYTES + crate::record::RECORD_ALIGN_BYTES;
+        let buffer = self.staging_buffer_bytes(write_block_bytes);
+        let staged =
+            buffer
+                .checked_sub(2 * write_block_bytes + overhead)
+                .filter(|&bytes| bytes > 0)
+                .ok_or_else(|| {
+                    format!(
+                    "max_staging_bytes {} shared by {} buffers leaves {buffer} bytes each, too \
+                     small for two {write_block_bytes}-byte blocks and a record: raise \
+                     max_staging_bytes or lower max_groups_in_flight",
+                    self.max_staging_bytes,
+                    self.max_groups_in_flight.clamp(1, crate::MAX_GROUPS_IN_FLIGHT) + 1
+                )
+                })?;
+        let segment = usize::try_from(self.segment_bytes).unwrap_or(usize::MAX);
+        // A fresh segment must hold the record and the block of slack.
+        let in_segment = segment.saturating_sub(write_block_bytes + overhead);
+        Ok(staged.min(in_segment).min(u32::MAX as usize))
+    }
+}
+
 impl Durability {
     /// The name used on command lines and in reports.
     pub fn name(self) -> &'static str {

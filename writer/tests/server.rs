@@ -8,13 +8,17 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use powercut_writer::recover;
 use powercut_writer::server::{Client, ClientError, ErrorCode, ServeOptions, ServerHandle};
+use powercut_writer::{recover, JournalOptions};
 
 fn start(dir: &std::path::Path, max_connections: usize) -> ServerHandle {
     ServerHandle::start(
         dir,
-        small_options(),
+        // Room for 16 KiB frames: staging buffers of 48 KiB.
+        JournalOptions {
+            max_staging_bytes: 256 * 1024,
+            ..small_options()
+        },
         ServeOptions {
             listen: "127.0.0.1:0".into(),
             max_frame_bytes: 16 * 1024,
@@ -184,7 +188,11 @@ fn connection_limit_answers_busy() {
 fn start_with(dir: &std::path::Path, options: ServeOptions) -> ServerHandle {
     ServerHandle::start(
         dir,
-        small_options(),
+        // Room for 16 KiB frames: staging buffers of 48 KiB.
+        JournalOptions {
+            max_staging_bytes: 256 * 1024,
+            ..small_options()
+        },
         ServeOptions {
             listen: "127.0.0.1:0".into(),
             max_frame_bytes: 16 * 1024,
