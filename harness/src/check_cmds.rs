@@ -108,15 +108,9 @@ pub fn guest_invariant_config() -> InvariantConfig {
     }
 }
 
-/// The mutants whose bug is in recovery: the oracles must judge the mutant's own recovery.
-pub const RECOVERY_MUTANTS: [Mutant; 3] = [Mutant::M4, Mutant::M7, Mutant::M8];
-
 /// The recovery mutant a workload selects, if any (other mutants recover like the engine).
 pub fn recovery_mutant(workload: &Workload) -> Option<Mutant> {
-    workload
-        .writer
-        .mutant
-        .filter(|m| RECOVERY_MUTANTS.contains(m))
+    workload.writer.mutant.filter(|m| m.changes_recovery())
 }
 
 /// The recovery the oracles run on the states of `workload`'s logs: the engine's, or a

@@ -446,10 +446,8 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
     // the engine in this process: both need the broken variants in this binary. (A mutant
     // with VM targets as well still runs there; its sim target then reports an error.)
     if !powercut_writer::MUTANTS_BUILT {
-        let in_process = |m: &Mutant| {
-            check_cmds::RECOVERY_MUTANTS.contains(m)
-                || targets(*m).iter().all(|t| t.tier == Tier::Sim)
-        };
+        let in_process =
+            |m: &Mutant| m.changes_recovery() || targets(*m).iter().all(|t| t.tier == Tier::Sim);
         if let Some(m) = selected.iter().find(|m| in_process(m)) {
             bail!(
                 "{m} runs in this process (a recovery mutant, or one only the sim tier catches), and \

@@ -37,6 +37,12 @@ pub enum Mutant {
 pub const MUTANTS_BUILT: bool = cfg!(feature = "mutants");
 
 impl Mutant {
+    /// Whether the mutant changes recovery (`recover_with`), so that a checker must run the
+    /// mutant's own recovery on crash states rather than the real one.
+    pub fn changes_recovery(self) -> bool {
+        matches!(self, Mutant::M4 | Mutant::M7 | Mutant::M8)
+    }
+
     /// Every mutant, in order.
     pub const ALL: [Mutant; 10] = [
         Mutant::M1,

@@ -306,7 +306,8 @@ pub fn recover(dir: &Path) -> Result<Recovery, JournalError> {
 }
 
 /// [`recover`] as a deliberately broken variant would do it (`None` is the real recovery).
-/// Only M4, M7 and M8 change recovery; the others recover like the real engine. Fails with
+/// Only the mutants whose [`Mutant::changes_recovery`] says so (M4, M7, M8) change recovery; the
+/// others recover like the real engine. Fails with
 /// [`JournalError::MutantsNotBuilt`] when a mutant is given to a build without the `mutants`
 /// feature.
 pub fn recover_with(dir: &Path, mutant: Option<Mutant>) -> Result<Recovery, JournalError> {
@@ -643,6 +644,8 @@ pub(crate) fn scan(
     mutant: Option<Mutant>,
     visit: &mut dyn FnMut(RecordView<'_>),
 ) -> Result<Scan, JournalError> {
+    // Only a mutant that says it changes recovery may (the harness relies on it).
+    let mutant = mutant.filter(|m| m.changes_recovery());
     // M8 (mid-log corruption taken for a torn tail): the proof of corruption is ignored.
     #[cfg(feature = "mutants")]
     let report_corruption = !selected(mutant, Mutant::M8);
