@@ -4,6 +4,8 @@
 //! crate generates its bindings with bindgen at build time, which needs libclang on every build
 //! machine; the three ioctls and the one struct below are stable kernel ABI.
 
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

@@ -2,6 +2,8 @@
 //! an aligned heap buffer, files opened with O_DIRECT/O_DSYNC, pwritev2, fallocate and an
 //! io_uring writer that owns a buffer for as long as the kernel may use it.
 
+#![allow(unsafe_code)]
+
 use std::alloc::Layout;
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -2,6 +2,9 @@
 //! a visitor, and the open keeps only what the writer needs (a summary and the tail block).
 //! Measured with a counting allocator (this test binary's global allocator).
 
+// A counting allocator needs `unsafe impl GlobalAlloc`.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
