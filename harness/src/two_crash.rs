@@ -130,6 +130,7 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
     out.states_total += r.states_total;
     out.states_checked += r.states_checked;
     out.duplicates_skipped += r.duplicates_skipped;
+    out.states_from_coverage += r.states_from_coverage;
     for (k, v) in &r.states_by_kind {
         *out.states_by_kind.entry(k.clone()).or_insert(0) += v;
     }
@@ -291,6 +292,7 @@ mod tests {
             states_total: 10,
             states_checked: 10,
             duplicates_skipped: 1,
+            states_from_coverage: 0,
             states_by_kind: BTreeMap::from([("prefix".to_string(), 10)]),
             states_per_second: 5.0,
             elapsed_seconds: 2.0,
@@ -299,6 +301,7 @@ mod tests {
             coverage: Some(CoverageReport {
                 acks_covered: 3,
                 acks_uncovered: 1,
+                acks_unchecked: 0,
                 uncovered: vec!["r:5-5:00000001".into()],
                 violations: vec![violation("I6")],
             }),

@@ -111,6 +111,7 @@ fn shard_report(shard: Option<&str>, checked: u64, total: u64) -> Report {
         states_total: total,
         states_checked: checked,
         duplicates_skipped: 0,
+        states_from_coverage: 0,
         states_by_kind: [("prefix".to_string(), checked)].into(),
         states_per_second: 1.0,
         elapsed_seconds: 1.0,

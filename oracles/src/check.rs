@@ -4,7 +4,7 @@
 //! Two workers (the machine has two cores; the mount is the bottleneck) each keep their own
 //! prefix image that only moves forward and their own scratch image per state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -562,6 +562,23 @@ fn make_reflink_scratch(img: &Path, cfg: &CheckConfig, image_bytes: u64) -> Resu
     }
 }
 
+/// What decides a state's verdict: its image and how many acks it expects (the acks marked
+/// before its cut; the one in flight follows from that).
+fn equivalence(state: &CrashState, acks: &[(u64, Ack)]) -> (u64, usize) {
+    let expected = acks.partition_point(|(mark, _)| *mark < state.id.cut);
+    (state.image_key, expected)
+}
+
+/// The state that gets the I5 probe: the last full prefix of the log.
+fn probe_state(config: &CheckConfig, states: &[CrashState], n_entries: u64) -> Option<usize> {
+    if !config.mid_log_corruption {
+        return None;
+    }
+    states
+        .iter()
+        .rposition(|s| s.id.cut == n_entries && s.id.kind() == StateKind::Prefix)
+}
+
 fn keeper_of(config: &CheckConfig, log: &BlockLog) -> Option<Keeper> {
     let keep = config.keep_dir.as_deref()?;
     Some(Keeper::new(keep, log.path(), &log.hash_hex()))
@@ -598,17 +615,10 @@ pub fn check_log(
         states = crash::shard(states, k, n);
     }
     let n_entries = log.entries().len() as u64;
-    let probe_index = if config.mid_log_corruption {
-        states
-            .iter()
-            .rposition(|s| s.id.cut == n_entries && s.id.kind() == StateKind::Prefix)
-    } else {
-        None
-    };
     let image_bytes = std::fs::metadata(base_image)
         .map_err(io_err("stat base image", base_image))?
         .len();
-    let ((coverage, outcomes, exhausted), image_copies) =
+    let ((coverage, outcomes, exhausted, states_from_coverage), image_copies) =
         with_scratch(config, image_bytes, |scratch| {
             let run = Run {
                 log: &log,
@@ -619,19 +629,43 @@ pub fn check_log(
                 cfg: config,
                 recover,
                 scratch,
-                probe_index,
+                probe_index: None,
                 kept_images: AtomicUsize::new(0),
                 keeper: keeper_of(config, &log),
             };
-            let coverage = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
-                Some(crate::coverage::run_coverage(
-                    &log, base_image, fs, seed, &acks, config, recover, scratch,
-                )?)
+            let (coverage, covered) = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0)
+            {
+                let (report, outcomes) = crate::coverage::run_coverage(
+                    &log, base_image, fs, seed, &acks, config, recover, scratch, start,
+                )?;
+                (Some(report), outcomes)
             } else {
-                None
+                (None, Vec::new())
             };
-            let (outcomes, exhausted) = run.run(&states, progress, start)?;
-            Ok((coverage, outcomes, exhausted))
+            // A state equal to one the coverage pass checked (the same image and the same
+            // expected acks) is not checked again; that outcome counts for it.
+            let covered: HashMap<(u64, usize), &StateOutcome> = covered
+                .iter()
+                .map(|(state, outcome)| (equivalence(state, &acks), outcome))
+                .collect();
+            let (reused, to_check): (Vec<&CrashState>, Vec<&CrashState>) = states
+                .iter()
+                .partition(|s| covered.contains_key(&equivalence(s, &acks)));
+            let to_check: Vec<CrashState> = to_check.into_iter().cloned().collect();
+            let run = Run {
+                probe_index: probe_state(config, &to_check, n_entries),
+                ..run
+            };
+            let (mut outcomes, exhausted) = run.run(&to_check, progress, start)?;
+            outcomes.extend(reused.iter().filter_map(|s| {
+                let outcome = covered.get(&equivalence(s, &acks))?;
+                Some(StateOutcome {
+                    state_id: s.id.to_string(),
+                    kind: s.id.kind(),
+                    ..(*outcome).clone()
+                })
+            }));
+            Ok((coverage, outcomes, exhausted, reused.len() as u64))
         })?;
     let elapsed = start.elapsed().as_secs_f64();
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
@@ -657,6 +691,7 @@ pub fn check_log(
         states_total: states.len() as u64,
         states_checked: outcomes.len() as u64,
         duplicates_skipped: enumeration.duplicates,
+        states_from_coverage,
         states_by_kind: by_kind,
         states_per_second: if elapsed > 0.0 {
             outcomes.len() as f64 / elapsed
@@ -726,6 +761,7 @@ pub(crate) fn run_states(
     recover: &RecoverFn,
     scratch: &Path,
     states: &[CrashState],
+    start: Instant,
 ) -> Result<Vec<StateOutcome>, CheckError> {
     let run = Run {
         log,
@@ -741,7 +777,7 @@ pub(crate) fn run_states(
         keeper: keeper_of(cfg, log),
     };
     let mut no_progress = |_: Progress| {};
-    Ok(run.run(states, &mut no_progress, Instant::now())?.0)
+    Ok(run.run(states, &mut no_progress, start)?.0)
 }
 
 #[cfg(test)]

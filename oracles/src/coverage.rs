@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
 
 use crate::blocklog::BlockLog;
-use crate::check::{run_states, CheckConfig, CheckError};
+use crate::check::{run_states, CheckConfig, CheckError, StateOutcome};
 use crate::crash::{self, CrashState, StateId, Subset};
 use crate::invariants::{self, RecoverFn};
 use crate::mount::{self, FsType};
@@ -67,12 +68,13 @@ pub(crate) fn run_coverage(
     config: &CheckConfig,
     recover: &RecoverFn,
     scratch: &Path,
-) -> Result<CoverageReport, CheckError> {
+    start: Instant,
+) -> Result<(CoverageReport, Vec<(CrashState, StateOutcome)>), CheckError> {
     let groups = durable_states(log, acks);
     let states: Vec<CrashState> = groups.iter().map(|(s, _)| s.clone()).collect();
-    // Coverage is cheap (one state per distinct durable image) and always runs whole.
+    // One state per distinct durable image, within the run's budget (counted from `start`):
+    // acks whose state was not reached are reported as unchecked, never as uncovered.
     let cfg = CheckConfig {
-        budget: None,
         mid_log_corruption: false,
         ..config.clone()
     };
@@ -86,6 +88,7 @@ pub(crate) fn run_coverage(
         recover,
         &scratch.join("coverage"),
         &states,
+        start,
     )?;
     let by_id: HashMap<&str, usize> = outcomes
         .iter()
@@ -95,14 +98,16 @@ pub(crate) fn run_coverage(
     let mut report = CoverageReport::default();
     for (state, members) in &groups {
         let id = state.id.to_string();
-        let outcome = by_id.get(id.as_str()).map(|&i| &outcomes[i]);
+        let Some(outcome) = by_id.get(id.as_str()).map(|&i| &outcomes[i]) else {
+            report.acks_unchecked += members.len() as u64;
+            continue;
+        };
         for &pos in members {
             let label = acks[pos].1.to_label();
-            let uncovered = outcome.is_none_or(|o| {
-                o.violations
-                    .iter()
-                    .any(|v| v.step.is_none() || v.step.as_deref() == Some(label.as_str()))
-            });
+            let uncovered = outcome
+                .violations
+                .iter()
+                .any(|v| v.step.is_none() || v.step.as_deref() == Some(label.as_str()));
             if uncovered {
                 report.acks_uncovered += 1;
                 if report.uncovered.len() < 100 {
@@ -112,11 +117,16 @@ pub(crate) fn run_coverage(
                 report.acks_covered += 1;
             }
         }
-        if let Some(o) = outcome {
-            report.violations.extend(o.violations.iter().cloned());
-        }
+        report.violations.extend(outcome.violations.iter().cloned());
     }
-    Ok(report)
+    let checked = groups
+        .into_iter()
+        .filter_map(|(state, _)| {
+            let i = *by_id.get(state.id.to_string().as_str())?;
+            Some((state, outcomes[i].clone()))
+        })
+        .collect();
+    Ok((report, checked))
 }
 
 /// Coverage of a log on its own (for `powercut log inspect` and `record`).
@@ -137,6 +147,7 @@ pub fn check_coverage(
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = crate::check::scratch(config)?;
+    let start = Instant::now();
     run_coverage(
         &log,
         base_image,
@@ -146,7 +157,9 @@ pub fn check_coverage(
         config,
         recover,
         &scratch.path,
+        start,
     )
+    .map(|(report, _)| report)
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use crate::invariants::Violation;
 pub struct CoverageReport {
     pub acks_covered: u64,
     pub acks_uncovered: u64,
+    /// Acks whose durable state was not checked before the budget ran out.
+    #[serde(default)]
+    pub acks_unchecked: u64,
     /// Labels of the uncovered acks (first ones).
     pub uncovered: Vec<String>,
     pub violations: Vec<Violation>,
@@ -41,6 +44,10 @@ pub struct Report {
     pub states_total: u64,
     pub states_checked: u64,
     pub duplicates_skipped: u64,
+    /// States equal to one the coverage pass checked (same image, same expected acks): counted
+    /// as checked with that outcome, not mounted again.
+    #[serde(default)]
+    pub states_from_coverage: u64,
     pub states_by_kind: BTreeMap<String, u64>,
     pub states_per_second: f64,
     pub elapsed_seconds: f64,
@@ -150,6 +157,19 @@ impl Report {
     /// What this check did not cover (None: every state it was given was checked). A check of
     /// no state, or one whose budget ran out first, is no evidence that the invariants hold.
     pub fn not_covered(&self) -> Option<String> {
+        let unchecked_acks = self.coverage.as_ref().map_or(0, |c| c.acks_unchecked);
+        let states = self.states_not_covered();
+        match (states, unchecked_acks) {
+            (None, 0) => None,
+            (None, n) => Some(format!("the durable states of {n} acks were not checked")),
+            (Some(s), 0) => Some(s),
+            (Some(s), n) => Some(format!(
+                "{s}; the durable states of {n} acks were not checked"
+            )),
+        }
+    }
+
+    fn states_not_covered(&self) -> Option<String> {
         let budget = if self.budget_exhausted {
             " (the budget ran out)"
         } else {
@@ -197,11 +217,13 @@ impl Report {
         let _ =
             writeln!(
             s,
-            "states: {} of {} checked ({}), {} duplicates skipped, {:.1} states/s over {:.1} s{}",
+            "states: {} of {} checked ({}), {} duplicates skipped, {} equal to coverage states, \
+             {:.1} states/s over {:.1} s{}",
             self.states_checked,
             self.states_total,
             kinds.join(", "),
             self.duplicates_skipped,
+            self.states_from_coverage,
             self.states_per_second,
             self.elapsed_seconds,
             if self.budget_exhausted { ", BUDGET EXHAUSTED" } else { "" }
@@ -209,8 +231,14 @@ impl Report {
         if let Some(c) = &self.coverage {
             let _ = writeln!(
                 s,
-                "coverage: {} acks covered, {} uncovered",
-                c.acks_covered, c.acks_uncovered
+                "coverage: {} acks covered, {} uncovered{}",
+                c.acks_covered,
+                c.acks_uncovered,
+                if c.acks_unchecked > 0 {
+                    format!(", {} not checked (the budget ran out)", c.acks_unchecked)
+                } else {
+                    String::new()
+                }
             );
         }
         if let Some(why) = &self.image_copies {
@@ -337,6 +365,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
         out.states_total += r.states_total;
         out.states_checked += r.states_checked;
         out.duplicates_skipped = out.duplicates_skipped.max(r.duplicates_skipped);
+        out.states_from_coverage += r.states_from_coverage;
         for (k, v) in &r.states_by_kind {
             *out.states_by_kind.entry(k.clone()).or_insert(0) += v;
         }
@@ -420,6 +449,7 @@ mod tests {
             states_total: checked,
             states_checked: checked,
             duplicates_skipped: 3,
+            states_from_coverage: 0,
             states_by_kind: BTreeMap::from([("prefix".to_string(), checked)]),
             states_per_second: 10.0,
             elapsed_seconds: checked as f64 / 10.0,

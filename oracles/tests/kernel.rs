@@ -66,7 +66,12 @@ fn correct_engine_passes_every_state() {
     );
     let cov = report.coverage.as_ref().unwrap();
     assert_eq!((cov.acks_covered, cov.acks_uncovered), (6, 0));
-    assert_eq!(last.unwrap().states_done, report.states_checked);
+    // States equal to a coverage state are counted with its outcome, not mounted again.
+    assert!(report.states_from_coverage > 0, "{}", report.summary());
+    assert_eq!(
+        last.unwrap().states_done + report.states_from_coverage,
+        report.states_checked
+    );
     // The full replay holds every record.
     let out = dir.path().join("full.img");
     replay_to(&log, &base.image, ReplayTarget::Mark("e:toy".into()), &out).unwrap();
@@ -424,4 +429,35 @@ fn a_check_that_copies_images_says_why_once() {
         copied.summary()
     );
     assert!(copied.passed(), "the verdict does not depend on the path");
+}
+
+#[test]
+fn the_budget_bounds_the_coverage_pass_too() {
+    if !runnable(capability()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_base(dir.path(), 32);
+    let (log, _) = record_log(dir.path(), &base, &[1, 3, 2, 7, 1, 12], Engine::Correct);
+    let config = CheckConfig {
+        budget: Some(std::time::Duration::ZERO),
+        ..cfg(dir.path())
+    };
+    let report = check_log(
+        &log,
+        &base.image,
+        FsType::Ext4,
+        SEED,
+        &config,
+        &toy_recover,
+        &mut |_| {},
+    )
+    .unwrap();
+    let cov = report.coverage.as_ref().unwrap();
+    // Acks the budget did not reach are unchecked, never "uncovered" (a false finding).
+    assert_eq!((cov.acks_covered, cov.acks_uncovered), (0, 0));
+    assert_eq!(cov.acks_unchecked, 6);
+    assert_eq!(report.states_checked, 0);
+    assert!(report.not_covered().is_some(), "{}", report.summary());
+    assert!(report.violations.is_empty());
 }
