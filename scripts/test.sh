@@ -55,6 +55,24 @@ if [ "$(id -u)" = 0 ]; then
   ./target/release/powercut mutants --budget-per-run 20s --out target/mutants-gate \
     --json target/mutants-gate.json
   echo "mutants gate: $(( $(date +%s) - gate_started )) s"
+
+  say "campaign gate: generated workloads (sim tier) find every sim-catchable mutant, the real engine nothing"
+  cargo test -p powercut --release --features mutants --test campaign_sim
+  mkdir -p target/campaign-gate
+  campaign_started=$(date +%s)
+  ./target/release/powercut campaign --tier sim --budget 10s --seed 1 --out target/campaign-gate/real \
+    --json target/campaign-gate/real.json
+  for mutant in M1 M2 M4 M5 M6 M7 M9; do
+    status=0
+    ./target/release/powercut campaign --tier sim --budget 10s --seed 1 --mutant "$mutant" \
+      --out "target/campaign-gate/$mutant" --json "target/campaign-gate/$mutant.json" > /dev/null || status=$?
+    if [ "$status" != 1 ]; then
+      echo "campaign gate: $mutant was not found (exit $status)" >&2
+      exit 1
+    fi
+    echo "campaign gate: $mutant found"
+  done
+  echo "campaign gate: $(( $(date +%s) - campaign_started )) s"
 else
   echo "SKIPPED: the mutants gate records in QEMU guests and mounts crash states (needs root)"
   if [ "${CI:-}" = true ]; then exit 2; fi

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod campaign;
 mod check_cmds;
 mod mutants;
 mod outputs;
@@ -103,6 +104,10 @@ enum Command {
     /// loses unsynced data and names whose directory was not fsynced, and check crash states
     /// after every file-system operation.
     Sim(SimArgs),
+    /// Search for unknown bugs: generate workloads from a seed (every short sequence of an
+    /// alphabet of operations, then random longer ones), check each in the sim tier or a VM,
+    /// keep each finding once (by signature) with its reproducer, stop at the budget.
+    Campaign(campaign::CampaignArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -529,6 +534,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             report_outcome(&merged)
         }
         Command::Mutants(args) => mutants::run(&args, &progress),
+        Command::Campaign(args) => campaign::run(&args, &progress),
         Command::Shrink(args) => {
             let workload = args.vm.load(&args.workload)?;
             eprintln!(

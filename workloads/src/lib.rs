@@ -2,6 +2,7 @@
 
 pub mod ack;
 pub mod executor;
+pub mod generate;
 pub mod guest;
 pub mod payload;
 pub mod protocol;

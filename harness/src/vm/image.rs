@@ -90,9 +90,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// The agent binary and, for a dynamically linked build, the shared libraries it needs.
 #[derive(Debug)]
-struct Agent {
-    binary: PathBuf,
-    libraries: Vec<PathBuf>,
+pub struct Agent {
+    pub binary: PathBuf,
+    pub libraries: Vec<PathBuf>,
 }
 
 fn musl_target_installed() -> bool {
@@ -159,7 +159,7 @@ fn ldd_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     Ok(libraries)
 }
 
-fn agent(options: &BuildOptions, progress: &Progress) -> Result<Agent> {
+pub fn agent(options: &BuildOptions, progress: &Progress) -> Result<Agent> {
     if let Some(binary) = &options.agent {
         return Ok(Agent {
             binary: binary.clone(),
