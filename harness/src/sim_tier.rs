@@ -23,6 +23,8 @@ pub fn plan_for(workload: &Workload) -> Result<SimPlan> {
         Vec::new(),
     );
     plan.journal.segment_bytes = options.segment_bytes;
+    plan.journal.max_staging_bytes = options.max_staging_bytes;
+    plan.journal.max_groups_in_flight = options.max_groups_in_flight;
     let mut min_bytes = u64::MAX;
     let mut max_bytes = 0u64;
     let mut sizes = |min: u64, max: u64| {

@@ -10,8 +10,8 @@
 //!
 //! Each workload frames its operations with [`PROLOGUE`] and [`EPILOGUE`] appends, so that a
 //! rotation, retirement or reopen always has records before it and writes after it, and draws
-//! its engine options (durability, preallocation, segment size, recycling, staging size) and file
-//! system from the seed. Every workload is written as YAML and read back with [`spec::parse`],
+//! its engine options (durability, preallocation, segment size, recycling, staging size, groups in
+//! flight) and file system from the seed. Every workload is written as YAML and read back with [`spec::parse`],
 //! so it passes exactly the checks `powercut workload check` applies. The generator knows
 //! nothing of the engine variant or the tier that will run the workload.
 
@@ -479,12 +479,15 @@ fn draw_options(rng: &mut ChaCha8Rng) -> WriterSpec {
     } else {
         STAGING_SIZES.choose(rng).copied()
     };
+    // Pipelined group commits are where ordering bugs live: draw every depth.
+    let groups_in_flight = Some(*[1u64, 2, 4, 8].choose(rng).expect("not empty"));
     WriterSpec {
         durability: Some(durability),
         segment_bytes,
         preallocation: Some(preallocation),
         recycle: Some(recycle),
         max_staging_bytes,
+        groups_in_flight,
         ..WriterSpec::default()
     }
 }

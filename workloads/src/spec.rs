@@ -238,6 +238,9 @@ pub struct WriterSpec {
         deserialize_with = "de_staging_bytes"
     )]
     pub max_staging_bytes: Option<u64>,
+    /// Group commits written at the same time (1 to `powercut_writer::MAX_GROUPS_IN_FLIGHT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_in_flight: Option<u64>,
     /// `auto`, `io_uring` or `pwritev2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_path: Option<IoPathSpec>,
@@ -804,6 +807,9 @@ impl Workload {
             // Bounded by MAX_STAGING_BYTES at parse time, so it fits any usize >= 32 bits.
             options.max_staging_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         }
+        if let Some(n) = w.groups_in_flight {
+            options.max_groups_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         if let Some(p) = w.io_path {
             options.io_path = match p {
                 IoPathSpec::Auto => powercut_writer::IoPathChoice::Auto,
@@ -1039,6 +1045,17 @@ impl Workload {
                     "the run after the crash would emit {after_acks} acks, more than the limit \
                      of {MAX_TOTAL_ACKS}"
                 ),
+            ));
+        }
+        let most = powercut_writer::MAX_GROUPS_IN_FLIGHT as u64;
+        if let Some(n) = self
+            .writer
+            .groups_in_flight
+            .filter(|n| !(1..=most).contains(n))
+        {
+            return Err((
+                "writer.groups_in_flight".into(),
+                format!("{n} groups in flight: the engine writes 1 to {most} at a time"),
             ));
         }
         let segment_bytes = self.segment_bytes();
