@@ -62,9 +62,12 @@ if [ "$(id -u)" = 0 ]; then
   campaign_started=$(date +%s)
   ./target/release/powercut campaign --tier sim --budget 10s --seed 1 --out target/campaign-gate/real \
     --json target/campaign-gate/real.json
-  for mutant in M1 M2 M4 M5 M6 M7 M9; do
+  # M11 and M12 have no bundled workload at all: only the search can find them.
+  for mutant in M1 M2 M4 M5 M6 M7 M9 M11 M12; do
+    budget=10s
+    case "$mutant" in M11|M12) budget=20s ;; esac
     status=0
-    ./target/release/powercut campaign --tier sim --budget 10s --seed 1 --mutant "$mutant" \
+    ./target/release/powercut campaign --tier sim --budget "$budget" --seed 1 --mutant "$mutant" \
       --out "target/campaign-gate/$mutant" --json "target/campaign-gate/$mutant.json" > /dev/null || status=$?
     if [ "$status" != 1 ]; then
       echo "campaign gate: $mutant was not found (exit $status)" >&2

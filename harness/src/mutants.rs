@@ -163,6 +163,8 @@ fn targets(mutant: Mutant) -> &'static [Target] {
         Mutant::M5 => &[SMOKE, APPEND_DSYNC, APPEND_FDATASYNC],
         // Stale records of a recycled segment: I2 once a recycled file holds new records.
         Mutant::M7 => &[RECYCLE_STALE],
+        // No bundled workload was written for these: the campaign must find them on its own.
+        Mutant::M11 | Mutant::M12 => &[],
     }
 }
 
@@ -436,6 +438,12 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
     } else {
         args.only.clone()
     };
+    if let Some(m) = selected.iter().find(|m| targets(**m).is_empty()) {
+        bail!(
+            "{m} has no bundled workload that targets it; search for it with generated \
+             workloads: powercut campaign --mutant {m} --budget 1m"
+        );
+    }
     let mut seen = Vec::new();
     selected.retain(|m| {
         let first = !seen.contains(m);

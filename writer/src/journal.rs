@@ -1342,7 +1342,13 @@ impl Journal {
             let mut writer = lock(&inner.writer);
             // The newest sealed segment always stays: while the current one holds no durable
             // record, it is what tells a reopened journal the next LSN.
-            let keep_from = writer.sealed.len().saturating_sub(1);
+            #[allow(unused_mut)]
+            let mut keep_from = writer.sealed.len().saturating_sub(1);
+            // M12 (retire drops its guard): the newest sealed segment goes too.
+            #[cfg(feature = "mutants")]
+            if inner.mutant_is(Mutant::M12) {
+                keep_from = writer.sealed.len();
+            }
             let count = writer.sealed[..keep_from]
                 .iter()
                 .take_while(|sealed| sealed.last_lsn < lsn)

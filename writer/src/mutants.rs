@@ -31,6 +31,12 @@ pub enum Mutant {
     M9,
     /// Ignore a failed sync: treat it as success.
     M10,
+    /// Recovery accepts the next record of the segment's generation whatever its LSN (a hole
+    /// in the log goes unnoticed).
+    M11,
+    /// A retire also retires the newest sealed segment, the one that tells a reopen where the
+    /// log goes on while the current segment holds no durable record.
+    M12,
 }
 
 /// Whether this build contains the broken behaviour of the mutants (the `mutants` feature).
@@ -40,10 +46,15 @@ impl Mutant {
     /// Whether the mutant changes recovery (`recover_with`), so that a checker must run the
     /// mutant's own recovery on crash states rather than the real one.
     pub fn changes_recovery(self) -> bool {
-        matches!(self, Mutant::M4 | Mutant::M7 | Mutant::M8)
+        matches!(self, Mutant::M4 | Mutant::M7 | Mutant::M8 | Mutant::M11)
     }
 
-    /// Every mutant, in order.
+    /// The mutants no bundled workload targets: bug classes chosen by reading the engine after
+    /// M1-M10, for the campaign to find with workloads it generates (`powercut mutants` and its
+    /// gate stay on [`Mutant::ALL`]).
+    pub const SEARCH_ONLY: [Mutant; 2] = [Mutant::M11, Mutant::M12];
+
+    /// The catalogue M1-M10, each targeted by bundled workloads, in order.
     pub const ALL: [Mutant; 10] = [
         Mutant::M1,
         Mutant::M2,
@@ -57,7 +68,7 @@ impl Mutant {
         Mutant::M10,
     ];
 
-    /// The short name, `M1` to `M10`.
+    /// The short name, `M1` to `M12`.
     pub fn name(self) -> &'static str {
         match self {
             Mutant::M1 => "M1",
@@ -70,6 +81,8 @@ impl Mutant {
             Mutant::M8 => "M8",
             Mutant::M9 => "M9",
             Mutant::M10 => "M10",
+            Mutant::M11 => "M11",
+            Mutant::M12 => "M12",
         }
     }
 
@@ -86,6 +99,8 @@ impl Mutant {
             Mutant::M8 => "recovery treats mid-log corruption as a torn tail",
             Mutant::M9 => "recycles a segment by rename without a directory fsync",
             Mutant::M10 => "ignores a failed fdatasync",
+            Mutant::M11 => "recovery accepts a record of the wrong LSN where the next is expected",
+            Mutant::M12 => "a retire also retires the newest sealed segment",
         }
     }
 }
@@ -106,12 +121,13 @@ impl fmt::Display for Mutant {
 impl FromStr for Mutant {
     type Err = String;
 
-    /// Parses `M1` to `M10`, case-insensitive.
+    /// Parses `M1` to `M12`, case-insensitive.
     fn from_str(text: &str) -> Result<Mutant, String> {
         Mutant::ALL
             .into_iter()
+            .chain(Mutant::SEARCH_ONLY)
             .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M10"))
+            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M12"))
     }
 }
 
@@ -121,13 +137,13 @@ mod tests {
 
     #[test]
     fn names_parse_back_case_insensitively() {
-        for m in Mutant::ALL {
+        for m in Mutant::ALL.into_iter().chain(Mutant::SEARCH_ONLY) {
             assert_eq!(m.name().parse::<Mutant>(), Ok(m));
             assert_eq!(m.name().to_ascii_lowercase().parse::<Mutant>(), Ok(m));
             assert!(!m.describe().is_empty());
         }
         assert!("M0".parse::<Mutant>().is_err());
-        assert!("M11".parse::<Mutant>().is_err());
+        assert!("M13".parse::<Mutant>().is_err());
         assert!("".parse::<Mutant>().is_err());
     }
 }

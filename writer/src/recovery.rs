@@ -495,6 +495,11 @@ fn next_record_at(
         // valid record where the next one is expected is taken as part of the log.
         #[cfg(feature = "mutants")]
         Ok(_) if selected(mutant, Mutant::M7) => true,
+        // M11 (a hole goes unnoticed): no LSN check.
+        #[cfg(feature = "mutants")]
+        Ok(record) if selected(mutant, Mutant::M11) => {
+            record.header.generation == segment.generation
+        }
         Ok(record) => {
             record.header.generation == segment.generation
                 && !matches!(expected, Some(want) if record.header.lsn != want)
