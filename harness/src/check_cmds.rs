@@ -75,6 +75,26 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
+    /// The options of `powercut run` left at their defaults, with a time budget: for commands
+    /// that run checks themselves (mutants, campaign).
+    pub(crate) fn defaults_with_budget(budget: Duration) -> CheckArgs {
+        let defaults = CheckConfig::default();
+        CheckArgs {
+            enumeration_seed: None,
+            budget: Some(budget),
+            shard: None,
+            max_exhaustive_subset: defaults.max_exhaustive_subset,
+            samples_per_epoch: defaults.samples_per_epoch,
+            torn_samples: defaults.torn_samples,
+            atomic_write_bytes: defaults.atomic_write_bytes,
+            scratch_dir: None,
+            json: None,
+            junit: None,
+            workers: defaults.workers,
+            keep_images: powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES,
+        }
+    }
+
     /// The report files these flags write, for the check of outputs against inputs.
     pub(crate) fn report_outputs(&self, io: Io) -> Io {
         io.file("the JSON report (--json)", self.json.as_deref())

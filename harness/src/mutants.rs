@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use powercut_oracles::check::CheckConfig;
 use powercut_workloads::spec::{DurabilitySpec, Workload};
 use powercut_writer::Mutant;
 
@@ -222,21 +221,11 @@ impl std::fmt::Display for Escaped {
 impl std::error::Error for Escaped {}
 
 fn check_args(args: &MutantsArgs) -> CheckArgs {
-    let defaults = CheckConfig::default();
     CheckArgs {
-        enumeration_seed: None,
-        budget: Some(args.budget_per_run),
-        shard: None,
-        max_exhaustive_subset: defaults.max_exhaustive_subset,
-        samples_per_epoch: defaults.samples_per_epoch,
-        torn_samples: defaults.torn_samples,
-        atomic_write_bytes: 4096,
-        scratch_dir: None,
-        json: None,
-        junit: None,
         workers: args.workers.max(1),
         // The catch needs one state; a mutant can fail hundreds.
         keep_images: 2,
+        ..CheckArgs::defaults_with_budget(args.budget_per_run)
     }
 }
 

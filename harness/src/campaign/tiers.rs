@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use powercut_oracles::check::{CheckConfig, DEFAULT_MAX_KEPT_IMAGES};
 use powercut_oracles::report::Report;
 use powercut_workloads::generate::{step_kind, Generated};
 use powercut_writer::sim::{SimPlan, SimStep};
@@ -209,7 +208,7 @@ impl VmTier {
         workload.writer.mutant = self.mutant;
         let dir = self.runs.join(&workload.name);
         let options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
-        let args = check_args(remaining.max(MIN_VM_CHECK_BUDGET));
+        let args = CheckArgs::defaults_with_budget(remaining.max(MIN_VM_CHECK_BUDGET));
         let kinds = workload.steps.iter().map(step_kind).collect();
         let report = match check_cmds::run(&workload, &dir, &options, &args, &[], progress) {
             Ok(report) => report,
@@ -280,25 +279,6 @@ fn is_skip(e: &anyhow::Error) -> bool {
                 Some(CheckError::Mount(MountError::NeedsRoot))
             )
     })
-}
-
-/// The check options of `powercut run` with its defaults and a budget.
-fn check_args(budget: Duration) -> CheckArgs {
-    let defaults = CheckConfig::default();
-    CheckArgs {
-        enumeration_seed: None,
-        budget: Some(budget),
-        shard: None,
-        max_exhaustive_subset: defaults.max_exhaustive_subset,
-        samples_per_epoch: defaults.samples_per_epoch,
-        torn_samples: defaults.torn_samples,
-        atomic_write_bytes: 4096,
-        scratch_dir: None,
-        json: None,
-        junit: None,
-        workers: 2,
-        keep_images: DEFAULT_MAX_KEPT_IMAGES,
-    }
 }
 
 /// Which tier runs the next workload: `both` gives the sim tier, after each VM run, as much
