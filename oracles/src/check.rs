@@ -562,6 +562,33 @@ fn make_reflink_scratch(img: &Path, cfg: &CheckConfig, image_bytes: u64) -> Resu
     }
 }
 
+/// Splits `states` into those still to check and the outcomes of those equal to a state the
+/// coverage pass checked (the same image and the same expected acks): that outcome counts for
+/// them, under their own id.
+fn split_by_coverage(
+    states: &[CrashState],
+    covered: &[(CrashState, StateOutcome)],
+    acks: &[(u64, Ack)],
+) -> (Vec<CrashState>, Vec<StateOutcome>) {
+    let covered: HashMap<(u64, usize), &StateOutcome> = covered
+        .iter()
+        .map(|(state, outcome)| (equivalence(state, acks), outcome))
+        .collect();
+    let mut to_check = Vec::new();
+    let mut reused = Vec::new();
+    for state in states {
+        match covered.get(&equivalence(state, acks)) {
+            Some(outcome) => reused.push(StateOutcome {
+                state_id: state.id.to_string(),
+                kind: state.id.kind(),
+                ..(*outcome).clone()
+            }),
+            None => to_check.push(state.clone()),
+        }
+    }
+    (to_check, reused)
+}
+
 /// What decides a state's verdict: its image and how many acks it expects (the acks marked
 /// before its cut; the one in flight follows from that).
 fn equivalence(state: &CrashState, acks: &[(u64, Ack)]) -> (u64, usize) {
@@ -620,19 +647,6 @@ pub fn check_log(
         .len();
     let ((coverage, outcomes, exhausted, states_from_coverage), image_copies) =
         with_scratch(config, image_bytes, |scratch| {
-            let run = Run {
-                log: &log,
-                base: base_image,
-                fs,
-                seed,
-                acks: &acks,
-                cfg: config,
-                recover,
-                scratch,
-                probe_index: None,
-                kept_images: AtomicUsize::new(0),
-                keeper: keeper_of(config, &log),
-            };
             let (coverage, covered) = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0)
             {
                 let (report, outcomes) = crate::coverage::run_coverage(
@@ -642,30 +656,24 @@ pub fn check_log(
             } else {
                 (None, Vec::new())
             };
-            // A state equal to one the coverage pass checked (the same image and the same
-            // expected acks) is not checked again; that outcome counts for it.
-            let covered: HashMap<(u64, usize), &StateOutcome> = covered
-                .iter()
-                .map(|(state, outcome)| (equivalence(state, &acks), outcome))
-                .collect();
-            let (reused, to_check): (Vec<&CrashState>, Vec<&CrashState>) = states
-                .iter()
-                .partition(|s| covered.contains_key(&equivalence(s, &acks)));
-            let to_check: Vec<CrashState> = to_check.into_iter().cloned().collect();
+            let (to_check, mut outcomes) = split_by_coverage(&states, &covered, &acks);
+            let reused = outcomes.len() as u64;
             let run = Run {
+                log: &log,
+                base: base_image,
+                fs,
+                seed,
+                acks: &acks,
+                cfg: config,
+                recover,
+                scratch,
                 probe_index: probe_state(config, &to_check, n_entries),
-                ..run
+                kept_images: AtomicUsize::new(0),
+                keeper: keeper_of(config, &log),
             };
-            let (mut outcomes, exhausted) = run.run(&to_check, progress, start)?;
-            outcomes.extend(reused.iter().filter_map(|s| {
-                let outcome = covered.get(&equivalence(s, &acks))?;
-                Some(StateOutcome {
-                    state_id: s.id.to_string(),
-                    kind: s.id.kind(),
-                    ..(*outcome).clone()
-                })
-            }));
-            Ok((coverage, outcomes, exhausted, reused.len() as u64))
+            let (checked, exhausted) = run.run(&to_check, progress, start)?;
+            outcomes.extend(checked);
+            Ok((coverage, outcomes, exhausted, reused))
         })?;
     let elapsed = start.elapsed().as_secs_f64();
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
