@@ -64,11 +64,6 @@ fn many_concurrent_clients_get_durable_lsns() {
     }
 }
 
-fn raw_reply(stream: &mut TcpStream) -> Option<[u8; 9]> {
-    let mut reply = [0u8; 9];
-    stream.read_exact(&mut reply).ok().map(|()| reply)
-}
-
 fn closed(stream: &mut TcpStream) -> bool {
     closed_within(stream, Duration::from_secs(30))
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use powercut_writer::recover;
 use powercut_writer::server::{Client, ClientError, ErrorCode};
 
 /// A running `powercut-writer serve`, killed on drop if still running.
@@ -103,12 +102,6 @@ impl Drop for Served {
     }
 }
 
-fn raw_reply(stream: &mut TcpStream) -> Option<[u8; 9]> {
-    use std::io::Read;
-    let mut reply = [0u8; 9];
-    stream.read_exact(&mut reply).ok().map(|()| reply)
-}
-
 /// Stops a served journal with `signal` while clients are connected, one idle and one sending
 /// frames without pause, and checks the exit, the replies and the recovered records.
 fn stop_with(signal: Signal) {
@@ -173,13 +166,7 @@ fn stop_with(signal: Signal) {
     }
 
     // Exactly the acknowledged records, with their payloads.
-    acked.sort();
-    let recovery = recover(dir.path()).unwrap();
-    assert_eq!(recovery.records.len(), acked.len(), "{recovery}");
-    for (record, (lsn, data)) in recovery.records.iter().zip(&acked) {
-        assert_eq!(record.lsn, *lsn);
-        assert_eq!(&record.payload, data, "payload of LSN {lsn}");
-    }
+    assert_recovers_exactly(dir.path(), &mut acked);
 }
 
 #[test]
@@ -267,11 +254,6 @@ fn disk_full_append_failure_is_logged_once_not_per_frame() {
     let failure_lines = stderr.matches("append failed").count();
     assert!((1..=2).contains(&failure_lines), "{stderr}");
 
-    let recovery = recover(&dir).unwrap();
-    assert_eq!(recovery.records.len(), acked.len(), "{recovery}");
-    for (record, (lsn, data)) in recovery.records.iter().zip(&acked) {
-        assert_eq!(record.lsn, *lsn);
-        assert_eq!(&record.payload, data, "payload of LSN {lsn}");
-    }
+    assert_recovers_exactly(&dir, &mut acked);
     drop(served);
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use powercut_writer::recover;
 use powercut_writer::server::{Client, ServeOptions, ServerHandle};
 
 const MAX_CONNECTIONS: usize = 8;
@@ -218,12 +217,6 @@ fn slowloris_soak_well_behaved_clients_progress_and_acked_records_survive() {
         );
     }
     let mut acked: Vec<(u64, Vec<u8>)> = per_client.into_iter().flatten().collect();
-    acked.sort();
-    let recovery = recover(dir.path()).unwrap();
     // Exactly the acknowledged records: nothing of an abuser's frame, nothing refused.
-    assert_eq!(recovery.records.len(), acked.len(), "{recovery}");
-    for (record, (lsn, data)) in recovery.records.iter().zip(&acked) {
-        assert_eq!(record.lsn, *lsn);
-        assert_eq!(&record.payload, data, "payload of LSN {lsn}");
-    }
+    assert_recovers_exactly(dir.path(), &mut acked);
 }

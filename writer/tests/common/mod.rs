@@ -66,3 +66,21 @@ pub fn write_bytes(path: &Path, offset: u64, bytes: &[u8]) {
 pub fn read_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
+
+/// The journal in `dir` holds exactly the `acked` records (LSN, payload), byte for byte.
+pub fn assert_recovers_exactly(dir: &Path, acked: &mut [(u64, Vec<u8>)]) {
+    acked.sort();
+    let recovery = powercut_writer::recover(dir).unwrap();
+    assert_eq!(recovery.records.len(), acked.len(), "{recovery}");
+    for (record, (lsn, data)) in recovery.records.iter().zip(acked.iter()) {
+        assert_eq!(record.lsn, *lsn);
+        assert_eq!(&record.payload, data, "payload of LSN {lsn}");
+    }
+}
+
+/// One 9-byte server reply, or None when the connection ended first.
+pub fn raw_reply(stream: &mut std::net::TcpStream) -> Option<[u8; 9]> {
+    use std::io::Read;
+    let mut reply = [0u8; 9];
+    stream.read_exact(&mut reply).ok().map(|()| reply)
+}
