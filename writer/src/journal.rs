@@ -288,7 +288,7 @@ fn segment_path(dir: &Path, name: SegmentName) -> PathBuf {
 
 const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 /// Largest write block considered (file systems with larger blocks still get aligned writes).
-const MAX_BLOCK_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BLOCK_BYTES: usize = 64 * 1024;
 
 /// Writes zeros over `[from, to)` of a file (both multiples of the alignment).
 fn zero_fill(

@@ -641,7 +641,7 @@ fn find_durable_evidence(
 /// Recovers the journal in `dir`; `mutant` selects a deliberately broken recovery (M4, M7,
 /// M8; any other mutant recovers like the real engine).
 /// Bytes before the end of the log kept for the writer: at least its largest write block.
-pub(crate) const END_TAIL_BYTES: u64 = 64 * 1024;
+pub(crate) const END_TAIL_BYTES: u64 = crate::journal::MAX_BLOCK_BYTES as u64;
 
 pub(crate) fn scan(
     storage: &dyn Storage,
