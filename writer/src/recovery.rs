@@ -478,7 +478,7 @@ fn classify(data: &[u8], pos: usize, segment: SegmentName, missing_lsn: Lsn) -> 
 
 /// Largest zero gap between two groups (a group moves to the next write block when the block
 /// before is still being written; write blocks are at most 64 KiB).
-const MAX_GAP_BYTES: usize = 64 * 1024;
+const MAX_GAP_BYTES: usize = crate::journal::MAX_BLOCK_BYTES;
 
 /// Where the next record of the log starts: at `pos`, or after a gap of zeros ending at a
 /// 512-byte boundary, provided a valid record of the segment's generation with the expected
