@@ -1,6 +1,7 @@
 //! Mounting the file system under test.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
 
@@ -44,10 +45,26 @@ pub fn mount(device: &Path, target: &Path, fstype: &str) -> Result<(), MountErro
     })
 }
 
-/// Unmounts `target` (the file system writes everything out and flushes the device).
+/// How long an unmount waits for the last references to the file system to go.
+const UNMOUNT_BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Unmounts `target` (the file system writes everything out and flushes the device). A file
+/// just closed can still hold the mount for a moment (io_uring releases its files from a kernel
+/// work queue), so EBUSY is retried for up to [`UNMOUNT_BUSY_WAIT`]; never a lazy detach, which
+/// would end the recording before everything reached the log.
 pub fn unmount(target: &Path) -> Result<(), MountError> {
-    nix::mount::umount2(target, MntFlags::empty()).map_err(|source| MountError::Unmount {
-        target: target.into(),
-        source,
-    })
+    let started = Instant::now();
+    loop {
+        match nix::mount::umount2(target, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) if started.elapsed() < UNMOUNT_BUSY_WAIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => {
+                return result.map_err(|source| MountError::Unmount {
+                    target: target.into(),
+                    source,
+                })
+            }
+        }
+    }
 }
