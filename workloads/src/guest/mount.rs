@@ -46,7 +46,7 @@ pub fn mount(device: &Path, target: &Path, fstype: &str) -> Result<(), MountErro
 }
 
 /// How long an unmount waits for the last references to the file system to go.
-const UNMOUNT_BUSY_WAIT: Duration = Duration::from_secs(5);
+pub const UNMOUNT_BUSY_WAIT: Duration = Duration::from_secs(5);
 
 /// Unmounts `target` (the file system writes everything out and flushes the device). A file
 /// just closed can still hold the mount for a moment (io_uring releases its files from a kernel
