@@ -1,14 +1,22 @@
 //! The invariants checked on a crash state (docs/design.md section 5).
 //!
-//! The engine's recovery is injected as a [`RecoverFn`] (the oracles never link the engine): it
-//! is given the journal directory of the mounted state and returns the records it recovered.
+//! The verdicts are the judge's (`powercut_judge`, shared with the sim tier and the guest); this
+//! module turns a mounted state into what the judge asks. The engine's recovery is injected as a
+//! [`RecoverFn`], given the journal directory of the mounted state, so a check can run a
+//! mutant's recovery or a recorded one.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use powercut_workloads::ack::Ack;
 use powercut_workloads::payload;
+
+use powercut_judge::files::{judge_files, FilePromise, FileSeen};
+use powercut_judge::probe::{mid_log_candidates, mid_log_verdict};
+use powercut_judge::records::{
+    judge_recovery, Provenance, RecordPromise, RecordRules, RecoveredRecord,
+};
+use powercut_judge::Finding;
 
 use crate::blocklog::BlockLog;
 
@@ -76,9 +84,6 @@ pub struct Expectation<'a> {
     pub in_flight: Option<&'a Ack>,
 }
 
-/// Violations per invariant per state kept in reports (the first ones tell the story).
-const MAX_PER_INVARIANT: usize = 8;
-
 impl Expectation<'_> {
     fn violation(
         &self,
@@ -137,201 +142,60 @@ pub fn acks_before(acks: &[(u64, Ack)], cut: u64) -> Vec<Ack> {
         .collect()
 }
 
-/// I1-I4 on the result of recovery.
+/// Where the records of a check came from: payloads derive from the workload seed.
+struct SeededPayloads(u64);
+
+impl Provenance for SeededPayloads {
+    fn written(&self, _lsn: u64, payload: &[u8]) -> Result<(), String> {
+        payload::verify(self.0, payload)
+            .map(|_| ())
+            .map_err(|reason| reason.to_string())
+    }
+}
+
+impl Expectation<'_> {
+    /// The judge's finding as this state's violation; `about` lists the acks promises came from.
+    fn violation_of(&self, finding: Finding, about: &[&Ack]) -> Violation {
+        let step = finding.promise.and_then(|i| about.get(i).copied());
+        self.violation(
+            finding.invariant.name(),
+            step,
+            finding.expected,
+            finding.found,
+        )
+    }
+}
+
+/// I1-I4 and I9 on the result of recovery, as the judge decides them.
 pub fn check_journal(
     exp: &Expectation<'_>,
     result: &Result<RecoveredJournal, String>,
 ) -> Vec<Violation> {
-    let journal = match result {
-        Ok(j) => j,
-        Err(msg) => {
-            // A crash state holds only completed, dropped or torn writes: recovery must cope.
-            return vec![exp.violation(
-                "I4",
-                None,
-                "recovery succeeds on a crash state (torn or dropped writes end in a truncated tail)".into(),
-                format!("recovery error: {msg}"),
-            )];
-        }
-    };
-    let mut out = Vec::new();
-    let by_lsn: HashMap<u64, &[u8]> = {
-        let mut m = HashMap::with_capacity(journal.records.len());
-        for (lsn, p) in &journal.records {
-            m.entry(*lsn).or_insert(p.as_slice());
-        }
-        m
-    };
-    // Records below the largest `t:LSN` (acked, or in flight at the cut) may have been retired:
-    // the log may then start later, at most at that LSN.
-    let retired_before =
-        powercut_workloads::ack::retired_before(exp.acks.iter().chain(exp.in_flight)).unwrap_or(1);
-    let first_recovered = journal.records.first().map(|(lsn, _)| *lsn);
-    let floor = first_recovered.unwrap_or(1).clamp(1, retired_before);
-    // I1: every acked record, byte for byte.
-    let mut i1 = 0;
-    for ack in exp.acks {
-        let Ack::Records {
-            first_lsn,
-            last_lsn,
-            crc32c,
-        } = ack
-        else {
-            continue;
-        };
-        if i1 >= MAX_PER_INVARIANT {
-            break;
-        }
-        if *last_lsn < floor {
-            continue;
-        }
-        let expected = format!("records {first_lsn}..={last_lsn} with crc32c {crc32c:08x}");
-        // A group cut by a retired segment is checked from the floor on, without its crc.
-        let from = (*first_lsn).max(floor);
-        let span = last_lsn - from + 1;
-        let mut missing = Vec::new();
-        let mut crc = 0u32;
-        if span > journal.records.len() as u64 {
-            missing.push(format!(
-                "{span} acked records but only {} recovered",
-                journal.records.len()
-            ));
-        } else {
-            for lsn in from..=*last_lsn {
-                match by_lsn.get(&lsn) {
-                    Some(p) => crc = crc32c::crc32c_append(crc, p),
-                    None if missing.len() < 10 => missing.push(lsn.to_string()),
-                    None => {}
-                }
-            }
-        }
-        if !missing.is_empty() {
-            i1 += 1;
-            out.push(exp.violation(
-                "I1",
-                Some(ack),
-                expected,
-                format!("missing LSN {}", missing.join(", ")),
-            ));
-        } else if from == *first_lsn && crc != *crc32c {
-            i1 += 1;
-            out.push(exp.violation(
-                "I1",
-                Some(ack),
-                expected,
-                format!("recovered bytes have crc32c {crc:08x}"),
-            ));
-        }
-    }
-    // I2: exactly FIRST..n (FIRST 1, or at most the largest retired LSN), n >= last acked.
-    for (pos, (lsn, _)) in journal.records.iter().enumerate() {
-        if *lsn != floor + pos as u64 {
-            out.push(exp.violation(
-                "I2",
-                None,
-                format!(
-                    "LSN {} at position {pos} (records exactly {floor}..n)",
-                    floor + pos as u64
-                ),
-                format!(
-                    "LSN {lsn} at position {pos} (a hole, duplicate or reorder; {} records recovered)",
-                    journal.records.len()
-                ),
-            ));
-            break;
-        }
-    }
-    let last_acked = exp
+    let (promised_by, promises): (Vec<&Ack>, Vec<RecordPromise>) = exp
         .acks
         .iter()
-        .filter_map(|a| match a {
-            Ack::Records { last_lsn, .. } => Some(*last_lsn),
-            _ => None,
-        })
-        .max();
-    if let Some(last) = last_acked {
-        let n = journal.records.last().map_or(0, |(lsn, _)| *lsn);
-        if n < last {
-            let step = exp
-                .acks
-                .iter()
-                .rev()
-                .find(|a| matches!(a, Ack::Records { .. }));
-            out.push(exp.violation(
-                "I2",
-                step,
-                format!("records up to at least LSN {last}"),
-                format!(
-                    "the log ends at LSN {n} ({} records)",
-                    journal.records.len()
-                ),
-            ));
-        }
-    }
-    // I3: nothing recovered that was never written.
-    let mut i3 = 0;
-    for (lsn, p) in &journal.records {
-        if let Err(reason) = payload::verify(exp.seed, p) {
-            out.push(exp.violation(
-                "I3",
-                None,
-                "every recovered payload derived from the workload seed".into(),
-                format!("LSN {lsn} ({} bytes): {reason}", p.len()),
-            ));
-            i3 += 1;
-            if i3 >= MAX_PER_INVARIANT {
-                break;
-            }
-        }
-    }
-    out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum FileExpect {
-    Exists { crc32c: u32, step: Ack },
-    Absent { step: Ack },
-}
-
-/// What the file acks promise, after applying them in order.
-fn file_expectations(acks: &[Ack]) -> BTreeMap<String, FileExpect> {
-    let mut m = BTreeMap::new();
-    for a in acks {
-        match a {
-            Ack::FileCreate { path, crc32c } => {
-                m.insert(
-                    path.clone(),
-                    FileExpect::Exists {
-                        crc32c: *crc32c,
-                        step: a.clone(),
-                    },
-                );
-            }
-            Ack::FileRename { from, to, crc32c } => {
-                m.insert(from.clone(), FileExpect::Absent { step: a.clone() });
-                m.insert(
-                    to.clone(),
-                    FileExpect::Exists {
-                        crc32c: *crc32c,
-                        step: a.clone(),
-                    },
-                );
-            }
-            Ack::FileRemove { path } => {
-                m.insert(path.clone(), FileExpect::Absent { step: a.clone() });
-            }
-            _ => {}
-        }
-    }
-    m
-}
-
-/// Whether the file at `full` is in the state `want` describes.
-fn file_matches(want: &FileExpect, full: &Path) -> bool {
-    match want {
-        FileExpect::Exists { crc32c, .. } => file_crc(full).is_ok_and(|c| c == *crc32c),
-        FileExpect::Absent { .. } => std::fs::symlink_metadata(full).is_err(),
-    }
+        .filter_map(|ack| Some((ack, ack.record_promise()?)))
+        .unzip();
+    // Records below the largest `t:LSN` (acked, or in flight at the cut) may have been retired.
+    let retired_before =
+        powercut_workloads::ack::retired_before(exp.acks.iter().chain(exp.in_flight));
+    let rules = RecordRules {
+        promises: &promises,
+        retired_before,
+        provenance: &SeededPayloads(exp.seed),
+    };
+    let recovered: Result<Vec<RecoveredRecord<'_>>, &str> = match result {
+        Ok(journal) => Ok(journal
+            .records
+            .iter()
+            .map(|(lsn, payload)| RecoveredRecord { lsn: *lsn, payload })
+            .collect()),
+        Err(message) => Err(message.as_str()),
+    };
+    judge_recovery(&rules, recovered.as_deref().map_err(|m| *m))
+        .into_iter()
+        .map(|finding| exp.violation_of(finding, &promised_by))
+        .collect()
 }
 
 fn file_crc(path: &Path) -> std::io::Result<u32> {
@@ -347,52 +211,31 @@ fn file_crc(path: &Path) -> std::io::Result<u32> {
     }
 }
 
-/// I6: every acked file operation holds under `files_root`. A path touched by the operation in
-/// flight at the cut ([`Expectation::in_flight`]) may show that operation's outcome instead.
-pub fn check_files(exp: &Expectation<'_>, files_root: &Path) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let mut after_in_flight = exp.acks.to_vec();
-    after_in_flight.extend(exp.in_flight.cloned());
-    let alternative = file_expectations(&after_in_flight);
-    for (path, want) in file_expectations(exp.acks) {
-        let full = files_root.join(&path);
-        if let Some(alt) = alternative.get(&path) {
-            if *alt != want && file_matches(alt, &full) {
-                continue;
-            }
-        }
-        match want {
-            FileExpect::Exists { crc32c, step } => {
-                let expected = format!("{path} exists with crc32c {crc32c:08x}");
-                match file_crc(&full) {
-                    Ok(c) if c == crc32c => {}
-                    Ok(c) => out.push(exp.violation(
-                        "I6",
-                        Some(&step),
-                        expected,
-                        format!("crc32c {c:08x}"),
-                    )),
-                    Err(e) => out.push(exp.violation(
-                        "I6",
-                        Some(&step),
-                        expected,
-                        format!("cannot read: {e}"),
-                    )),
-                }
-            }
-            FileExpect::Absent { step } => {
-                if std::fs::symlink_metadata(&full).is_ok() {
-                    out.push(exp.violation(
-                        "I6",
-                        Some(&step),
-                        format!("{path} absent"),
-                        format!("{path} exists"),
-                    ));
-                }
-            }
-        }
+/// What `full` holds, as the judge asks.
+fn file_seen(full: &Path) -> FileSeen {
+    if std::fs::symlink_metadata(full).is_err() {
+        return FileSeen::Absent;
     }
-    out
+    match file_crc(full) {
+        Ok(crc) => FileSeen::Contents(crc),
+        Err(e) => FileSeen::Unreadable(e.to_string()),
+    }
+}
+
+/// I6: every acked file operation holds under `files_root`; the operation in flight at the cut
+/// ([`Expectation::in_flight`]) may show whole or not at all.
+pub fn check_files(exp: &Expectation<'_>, files_root: &Path) -> Vec<Violation> {
+    let (promised_by, promises): (Vec<&Ack>, Vec<FilePromise>) = exp
+        .acks
+        .iter()
+        .filter_map(|ack| Some((ack, ack.file_promise()?)))
+        .unzip();
+    let in_flight = exp.in_flight.and_then(Ack::file_promise);
+    let mut look = |path: &str| file_seen(&files_root.join(path));
+    judge_files(&promises, in_flight.as_ref(), &mut look)
+        .into_iter()
+        .map(|finding| exp.violation_of(finding, &promised_by))
+        .collect()
 }
 
 /// Result of the I5 probe on one state.
@@ -458,27 +301,6 @@ pub fn check_mid_log_corruption(
     recover: &RecoverFn,
     scratch: &Path,
 ) -> Result<MidLogProbe, ProbeError> {
-    let acked: Vec<(u64, u64)> = exp
-        .acks
-        .iter()
-        .filter_map(|a| match a {
-            Ack::Records {
-                first_lsn,
-                last_lsn,
-                ..
-            } => Some((*first_lsn, *last_lsn)),
-            _ => None,
-        })
-        .collect();
-    // The end of the acked group holding `lsn`: damage in the last group of a log cannot be
-    // told from a torn write of that group (nothing written later vouches for it), so only a
-    // record followed by a record of a later group is probed.
-    let group_end = |lsn: u64| {
-        acked
-            .iter()
-            .find(|(f, l)| (*f..=*l).contains(&lsn))
-            .map(|(_, l)| *l)
-    };
     let recs = &recovered.records;
     if recs.len() < 2 {
         return Ok(MidLogProbe::NotApplicable(
@@ -491,13 +313,9 @@ pub fn check_mid_log_corruption(
     copy_dir(journal_dir, &copy, &mut files)?;
     files.sort();
     let e = perr;
-    // Candidates from the middle outwards: acked, with a record of a later group after them.
-    let last_lsn = recs.last().map_or(0, |(lsn, _)| *lsn);
-    let mut order: Vec<usize> = (0..recs.len() - 1)
-        .filter(|&i| group_end(recs[i].0).is_some_and(|end| end < last_lsn))
-        .collect();
-    let mid = recs.len() / 2;
-    order.sort_by_key(|&i| i.abs_diff(mid));
+    let promises: Vec<RecordPromise> = exp.acks.iter().filter_map(Ack::record_promise).collect();
+    let lsns: Vec<u64> = recs.iter().map(|(lsn, _)| *lsn).collect();
+    let order = mid_log_candidates(&promises, &lsns);
     for &i in order.iter().take(16) {
         let (lsn, victim) = &recs[i];
         let (next_lsn, next) = &recs[i + 1];
@@ -518,18 +336,16 @@ pub fn check_mid_log_corruption(
                 "bit flipped at byte {flip_at} of {} inside LSN {lsn}, followed by LSN {next_lsn}",
                 f.strip_prefix(&copy).unwrap_or(f).display()
             );
-            return Ok(match result {
-                Err(_) => MidLogProbe::Refused,
-                Ok(j) => MidLogProbe::Violated(exp.violation(
-                    "I5",
-                    None,
-                    format!("recovery error ({where_})"),
-                    format!(
-                        "recovery returned {} records, truncated_tail {:?}",
-                        j.records.len(),
-                        j.truncated_tail
-                    ),
-                )),
+            let described = result.map(|j| {
+                format!(
+                    "recovery returned {} records, truncated_tail {:?}",
+                    j.records.len(),
+                    j.truncated_tail
+                )
+            });
+            return Ok(match mid_log_verdict(&where_, described) {
+                None => MidLogProbe::Refused,
+                Some(finding) => MidLogProbe::Violated(exp.violation_of(finding, &[])),
             });
         }
     }

@@ -15,11 +15,17 @@
 //! f:remove:PATH               PATH is durably gone
 //! t:LSN                       segments holding only records below LSN were retired: those
 //!                             records may be gone from here on (a checkpoint)
+//! o:FIRST-LAST:CRC            a reopen's recovery returned records FIRST..=LAST (CRC over their
+//!                             payloads): they must be durable from here on (I9)
 //! s:NAME                      start of the workload (NAME: workload name)
 //! e:NAME                      clean end of the workload
 //! ```
 
 use std::fmt;
+
+use powercut_judge::files::FilePromise;
+use powercut_judge::records::RecordPromise;
+use powercut_judge::Invariant;
 
 /// dm-log-writes refuses longer labels (the sector holds the entry header too).
 pub const MAX_LABEL_BYTES: usize = 479;
@@ -47,6 +53,13 @@ pub enum Ack {
     /// Sealed segments whose records are all below `before_lsn` were retired (the renames and
     /// the directory fsync returned): recovery may start after them from here on.
     Retired { before_lsn: u64 },
+    /// A reopen's recovery returned records `first_lsn..=last_lsn` (I9: recovered implies
+    /// durable, so every later crash state holds them unless a later retirement removed them).
+    Recovered {
+        first_lsn: u64,
+        last_lsn: u64,
+        crc32c: u32,
+    },
     /// The workload started.
     Start { name: String },
     /// The workload ended cleanly.
@@ -96,6 +109,11 @@ impl Ack {
                 format!("f:remove:{path}")
             }
             Ack::Retired { before_lsn } => format!("t:{before_lsn}"),
+            Ack::Recovered {
+                first_lsn,
+                last_lsn,
+                crc32c,
+            } => format!("o:{first_lsn}-{last_lsn}:{crc32c:08x}"),
             Ack::Start { name } => format!("s:{name}"),
             Ack::End { name } => format!("e:{name}"),
         };
@@ -129,19 +147,31 @@ impl Ack {
                 Err(err("invalid path"))
             }
         };
+        let parse_range = |rest: &str| {
+            let (range, crc) = rest.split_once(':').ok_or_else(|| err("no crc"))?;
+            let (first, last) = range.split_once('-').ok_or_else(|| err("no LSN range"))?;
+            let first_lsn: u64 = first.parse().map_err(|_| err("bad first LSN"))?;
+            let last_lsn: u64 = last.parse().map_err(|_| err("bad last LSN"))?;
+            if first_lsn == 0 || last_lsn < first_lsn {
+                return Err(err("empty or zero LSN range"));
+            }
+            Ok((first_lsn, last_lsn, parse_crc(crc)?))
+        };
         match kind {
             "r" => {
-                let (range, crc) = rest.split_once(':').ok_or_else(|| err("no crc"))?;
-                let (first, last) = range.split_once('-').ok_or_else(|| err("no LSN range"))?;
-                let first_lsn: u64 = first.parse().map_err(|_| err("bad first LSN"))?;
-                let last_lsn: u64 = last.parse().map_err(|_| err("bad last LSN"))?;
-                if first_lsn == 0 || last_lsn < first_lsn {
-                    return Err(err("empty or zero LSN range"));
-                }
+                let (first_lsn, last_lsn, crc32c) = parse_range(rest)?;
                 Ok(Ack::Records {
                     first_lsn,
                     last_lsn,
-                    crc32c: parse_crc(crc)?,
+                    crc32c,
+                })
+            }
+            "o" => {
+                let (first_lsn, last_lsn, crc32c) = parse_range(rest)?;
+                Ok(Ack::Recovered {
+                    first_lsn,
+                    last_lsn,
+                    crc32c,
                 })
             }
             "f" => {
@@ -192,7 +222,7 @@ impl Ack {
     pub fn is_ack_label(label: &str) -> bool {
         matches!(
             label.split_once(':'),
-            Some(("r" | "f" | "t" | "s" | "e", _))
+            Some(("r" | "o" | "f" | "t" | "s" | "e", _))
         )
     }
 }
@@ -206,6 +236,49 @@ pub fn retired_before<'a>(acks: impl IntoIterator<Item = &'a Ack>) -> Option<u64
             _ => None,
         })
         .max()
+}
+
+impl Ack {
+    /// What this ack promises about records, for the judge: acknowledged records are I1's,
+    /// records a reopen recovered are I9's.
+    pub fn record_promise(&self) -> Option<RecordPromise> {
+        let (first_lsn, last_lsn, crc32c, invariant) = match self {
+            Ack::Records {
+                first_lsn,
+                last_lsn,
+                crc32c,
+            } => (*first_lsn, *last_lsn, *crc32c, Invariant::I1),
+            Ack::Recovered {
+                first_lsn,
+                last_lsn,
+                crc32c,
+            } => (*first_lsn, *last_lsn, *crc32c, Invariant::I9),
+            _ => return None,
+        };
+        Some(RecordPromise {
+            first_lsn,
+            last_lsn,
+            crc32c,
+            invariant,
+        })
+    }
+
+    /// What this ack promises about files, for the judge (I6).
+    pub fn file_promise(&self) -> Option<FilePromise> {
+        match self {
+            Ack::FileCreate { path, crc32c } => Some(FilePromise::Create {
+                path: path.clone(),
+                crc32c: *crc32c,
+            }),
+            Ack::FileRename { from, to, crc32c } => Some(FilePromise::Rename {
+                from: from.clone(),
+                to: to.clone(),
+                crc32c: *crc32c,
+            }),
+            Ack::FileRemove { path } => Some(FilePromise::Remove { path: path.clone() }),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Ack {
@@ -238,6 +311,11 @@ mod tests {
             },
             Ack::FileRemove { path: "d/a".into() },
             Ack::Retired { before_lsn: 41 },
+            Ack::Recovered {
+                first_lsn: 3,
+                last_lsn: 9,
+                crc32c: 0x0102_0304,
+            },
             Ack::Start {
                 name: "smoke".into(),
             },

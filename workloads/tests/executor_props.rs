@@ -111,6 +111,11 @@ fn check(workload: &Workload, root: &Path, acks: &[Ack]) -> Result<(), TestCaseE
                 first_lsn,
                 last_lsn,
                 crc32c,
+            }
+            | Ack::Recovered {
+                first_lsn,
+                last_lsn,
+                crc32c,
             } => {
                 if *first_lsn < recovery.records.first().map_or(1, |r| r.lsn) {
                     continue;

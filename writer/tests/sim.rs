@@ -529,6 +529,7 @@ fn a_mutant_run_fails_without_the_mutants_feature() {
 #[cfg(feature = "mutants")]
 mod mutants {
     use super::*;
+    use powercut_judge::Invariant;
     use powercut_writer::sim::SimInvariant;
     use powercut_writer::Mutant;
 
@@ -558,7 +559,11 @@ mod mutants {
         for plan in ["dsync-zero", "fdatasync-append"] {
             let report = run(Mutant::M2, plan);
             let first = report.violations.first().expect("M2 caught");
-            assert_eq!(first.invariant, SimInvariant::I1, "{plan}: {first}");
+            assert_eq!(
+                first.invariant,
+                SimInvariant::Judged(Invariant::I1),
+                "{plan}: {first}"
+            );
             assert_eq!(first.step, 0, "{plan}: {first}");
         }
     }
@@ -570,7 +575,11 @@ mod mutants {
         for plan in ["dsync-zero", "fdatasync-zero", "dsync-append"] {
             let report = run(Mutant::M9, plan);
             let first = report.violations.first().expect("M9 caught");
-            assert_eq!(first.invariant, SimInvariant::I1, "{plan}: {first}");
+            assert_eq!(
+                first.invariant,
+                SimInvariant::Judged(Invariant::I1),
+                "{plan}: {first}"
+            );
             assert!(first.step >= 6, "{plan}: caught before recycling: {first}");
         }
         // The same plan without recycling: M9 has nothing to break.
@@ -619,7 +628,11 @@ mod mutants {
         for plan in ["dsync-zero", "fdatasync-zero"] {
             let report = run(Mutant::M6, plan);
             let first = report.violations.first().expect("M6 caught");
-            assert_eq!(first.invariant, SimInvariant::I1, "{plan}: {first}");
+            assert_eq!(
+                first.invariant,
+                SimInvariant::Judged(Invariant::I1),
+                "{plan}: {first}"
+            );
         }
     }
 
@@ -662,7 +675,9 @@ mod mutants {
         let report = run(Mutant::M1, "fdatasync-zero");
         assert!(!report.passed(), "M1 escaped");
         assert!(
-            report.invariants_violated().contains(&SimInvariant::I1),
+            report
+                .invariants_violated()
+                .contains(&SimInvariant::Judged(Invariant::I1)),
             "{:?}",
             report.invariants_violated()
         );

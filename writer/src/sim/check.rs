@@ -1,12 +1,17 @@
 //! The checker: runs the engine (or one of its mutants) on a [`SimStorage`] along a plan, and
 //! after every acknowledgement and every step recovers crash states of the file system as it
-//! is at that moment and checks I1 to I4 (docs/design.md section 5) on each.
+//! is at that moment and has the judge (`powercut_judge`) decide I1 to I4 and I9 on each.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use powercut_judge::records::{
+    judge_recovery, Provenance, RecordPromise, RecordRules, RecoveredRecord,
+};
+use powercut_judge::Invariant;
 
 use super::fs::{SimConfig, SimStorage};
 use super::rng::{derive_seed, SplitMix64};
@@ -276,29 +281,21 @@ impl SimPlan {
     }
 }
 
-/// The invariant a violation breaks (docs/design.md section 5).
+/// What a violation breaks: an invariant (docs/design.md section 5), as the judge decided it, or
+/// the engine's contract while it was driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimInvariant {
-    /// Every record acknowledged before the crash is recovered byte for byte.
-    I1,
-    /// Recovered LSNs are contiguous from the start of the log to n >= the last acknowledged.
-    I2,
-    /// Every recovered record is one that was written, with the payload written for its LSN.
-    I3,
-    /// Recovery succeeds (a torn tail is a `TruncatedTail`, never an error).
-    I4,
+    /// An invariant the judge found broken on a recovered state.
+    Judged(Invariant),
     /// The engine failed or misbehaved while being driven, with no fault injected.
     Engine,
 }
 
 impl SimInvariant {
-    /// `I1` to `I4`, or `engine`.
+    /// `I1` to `I9`, or `engine`.
     pub fn name(self) -> &'static str {
         match self {
-            SimInvariant::I1 => "I1",
-            SimInvariant::I2 => "I2",
-            SimInvariant::I3 => "I3",
-            SimInvariant::I4 => "I4",
+            SimInvariant::Judged(invariant) => invariant.name(),
             SimInvariant::Engine => "engine",
         }
     }
@@ -502,136 +499,90 @@ struct Ledger {
     released_below: Lsn,
     /// LSN the next append gets.
     next_lsn: Lsn,
+    /// What the last reopen recovered (I9: it must stay durable).
+    recovered: Option<RecordPromise>,
+}
+
+impl Provenance for Ledger {
+    fn written(&self, lsn: u64, payload: &[u8]) -> Result<(), String> {
+        match self.written.get(&lsn) {
+            Some(written) if written.as_slice() == payload => Ok(()),
+            Some(written) => Err(format!(
+                "{} where {} was written",
+                describe_payload(payload),
+                describe_payload(written)
+            )),
+            None => Err(format!(
+                "{}, and no record LSN {lsn} was ever written",
+                describe_payload(payload)
+            )),
+        }
+    }
 }
 
 impl Ledger {
-    /// First LSN I1 requires.
-    fn first_required(&self) -> Lsn {
-        self.released_below.max(1)
+    /// The promises a crash state is held to: what the last reopen recovered (I9) and the
+    /// acknowledgements since (I1), from the first LSN not released.
+    fn promises(&self) -> Vec<RecordPromise> {
+        let first_required = self.released_below.max(1);
+        let mut promises: Vec<RecordPromise> = self.recovered.into_iter().collect();
+        let first_acked = self
+            .recovered
+            .map_or(1, |r| r.last_lsn + 1)
+            .max(first_required);
+        if self.acked >= first_acked {
+            let payloads = (first_acked..=self.acked)
+                .map_while(|lsn| self.written.get(&lsn).map(Vec::as_slice));
+            promises.extend(RecordPromise::of_payloads(
+                Invariant::I1,
+                first_acked,
+                payloads,
+            ));
+        }
+        promises
     }
 
-    /// The findings of I1 to I4 on one recovery.
+    /// The judge's findings on one recovery.
     fn verify(
         &self,
         result: Result<Recovery, JournalError>,
     ) -> Vec<(SimInvariant, String, String)> {
-        let recovery = match result {
-            Ok(recovery) => recovery,
-            Err(err) => {
-                return vec![(
-                    SimInvariant::I4,
-                    "recovery succeeds (a torn tail is a TruncatedTail, not an error)".into(),
-                    format!("recovery failed: {err}"),
-                )]
-            }
+        let promises = self.promises();
+        let rules = RecordRules {
+            promises: &promises,
+            retired_before: (self.released_below > 0).then_some(self.released_below),
+            provenance: self,
         };
-        let mut findings = Vec::new();
-        let first_required = self.first_required();
-        let summary = || describe_recovery(&recovery);
-
-        // I1: every required acknowledged record, byte for byte.
-        if self.acked >= first_required {
-            let mut recovered: BTreeMap<Lsn, &[u8]> = BTreeMap::new();
-            for record in &recovery.records {
-                recovered.entry(record.lsn).or_insert(&record.payload);
+        let (findings, summary) = match &result {
+            Ok(recovery) => {
+                let records: Vec<RecoveredRecord<'_>> = recovery
+                    .records
+                    .iter()
+                    .map(|r| RecoveredRecord {
+                        lsn: r.lsn,
+                        payload: &r.payload,
+                    })
+                    .collect();
+                let findings = judge_recovery(&rules, Ok(&records));
+                (findings, describe_recovery(recovery))
             }
-            let mut missing = (0u64, None);
-            let mut differing = (0u64, None);
-            for lsn in first_required..=self.acked {
-                let want = self.written.get(&lsn).map(Vec::as_slice);
-                match recovered.get(&lsn) {
-                    None => {
-                        missing.0 += 1;
-                        missing.1.get_or_insert(lsn);
-                    }
-                    Some(&got) if Some(got) != want => {
-                        differing.0 += 1;
-                        differing.1.get_or_insert(lsn);
-                    }
-                    Some(_) => {}
-                }
-            }
-            if missing.0 > 0 || differing.0 > 0 {
-                let first = |(count, lsn): (u64, Option<Lsn>)| match lsn {
-                    Some(lsn) => format!("{count} (first: LSN {lsn})"),
-                    None => "0".to_string(),
-                };
-                findings.push((
-                    SimInvariant::I1,
-                    format!(
-                        "acknowledged LSNs {first_required}..={} recovered byte for byte",
-                        self.acked
-                    ),
-                    format!(
-                        "{} missing, {} with other bytes; {}",
-                        first(missing),
-                        first(differing),
-                        summary()
-                    ),
-                ));
-            }
-        }
-
-        // I2: contiguous, starting no later than the first required LSN, reaching the acks.
-        if let Some(first) = recovery.records.first() {
-            if first.lsn == 0 || first.lsn > first_required {
-                findings.push((
-                    SimInvariant::I2,
-                    format!("the log to start at an LSN from 1 to {first_required}"),
-                    format!("it starts at LSN {}; {}", first.lsn, summary()),
-                ));
-            }
-        }
-        if let Some(pair) = recovery
-            .records
-            .windows(2)
-            .find(|pair| pair[1].lsn != pair[0].lsn + 1)
-        {
-            findings.push((
-                SimInvariant::I2,
-                format!("LSN {} after LSN {}", pair[0].lsn + 1, pair[0].lsn),
-                format!(
-                    "LSN {} (segment {} offset {}); {}",
-                    pair[1].lsn,
-                    pair[1].segment,
-                    pair[1].offset,
-                    summary()
-                ),
-            ));
-        }
-        if self.acked >= first_required && recovery.last_lsn() < self.acked {
-            findings.push((
-                SimInvariant::I2,
-                format!("the log to reach at least LSN {}", self.acked),
-                format!("it ends at LSN {}; {}", recovery.last_lsn(), summary()),
-            ));
-        }
-
-        // I3: nothing that was never written.
-        for record in &recovery.records {
-            let written = self.written.get(&record.lsn);
-            if written.map(Vec::as_slice) != Some(record.payload.as_slice()) {
-                findings.push((
-                    SimInvariant::I3,
-                    match written {
-                        Some(payload) => format!(
-                            "LSN {} with the payload written for it ({})",
-                            record.lsn,
-                            describe_payload(payload)
-                        ),
-                        None => format!("no record LSN {} (never written)", record.lsn),
-                    },
-                    format!(
-                        "a payload of {} in segment {} at offset {}",
-                        describe_payload(&record.payload),
-                        record.segment,
-                        record.offset
-                    ),
-                ));
-                break;
-            }
-        }
+            Err(err) => (judge_recovery(&rules, Err(&err.to_string())), String::new()),
+        };
         findings
+            .into_iter()
+            .map(|finding| {
+                let found = if summary.is_empty() {
+                    finding.found
+                } else {
+                    format!("{}; {summary}", finding.found)
+                };
+                (
+                    SimInvariant::Judged(finding.invariant),
+                    finding.expected,
+                    found,
+                )
+            })
+            .collect()
     }
 }
 
@@ -1185,6 +1136,14 @@ impl Run<'_> {
     fn continue_after(&mut self, recovery: &Recovery) {
         let last = recovery.last_lsn();
         self.ledger.written.retain(|&lsn, _| lsn <= last);
+        // The contiguous run from the first record: a hole was already a finding of I2.
+        self.ledger.recovered = recovery.records.first().and_then(|first| {
+            let payloads = (first.lsn..)
+                .zip(&recovery.records)
+                .take_while(|(lsn, record)| record.lsn == *lsn)
+                .map(|(_, record)| record.payload.as_slice());
+            RecordPromise::of_payloads(Invariant::I9, first.lsn, payloads)
+        });
         self.ledger.acked = last;
         self.ledger.next_lsn = recovery.end.next_lsn.max(last + 1);
     }
