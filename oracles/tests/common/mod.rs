@@ -173,6 +173,67 @@ pub fn record_log(dir: &Path, base: &Base, batches: &[u64], engine: Engine) -> (
     (w.finish(None, 16).unwrap(), lsn)
 }
 
+/// One step of a scripted recording ([`record_script`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub enum Scripted {
+    /// Write the next `records` records (their blocks, no flush).
+    Write { records: u64 },
+    /// A flush (what a sync of the device does).
+    Flush,
+    /// Acknowledge every record written since the last acknowledgement (`r:` mark).
+    Ack,
+    /// A reopen's recovery returned every record written so far (`o:` mark).
+    Reopened,
+}
+
+/// Records a script of writes, flushes and marks over the toy segment; returns the log.
+#[allow(dead_code)]
+pub fn record_script(dir: &Path, base: &Base, name: &str, script: &[Scripted]) -> PathBuf {
+    let path = dir.join(format!("{name}.log"));
+    let mut w = LogWriter::create(&path, 512).unwrap();
+    w.mark("s:toy").unwrap();
+    let mut seg: Vec<u8> = Vec::new();
+    let mut lsn = 0u64;
+    let mut acked = 0u64;
+    let crc_of = |first: u64, last: u64| {
+        (first..=last).fold(0, |crc, l| crc32c::crc32c_append(crc, &payload_of(l)))
+    };
+    for step in script {
+        match *step {
+            Scripted::Write { records } => {
+                let start = seg.len();
+                for _ in 0..records {
+                    lsn += 1;
+                    seg.extend_from_slice(&encode(lsn));
+                }
+                assert!(seg.len() <= SEG_BYTES);
+                for b in start / BLOCK..seg.len().div_ceil(BLOCK) {
+                    let mut block = vec![0u8; BLOCK];
+                    let end = ((b + 1) * BLOCK).min(seg.len());
+                    block[..end - b * BLOCK].copy_from_slice(&seg[b * BLOCK..end]);
+                    w.write(base.block_offsets[b] / 512, &block, 0).unwrap();
+                }
+            }
+            Scripted::Flush => {
+                w.flush().unwrap();
+            }
+            Scripted::Ack => {
+                w.mark(&format!("r:{}-{lsn}:{:08x}", acked + 1, crc_of(acked + 1, lsn)))
+                    .unwrap();
+                acked = lsn;
+            }
+            Scripted::Reopened => {
+                w.mark(&format!("o:1-{lsn}:{:08x}", crc_of(1, lsn))).unwrap();
+                acked = lsn;
+            }
+        }
+    }
+    w.mark("e:toy").unwrap();
+    w.mark("dm-log-writes-end").unwrap();
+    w.finish(None, 16).unwrap()
+}
+
 /// The same writes as QEMU blklogwrites records them: no marks, and a stale `nr_entries` (0) in
 /// the super. The acks are returned placed at the entry after which each was made (its flush),
 /// or, with `early`, at the entry before its flush (an ack before the sync).
