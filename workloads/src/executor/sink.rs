@@ -7,10 +7,10 @@ use crate::ack::Ack;
 use crate::spec::FaultSpec;
 
 /// What a run reports to and asks of its environment: it receives the acks, progress and
-/// findings of [`execute`](super::execute) and [`continue_after_crash`](super::continue_after_crash),
-/// and it also arms and clears the injected I/O faults of `fault:` and `clear_fault:` steps
-/// ([`AckSink::fault`]), which only the guest agent can do. Called from several threads during
-/// ingest steps.
+/// findings of [`execute`](super::execute) and
+/// [`continue_after_crash`](super::continue_after_crash), and it also arms and clears the
+/// injected I/O faults of `fault:` and `clear_fault:` steps ([`AckSink::fault`]), which only
+/// the guest agent can do. Called from several threads during ingest steps.
 pub trait AckSink: Sync {
     /// Records one ack. An error stops the run: an ack that cannot be recorded is worthless.
     fn ack(&self, ack: &Ack) -> Result<(), String>;
@@ -21,7 +21,8 @@ pub trait AckSink: Sync {
     }
 
     /// Reports an ack of the first run that the state after a crash breaks (see
-    /// [`continue_after_crash`](super::continue_after_crash)), before the after-crash steps run; the default ignores it.
+    /// [`continue_after_crash`](super::continue_after_crash)), before the after-crash steps
+    /// run; the default ignores it.
     fn prior_violation(&self, violation: &PriorViolation) {
         let _ = violation;
     }
