@@ -7,5 +7,4 @@ pub mod guest;
 pub mod payload;
 pub mod protocol;
 pub mod spec;
-mod spec_input;
 mod sys;
