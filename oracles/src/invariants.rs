@@ -5,18 +5,13 @@
 //! [`RecoverFn`], given the journal directory of the mounted state, so a check can run a
 //! mutant's recovery or a recorded one.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use powercut_workloads::ack::Ack;
-use powercut_workloads::payload;
-
-use powercut_judge::files::{judge_files, FilePromise, FileSeen};
 use powercut_judge::probe::{mid_log_candidates, mid_log_verdict};
-use powercut_judge::records::{
-    judge_recovery, Provenance, RecordPromise, RecordRules, RecoveredRecord,
-};
+use powercut_judge::records::RecordPromise;
 use powercut_judge::Finding;
+use powercut_workloads::ack::Ack;
+use powercut_workloads::promises::{self, RecoveredRecord};
 
 use crate::blocklog::BlockLog;
 
@@ -142,27 +137,10 @@ pub fn acks_before(acks: &[(u64, Ack)], cut: u64) -> Vec<Ack> {
         .collect()
 }
 
-/// Where the records of a check came from: payloads derive from the workload seed.
-struct SeededPayloads(u64);
-
-impl Provenance for SeededPayloads {
-    fn written(&self, _lsn: u64, payload: &[u8]) -> Result<(), String> {
-        payload::verify(self.0, payload)
-            .map(|_| ())
-            .map_err(|reason| reason.to_string())
-    }
-}
-
 impl Expectation<'_> {
-    /// The judge's finding as this state's violation; `about` lists the acks promises came from.
-    fn violation_of(&self, finding: Finding, about: &[&Ack]) -> Violation {
-        let step = finding.promise.and_then(|i| about.get(i).copied());
-        self.violation(
-            finding.invariant.name(),
-            step,
-            finding.expected,
-            finding.found,
-        )
+    /// The judge's finding as this state's violation.
+    fn violation_of(&self, (finding, about): (Finding, Option<&Ack>)) -> Violation {
+        self.violation(finding.invariant.name(), about, finding.expected, finding.found)
     }
 }
 
@@ -171,19 +149,6 @@ pub fn check_journal(
     exp: &Expectation<'_>,
     result: &Result<RecoveredJournal, String>,
 ) -> Vec<Violation> {
-    let (promised_by, promises): (Vec<&Ack>, Vec<RecordPromise>) = exp
-        .acks
-        .iter()
-        .filter_map(|ack| Some((ack, ack.record_promise()?)))
-        .unzip();
-    // Records below the largest `t:LSN` (acked, or in flight at the cut) may have been retired.
-    let retired_before =
-        powercut_workloads::ack::retired_before(exp.acks.iter().chain(exp.in_flight));
-    let rules = RecordRules {
-        promises: &promises,
-        retired_before,
-        provenance: &SeededPayloads(exp.seed),
-    };
     let recovered: Result<Vec<RecoveredRecord<'_>>, &str> = match result {
         Ok(journal) => Ok(journal
             .records
@@ -192,49 +157,20 @@ pub fn check_journal(
             .collect()),
         Err(message) => Err(message.as_str()),
     };
-    judge_recovery(&rules, recovered.as_deref().map_err(|m| *m))
+    let recovered = recovered.as_deref().map_err(|m| *m);
+    promises::judge_records(exp.seed, exp.acks, exp.in_flight, recovered)
         .into_iter()
-        .map(|finding| exp.violation_of(finding, &promised_by))
+        .map(|found| exp.violation_of(found))
         .collect()
-}
-
-fn file_crc(path: &Path) -> std::io::Result<u32> {
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut crc = 0u32;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(crc);
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-    }
-}
-
-/// What `full` holds, as the judge asks.
-fn file_seen(full: &Path) -> FileSeen {
-    if std::fs::symlink_metadata(full).is_err() {
-        return FileSeen::Absent;
-    }
-    match file_crc(full) {
-        Ok(crc) => FileSeen::Contents(crc),
-        Err(e) => FileSeen::Unreadable(e.to_string()),
-    }
 }
 
 /// I6: every acked file operation holds under `files_root`; the operation in flight at the cut
 /// ([`Expectation::in_flight`]) may show whole or not at all.
 pub fn check_files(exp: &Expectation<'_>, files_root: &Path) -> Vec<Violation> {
-    let (promised_by, promises): (Vec<&Ack>, Vec<FilePromise>) = exp
-        .acks
-        .iter()
-        .filter_map(|ack| Some((ack, ack.file_promise()?)))
-        .unzip();
-    let in_flight = exp.in_flight.and_then(Ack::file_promise);
-    let mut look = |path: &str| file_seen(&files_root.join(path));
-    judge_files(&promises, in_flight.as_ref(), &mut look)
+    let mut look = |path: &str| promises::file_seen(&files_root.join(path));
+    promises::judge_acked_files(exp.acks, exp.in_flight, &mut look)
         .into_iter()
-        .map(|finding| exp.violation_of(finding, &promised_by))
+        .map(|found| exp.violation_of(found))
         .collect()
 }
 
@@ -345,7 +281,7 @@ pub fn check_mid_log_corruption(
             });
             return Ok(match mid_log_verdict(&where_, described) {
                 None => MidLogProbe::Refused,
-                Some(finding) => MidLogProbe::Violated(exp.violation_of(finding, &[])),
+                Some(finding) => MidLogProbe::Violated(exp.violation_of((finding, None))),
             });
         }
     }

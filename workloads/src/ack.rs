@@ -16,7 +16,8 @@
 //! t:LSN                       segments holding only records below LSN were retired: those
 //!                             records may be gone from here on (a checkpoint)
 //! o:FIRST-LAST:CRC            a reopen's recovery returned records FIRST..=LAST (CRC over their
-//!                             payloads): they must be durable from here on (I9)
+//!                             payloads): they must be durable from here on (I9); LAST =
+//!                             FIRST-1 when it returned none (`o:1-0:00000000`)
 //! s:NAME                      start of the workload (NAME: workload name)
 //! e:NAME                      clean end of the workload
 //! ```
@@ -53,8 +54,9 @@ pub enum Ack {
     /// Sealed segments whose records are all below `before_lsn` were retired (the renames and
     /// the directory fsync returned): recovery may start after them from here on.
     Retired { before_lsn: u64 },
-    /// A reopen's recovery returned records `first_lsn..=last_lsn` (I9: recovered implies
-    /// durable, so every later crash state holds them unless a later retirement removed them).
+    /// A reopen's recovery returned records `first_lsn..=last_lsn`, none when `last_lsn` is
+    /// `first_lsn - 1` (I9: recovered implies durable, so every later crash state holds them
+    /// unless a later retirement removed them).
     Recovered {
         first_lsn: u64,
         last_lsn: u64,
@@ -147,19 +149,20 @@ impl Ack {
                 Err(err("invalid path"))
             }
         };
-        let parse_range = |rest: &str| {
+        let parse_range = |rest: &str, empty_allowed: bool| {
             let (range, crc) = rest.split_once(':').ok_or_else(|| err("no crc"))?;
             let (first, last) = range.split_once('-').ok_or_else(|| err("no LSN range"))?;
             let first_lsn: u64 = first.parse().map_err(|_| err("bad first LSN"))?;
             let last_lsn: u64 = last.parse().map_err(|_| err("bad last LSN"))?;
-            if first_lsn == 0 || last_lsn < first_lsn {
+            let empty = empty_allowed && last_lsn + 1 == first_lsn;
+            if first_lsn == 0 || (last_lsn < first_lsn && !empty) {
                 return Err(err("empty or zero LSN range"));
             }
             Ok((first_lsn, last_lsn, parse_crc(crc)?))
         };
         match kind {
             "r" => {
-                let (first_lsn, last_lsn, crc32c) = parse_range(rest)?;
+                let (first_lsn, last_lsn, crc32c) = parse_range(rest, false)?;
                 Ok(Ack::Records {
                     first_lsn,
                     last_lsn,
@@ -167,7 +170,7 @@ impl Ack {
                 })
             }
             "o" => {
-                let (first_lsn, last_lsn, crc32c) = parse_range(rest)?;
+                let (first_lsn, last_lsn, crc32c) = parse_range(rest, true)?;
                 Ok(Ack::Recovered {
                     first_lsn,
                     last_lsn,
@@ -252,7 +255,7 @@ impl Ack {
                 first_lsn,
                 last_lsn,
                 crc32c,
-            } => (*first_lsn, *last_lsn, *crc32c, Invariant::I9),
+            } if last_lsn >= first_lsn => (*first_lsn, *last_lsn, *crc32c, Invariant::I9),
             _ => return None,
         };
         Some(RecordPromise {
@@ -261,6 +264,27 @@ impl Ack {
             crc32c,
             invariant,
         })
+    }
+
+    /// The ack of a reopen whose recovery returned `records` (LSN order): the contiguous run
+    /// from the first (a hole is recovery's own finding), or none.
+    pub fn recovered<'a>(records: impl IntoIterator<Item = (u64, &'a [u8])>) -> Ack {
+        let mut records = records.into_iter().peekable();
+        let first_lsn = records.peek().map_or(1, |(lsn, _)| *lsn);
+        let mut last_lsn = first_lsn - 1;
+        let mut crc32c = 0;
+        for (lsn, payload) in records {
+            if lsn != last_lsn + 1 {
+                break;
+            }
+            crc32c = crc32c::crc32c_append(crc32c, payload);
+            last_lsn = lsn;
+        }
+        Ack::Recovered {
+            first_lsn,
+            last_lsn,
+            crc32c,
+        }
     }
 
     /// What this ack promises about files, for the judge (I6).
@@ -315,6 +339,11 @@ mod tests {
                 first_lsn: 3,
                 last_lsn: 9,
                 crc32c: 0x0102_0304,
+            },
+            Ack::Recovered {
+                first_lsn: 1,
+                last_lsn: 0,
+                crc32c: 0,
             },
             Ack::Start {
                 name: "smoke".into(),

@@ -54,13 +54,13 @@ fn after_crash_defaults_parses_and_round_trips() {
     assert_eq!(steps, spec::default_after_crash_steps());
     assert_eq!(steps.len(), 3);
     assert!(matches!(steps[1], Step::Rotate));
-    // 8 + 4 commits of two records, plus start and end.
-    assert_eq!(w.after_crash_acks(), 14);
+    // 8 + 4 commits of two records, plus start, what the opening recovery returned, and end.
+    assert_eq!(w.after_crash_acks(), 15);
 
     let given = format!("{CUT}after_crash:\n  - append: {{ count: 3, size: 200 }}\n  - file: {{ op: create, path: g, size: 10 }}\n");
     let w = spec::parse(&given, "x.yaml").unwrap();
     assert_eq!(w.after_crash_steps().len(), 2);
-    assert_eq!(w.after_crash_acks(), 2 + 3 + 1);
+    assert_eq!(w.after_crash_acks(), 3 + 3 + 1);
     let back = Workload::from_json(&w.to_json()).unwrap();
     assert_eq!(back, w);
 
@@ -142,6 +142,18 @@ fn continuation_recovers_checks_and_appends_after_the_recovered_records() {
     assert!(
         matches!(
             acks[1],
+            Ack::Recovered {
+                first_lsn: 1,
+                last_lsn: 10,
+                ..
+            }
+        ),
+        "the opening recovery's records are acked (I9): {:?}",
+        acks[1]
+    );
+    assert!(
+        matches!(
+            acks[2],
             Ack::Records {
                 first_lsn: 11,
                 last_lsn: 12,
@@ -149,7 +161,7 @@ fn continuation_recovers_checks_and_appends_after_the_recovered_records() {
             }
         ),
         "the first new records continue at LSN 11: {:?}",
-        acks[1]
+        acks[2]
     );
     let recovery = powercut_writer::recover(&root.join("journal")).unwrap();
     assert_eq!(recovery.records.len(), 34);
@@ -196,7 +208,7 @@ fn continuation_reports_broken_prior_acks_instead_of_failing() {
         .collect();
     assert_eq!(
         invariants,
-        ["I1", "I1", "I6"],
+        ["I1", "I1", "I2", "I6"],
         "{:?}",
         outcome.prior_violations
     );

@@ -128,9 +128,9 @@ fn defaults_and_forms() {
             fsync_dir: true
         })
     );
-    // start + 3 records + 1 file + end
-    assert_eq!(w.total_acks_estimate(), 6);
-    assert_eq!(w.durable_acks(), 4);
+    // start + 3 records + the reopen's recovered records + 1 file + end
+    assert_eq!(w.total_acks_estimate(), 7);
+    assert_eq!(w.durable_acks(), 5);
 
     let xfs = spec::parse(&format!("filesystem: xfs\n{MINIMAL}"), "t.yaml").unwrap();
     assert_eq!(xfs.disk_mib, spec::MIN_XFS_DISK_MIB);

@@ -101,14 +101,6 @@ pub enum ExecError {
         /// What was seen.
         message: String,
     },
-    /// A reopen recovered something other than exactly the acknowledged records.
-    #[error("{phase}: recovery disagrees with the acks: {message}")]
-    RecoveryMismatch {
-        /// Where.
-        phase: Phase,
-        /// The first difference.
-        message: String,
-    },
     /// The sink could not arm or clear a fault.
     #[error("{phase}: fault injection: {message}")]
     Fault {

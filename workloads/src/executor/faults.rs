@@ -2,7 +2,7 @@
 //! engine call under a fault must lead to (a poisoned journal refusing every call until a
 //! reopen), and the reopen's recovery after it.
 
-use std::collections::BTreeMap;
+use powercut_judge::Invariant;
 
 use powercut_writer::{JournalError, Recovery};
 
@@ -105,12 +105,16 @@ impl Run<'_, '_> {
 
     /// Records an I7 finding and sends it to the sink.
     fn find(&mut self, phase: &Phase, expected: String, found: String) {
-        let finding = PriorViolation {
-            invariant: "I7".into(),
+        self.report_finding(PriorViolation {
+            invariant: Invariant::I7.name().into(),
             step: Some(phase.to_string()),
             expected,
             found,
-        };
+        });
+    }
+
+    /// Sends a finding of the run to the sink and keeps it in the summary; the run goes on.
+    pub(super) fn report_finding(&mut self, finding: PriorViolation) {
         self.shared.sink.finding(&finding);
         self.summary.findings.push(finding);
     }
@@ -145,64 +149,10 @@ impl Run<'_, '_> {
     /// ones recovered join the ledger so a later reopen is checked exactly, and LSNs continue
     /// after them.
     pub(super) fn check_recovery_after_fault(&mut self, phase: &Phase, recovery: &Recovery) {
-        let seed = self.shared.workload.seed;
-        let mut problems = Vec::new();
-        {
-            let mut ledger = self.shared.ledger();
-            if let Err(problem) = self.forget_retired(&mut ledger, recovery) {
-                problems.push(problem);
-            }
-            problems.extend(acked_records_missing(seed, &ledger, recovery));
-            for record in &recovery.records {
-                ledger
-                    .entry(record.lsn)
-                    .or_insert_with(|| RecordIdentity::recovered(seed, record));
-            }
+        let findings = self.judge_reopen(phase, Invariant::I7, recovery, true);
+        for finding in findings {
+            self.report_finding(finding);
         }
-        self.next_lsn = recovery.records.last().map_or(1, |r| r.lsn + 1);
-        if let Some(first) = problems.first() {
-            self.find(
-                phase,
-                format!(
-                    "the reopen after the fault recovers all {} records acknowledged before it",
-                    self.acked_before_fault
-                ),
-                format!(
-                    "{} of them wrong ({} recovered); first: {first}",
-                    problems.len(),
-                    recovery.records.len()
-                ),
-            );
-        }
+        self.follow_recovery(recovery);
     }
-}
-
-/// The acknowledged records of `ledger` that `recovery` lacks or holds with other bytes.
-fn acked_records_missing(
-    seed: u64,
-    ledger: &BTreeMap<u64, RecordIdentity>,
-    recovery: &Recovery,
-) -> Vec<String> {
-    let recovered: BTreeMap<u64, &[u8]> = recovery
-        .records
-        .iter()
-        .map(|r| (r.lsn, r.payload.as_slice()))
-        .collect();
-    let mut problems = Vec::new();
-    for (&lsn, identity) in ledger {
-        match recovered.get(&lsn) {
-            None => problems.push(format!("LSN {lsn} missing")),
-            Some(bytes) => {
-                let origin = payload::verify(seed, bytes).ok();
-                if origin.map(|o| (o.writer, o.sequence))
-                    != Some((identity.writer, identity.sequence))
-                    || bytes.len() != identity.len_bytes
-                    || crc32c::crc32c(bytes) != identity.crc32c
-                {
-                    problems.push(format!("LSN {lsn} holds other bytes"));
-                }
-            }
-        }
-    }
-    problems
 }

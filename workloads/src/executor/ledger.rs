@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use powercut_judge::records::{
+    judge_recovery, Provenance, RecordPromise, RecordRules, RecoveredRecord as JudgedRecord,
+};
+use powercut_judge::Invariant;
 use powercut_writer::{RecoveredRecord, Recovery};
 
 use super::error::{ExecError, Phase};
 use super::run::Run;
-use super::AckSink;
+use super::{AckSink, PriorViolation};
 use crate::ack::Ack;
 use crate::payload;
 use crate::spec::Workload;
@@ -33,6 +37,42 @@ impl RecordIdentity {
             sequence: origin.map_or(0, |o| o.sequence),
             len_bytes: record.payload.len(),
             crc32c: crc32c::crc32c(&record.payload),
+        }
+    }
+}
+
+/// Where a reopen's payloads may come from: the acknowledged identity at an acknowledged LSN;
+/// elsewhere, with `unacknowledged_allowed`, any payload of the run (an append that failed under
+/// a fault may have reached the device), else nothing (a clean close leaves only what was acked).
+struct LedgerProvenance<'l> {
+    seed: u64,
+    ledger: &'l BTreeMap<u64, RecordIdentity>,
+    unacknowledged_allowed: bool,
+}
+
+impl Provenance for LedgerProvenance<'_> {
+    fn written(&self, lsn: u64, payload: &[u8]) -> Result<(), String> {
+        let origin = payload::verify(self.seed, payload).map_err(|why| why.to_string())?;
+        let found = RecordIdentity {
+            writer: origin.writer,
+            sequence: origin.sequence,
+            len_bytes: payload.len(),
+            crc32c: crc32c::crc32c(payload),
+        };
+        match self.ledger.get(&lsn) {
+            Some(acked) if *acked == found => Ok(()),
+            Some(acked) => Err(format!(
+                "writer {} sequence {} ({} bytes) where writer {} sequence {} ({} bytes) was \
+                 acknowledged",
+                found.writer,
+                found.sequence,
+                found.len_bytes,
+                acked.writer,
+                acked.sequence,
+                acked.len_bytes
+            )),
+            None if self.unacknowledged_allowed => Ok(()),
+            None => Err("no record was acknowledged at this LSN before a clean close".into()),
         }
     }
 }
@@ -89,83 +129,93 @@ impl<'a> Shared<'a> {
 }
 
 impl Run<'_, '_> {
-    /// Drops from the ledger the records a recovery no longer holds because their segments were
-    /// retired; fails if the recovery starts later than any retire allowed.
-    pub(super) fn forget_retired(
-        &self,
-        ledger: &mut BTreeMap<u64, RecordIdentity>,
-        recovery: &Recovery,
-    ) -> Result<(), String> {
-        let retired_before = self.shared.retired_before.load(Ordering::SeqCst);
-        let Some(first) = recovery.records.first().map(|r| r.lsn) else {
-            return Ok(());
-        };
-        if first > 1 && first > retired_before {
-            return Err(format!(
-                "the recovered log starts at LSN {first}, but only records below {} were retired",
-                retired_before.max(1)
-            ));
+    /// The recovery of a cleanly closed journal holds exactly the acknowledged records (I1,
+    /// I2, I3 as the judge decides them): what breaks that is a finding of the run, reported to
+    /// the sink, and the ledger then follows what was recovered so the run can go on.
+    pub(super) fn check_recovery(&mut self, phase: &Phase, recovery: &Recovery) {
+        let mut findings = self.judge_reopen(phase, Invariant::I1, recovery, false);
+        if let Some(tail) = recovery.truncated_tail {
+            findings.push(PriorViolation {
+                invariant: Invariant::I2.name().into(),
+                step: Some(phase.to_string()),
+                expected: "a cleanly closed journal ends without a torn tail".into(),
+                found: format!("recovery truncated a torn tail: {tail:?}"),
+            });
         }
-        ledger.retain(|&lsn, _| lsn >= first);
-        Ok(())
+        if findings.is_empty() {
+            return;
+        }
+        for finding in findings {
+            self.report_finding(finding);
+        }
+        self.follow_recovery(recovery);
     }
 
-    /// The recovery of a cleanly closed journal holds exactly the acknowledged records.
-    pub(super) fn check_recovery(
+    /// The judge's findings on a reopen's recovery against the ledger: every acknowledged
+    /// record byte for byte (a promise of `invariant`: I1 after a clean close, I7 after a fault),
+    /// the log contiguous, and no payload the run did not write; with `unacknowledged_allowed`,
+    /// records whose append failed may be there too.
+    pub(super) fn judge_reopen(
         &self,
         phase: &Phase,
+        invariant: Invariant,
         recovery: &Recovery,
-    ) -> Result<(), ExecError> {
-        let mismatch = |message: String| ExecError::RecoveryMismatch {
-            phase: phase.clone(),
-            message,
+        unacknowledged_allowed: bool,
+    ) -> Vec<PriorViolation> {
+        let ledger = self.shared.ledger();
+        let promises: Vec<RecordPromise> = ledger
+            .iter()
+            .map(|(&lsn, identity)| RecordPromise {
+                first_lsn: lsn,
+                last_lsn: lsn,
+                crc32c: identity.crc32c,
+                invariant,
+            })
+            .collect();
+        let retired_before = self.shared.retired_before.load(Ordering::SeqCst);
+        let provenance = LedgerProvenance {
+            seed: self.shared.workload.seed,
+            ledger: &ledger,
+            unacknowledged_allowed,
         };
-        let mut ledger = self.shared.ledger();
-        self.forget_retired(&mut ledger, recovery)
-            .map_err(mismatch)?;
-        let first_lsn = recovery.records.first().map_or(1, |r| r.lsn);
-        if let Some(tail) = recovery.truncated_tail {
-            return Err(mismatch(format!(
-                "a clean close left a torn tail: {tail:?}"
-            )));
-        }
-        if recovery.records.len() != ledger.len() {
-            return Err(mismatch(format!(
-                "{} records recovered, {} acknowledged",
-                recovery.records.len(),
-                ledger.len()
-            )));
-        }
+        let rules = RecordRules {
+            promises: &promises,
+            retired_before: (retired_before > 0).then_some(retired_before),
+            provenance: &provenance,
+        };
+        let records: Vec<JudgedRecord<'_>> = recovery
+            .records
+            .iter()
+            .map(|r| JudgedRecord {
+                lsn: r.lsn,
+                payload: &r.payload,
+            })
+            .collect();
+        judge_recovery(&rules, Ok(&records))
+            .into_iter()
+            .map(|finding| PriorViolation {
+                invariant: finding.invariant.name().into(),
+                step: Some(phase.to_string()),
+                expected: finding.expected,
+                found: finding.found,
+            })
+            .collect()
+    }
+
+    /// From here on the ledger is what `recovery` returned and LSNs continue after it.
+    pub(super) fn follow_recovery(&mut self, recovery: &Recovery) {
         let seed = self.shared.workload.seed;
-        for (position, (record, (&lsn, identity))) in
-            recovery.records.iter().zip(ledger.iter()).enumerate()
-        {
-            let expected_lsn = first_lsn + position as u64;
-            if record.lsn != expected_lsn || lsn != expected_lsn {
-                return Err(mismatch(format!(
-                    "record {position} has LSN {} (acknowledged: {lsn}), expected {expected_lsn}",
-                    record.lsn
-                )));
-            }
-            let origin = payload::verify(seed, &record.payload)
-                .map_err(|why| mismatch(format!("LSN {lsn}: payload {why}")))?;
-            if origin.writer != identity.writer
-                || origin.sequence != identity.sequence
-                || record.payload.len() != identity.len_bytes
-                || crc32c::crc32c(&record.payload) != identity.crc32c
-            {
-                return Err(mismatch(format!(
-                    "LSN {lsn}: recovered writer {} sequence {} ({} bytes), acknowledged writer \
-                     {} sequence {} ({} bytes)",
-                    origin.writer,
-                    origin.sequence,
-                    record.payload.len(),
-                    identity.writer,
-                    identity.sequence,
-                    identity.len_bytes
-                )));
-            }
+        let mut ledger = self.shared.ledger();
+        ledger.clear();
+        for record in &recovery.records {
+            ledger.insert(record.lsn, RecordIdentity::recovered(seed, record));
         }
-        Ok(())
+        self.next_lsn = recovery.records.last().map_or(1, |r| r.lsn + 1);
+    }
+
+    /// Acks what a reopen's recovery returned (I9: it must stay durable from now on).
+    pub(super) fn ack_recovered(&self, phase: &Phase, recovery: &Recovery) -> Result<(), ExecError> {
+        let records = recovery.records.iter().map(|r| (r.lsn, r.payload.as_slice()));
+        self.shared.ack(phase, &Ack::recovered(records))
     }
 }

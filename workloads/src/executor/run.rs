@@ -34,6 +34,9 @@ pub(super) struct Run<'a, 's> {
     pub(super) next_sequence: BTreeMap<u32, u64>,
     /// LSN the next record must get (all writers).
     pub(super) next_lsn: u64,
+    /// The ack of what the opening recovery returned, sent right after the start ack (a run
+    /// after a power cut starts from a recovered journal: I9).
+    pub(super) opened_with: Option<Ack>,
     /// crc32c of each existing file's contents, by path under `files`.
     pub(super) file_crcs: BTreeMap<String, u32>,
     /// A fault is armed, and the steps left before it clears itself (if it does).
@@ -68,6 +71,7 @@ impl<'a, 's> Run<'a, 's> {
             writer_base,
             next_sequence: BTreeMap::new(),
             next_lsn: 1,
+            opened_with: None,
             file_crcs: BTreeMap::new(),
             fault: None,
             poisoned: false,
@@ -100,9 +104,13 @@ impl<'a, 's> Run<'a, 's> {
                 name: workload.name.clone(),
             },
         )?;
+        let opened_acks = match self.opened_with.take() {
+            Some(ack) => shared.ack(&Phase::Setup, &ack).map(|()| 1)?,
+            None => 0,
+        };
         let steps = std::mem::take(&mut self.steps);
         let steps_total = steps.len();
-        let acks_total = 2 + steps.iter().map(Step::acks).sum::<u64>();
+        let acks_total = 2 + opened_acks + steps.iter().map(Step::acks).sum::<u64>();
         for (index, step) in steps.iter().enumerate() {
             let phase = Phase::Step {
                 index,
@@ -285,10 +293,10 @@ impl<'a, 's> Run<'a, 's> {
         if self.poisoned {
             self.check_recovery_after_fault(phase, &recovery);
             self.poisoned = false;
-            Ok(())
         } else {
-            self.check_recovery(phase, &recovery)
+            self.check_recovery(phase, &recovery);
         }
+        self.ack_recovered(phase, &recovery)
     }
 }
 

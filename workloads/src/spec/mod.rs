@@ -177,9 +177,10 @@ impl Workload {
         }
     }
 
-    /// Every ack the run after the power cut emits (start and end included).
+    /// Every ack the run after the power cut emits: start, what its opening recovery returned
+    /// (I9), its steps' and end.
     pub fn after_crash_acks(&self) -> u64 {
-        2 + self.after_crash_steps().iter().map(Step::acks).sum::<u64>()
+        3 + self.after_crash_steps().iter().map(Step::acks).sum::<u64>()
     }
 
     /// Whether any step injects a fault.

@@ -235,8 +235,9 @@ impl Step {
             Step::Append(a) => a.count.div_ceil(a.commit_every),
             Step::File(op) => u64::from(op.is_acked()),
             Step::Ingest(i) => i.clients * i.records_per_client,
-            Step::Retire => 1,
-            Step::Rotate | Step::Reopen | Step::Fault(_) | Step::ClearFault => 0,
+            // A reopen acks what its recovery returned (I9).
+            Step::Retire | Step::Reopen => 1,
+            Step::Rotate | Step::Fault(_) | Step::ClearFault => 0,
         }
     }
 

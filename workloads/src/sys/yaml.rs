@@ -1,5 +1,5 @@
 //! A libyaml event reader (the parser serde_yaml is built on), for the bounded pre-pass over
-//! workload files in `spec_input`: the crate's only `unsafe` outside the guest's system calls.
+//! workload files in `spec::input`: the crate's only `unsafe` outside the guest's system calls.
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
