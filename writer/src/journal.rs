@@ -22,31 +22,13 @@ use crate::dir_lock::{DirLock, LockMode};
 use crate::error::JournalError;
 #[cfg(feature = "mutants")]
 use crate::mutants::{self, Mutant};
-use crate::options::{Durability, JournalOptions, Preallocation};
+use crate::options::{Durability, JournalOptions, Preallocation, MAX_GROUPS_IN_FLIGHT};
 use crate::record;
 use crate::recovery::{self, RecordView, RecoverySummary};
 use crate::segment::{self, SegmentName};
-use crate::storage::{AlignedBuf, OpenFlags, RealStorage, SegmentFile, Storage};
+pub(crate) use crate::storage::IoPath;
+use crate::storage::{AlignedBuf, OpenFlags, RealStorage, SegmentFile, Storage, MAX_BLOCK_BYTES};
 use crate::Lsn;
-
-/// The submission path in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoPath {
-    /// io_uring, batched.
-    IoUring,
-    /// Synchronous pwritev2 (io_uring could not be set up or was not wanted).
-    Pwritev2,
-}
-
-impl IoPath {
-    /// `io_uring` or `fallback`, as reports spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            IoPath::IoUring => "io_uring",
-            IoPath::Pwritev2 => "fallback",
-        }
-    }
-}
 
 /// What opening found and chose.
 #[derive(Debug, Clone)]
@@ -260,9 +242,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// Most group commits written at the same time.
-pub const MAX_GROUPS_IN_FLIGHT: usize = 8;
-
 fn slot(group: u64) -> usize {
     (group % MAX_GROUPS_IN_FLIGHT as u64) as usize
 }
@@ -287,8 +266,6 @@ fn segment_path(dir: &Path, name: SegmentName) -> PathBuf {
 }
 
 const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
-/// Largest write block considered (file systems with larger blocks still get aligned writes).
-pub(crate) const MAX_BLOCK_BYTES: usize = 64 * 1024;
 
 /// Writes zeros over `[from, to)` of a file (both multiples of the alignment).
 fn zero_fill(

@@ -478,7 +478,7 @@ fn classify(data: &[u8], pos: usize, segment: SegmentName, missing_lsn: Lsn) -> 
 
 /// Largest zero gap between two groups (a group moves to the next write block when the block
 /// before is still being written; write blocks are at most 64 KiB).
-const MAX_GAP_BYTES: usize = crate::journal::MAX_BLOCK_BYTES;
+const MAX_GAP_BYTES: usize = crate::storage::MAX_BLOCK_BYTES;
 
 /// Where the next record of the log starts: at `pos`, or after a gap of zeros ending at a
 /// 512-byte boundary, provided a valid record of the segment's generation with the expected
@@ -641,7 +641,7 @@ fn find_durable_evidence(
 /// Recovers the journal in `dir`; `mutant` selects a deliberately broken recovery (M4, M7,
 /// M8; any other mutant recovers like the real engine).
 /// Bytes before the end of the log kept for the writer: at least its largest write block.
-pub(crate) const END_TAIL_BYTES: u64 = crate::journal::MAX_BLOCK_BYTES as u64;
+pub(crate) const END_TAIL_BYTES: u64 = crate::storage::MAX_BLOCK_BYTES as u64;
 
 pub(crate) fn scan(
     storage: &dyn Storage,
