@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Durability, IoPath, Journal, JournalError, JournalOptions};
+use crate::{Durability, IoPath, Journal, JournalError, JournalOptions, JournalStats, OpenReport};
 
 /// Parameters of a run.
 #[derive(Debug, Clone)]
@@ -142,6 +143,36 @@ fn percentile_us(sorted_ns: &[u64], fraction: f64) -> f64 {
 /// refused: the benchmark retires segments as it goes and would destroy its records.
 pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalError> {
     assert!(options.clients > 0, "at least one client");
+    let (journal, report) = open_new(dir, options)?;
+    let journal = Arc::new(journal);
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(options.clients + 1));
+    let threads: Vec<_> = (0..options.clients)
+        .map(|client| spawn_client(&journal, &stop, &barrier, client, options.record_bytes))
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    checkpoint_until(&journal, options, start)?;
+    stop.store(true, Ordering::Relaxed);
+    let joined = join_clients(threads);
+    let elapsed_seconds = start.elapsed().as_secs_f64();
+    let (records, mut samples) = joined?;
+    let stats = journal.stats();
+    if let Some(journal) = Arc::into_inner(journal) {
+        journal.close()?;
+    }
+    samples.sort_unstable();
+    let run = Measured {
+        records,
+        elapsed_seconds,
+        sorted_samples: samples,
+        stats,
+    };
+    Ok(run.result(options, &report))
+}
+
+/// Opens a journal in `dir`, which must not hold one, and waits for its next segment.
+fn open_new(dir: &Path, options: &BenchOptions) -> Result<(Journal, OpenReport), JournalError> {
     if crate::segment::holds_journal(dir)? {
         return Err(JournalError::JournalExists {
             path: dir.to_path_buf(),
@@ -155,35 +186,47 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalErr
         });
     }
     journal.wait_for_prepared_segment()?;
-    let journal = Arc::new(journal);
-    let stop = Arc::new(AtomicBool::new(false));
-    let barrier = Arc::new(Barrier::new(options.clients + 1));
-    let threads: Vec<_> = (0..options.clients)
-        .map(|client| {
-            let journal = Arc::clone(&journal);
-            let stop = Arc::clone(&stop);
-            let barrier = Arc::clone(&barrier);
-            let record_bytes = options.record_bytes;
-            std::thread::spawn(move || -> Result<(u64, Vec<u64>), JournalError> {
-                let payload: Vec<u8> = (0..record_bytes).map(|i| (i + client) as u8).collect();
-                let mut samples = Vec::with_capacity(1 << 16);
-                let mut count = 0u64;
-                barrier.wait();
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    journal.append_durable(&payload)?;
-                    let ns = start.elapsed().as_nanos() as u64;
-                    count += 1;
-                    if samples.len() < MAX_SAMPLES_PER_CLIENT {
-                        samples.push(ns);
-                    }
-                }
-                Ok((count, samples))
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
+    Ok((journal, report))
+}
+
+/// What a client thread returns: its acknowledged records and its latency samples (ns).
+type ClientRun = JoinHandle<Result<(u64, Vec<u64>), JournalError>>;
+
+/// Starts client `client`: from the barrier on, `append_durable` in a loop until `stop`.
+fn spawn_client(
+    journal: &Arc<Journal>,
+    stop: &Arc<AtomicBool>,
+    barrier: &Arc<Barrier>,
+    client: usize,
+    record_bytes: usize,
+) -> ClientRun {
+    let journal = Arc::clone(journal);
+    let stop = Arc::clone(stop);
+    let barrier = Arc::clone(barrier);
+    std::thread::spawn(move || -> Result<(u64, Vec<u64>), JournalError> {
+        let payload: Vec<u8> = (0..record_bytes).map(|i| (i + client) as u8).collect();
+        let mut samples = Vec::with_capacity(1 << 16);
+        let mut count = 0u64;
+        barrier.wait();
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            journal.append_durable(&payload)?;
+            let ns = start.elapsed().as_nanos() as u64;
+            count += 1;
+            if samples.len() < MAX_SAMPLES_PER_CLIENT {
+                samples.push(ns);
+            }
+        }
+        Ok((count, samples))
+    })
+}
+
+/// Waits out the measurement from `start`, retiring durable segments every 50 ms when asked.
+fn checkpoint_until(
+    journal: &Journal,
+    options: &BenchOptions,
+    start: Instant,
+) -> Result<(), JournalError> {
     // Like a database checkpointing its log: records already durable are released, so
     // rotations reuse (recycle) written segments instead of zero-filling new ones.
     while start.elapsed() < options.duration {
@@ -194,7 +237,11 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalErr
             journal.retire_before(journal.durable_lsn())?;
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Joins every client; returns their records and samples, or the first failure.
+fn join_clients(threads: Vec<ClientRun>) -> Result<(u64, Vec<u64>), JournalError> {
     let mut records = 0u64;
     let mut samples = Vec::new();
     let mut first_error = None;
@@ -212,44 +259,53 @@ pub fn run(dir: &Path, options: &BenchOptions) -> Result<BenchResult, JournalErr
             }
         }
     }
-    let elapsed_seconds = start.elapsed().as_secs_f64();
-    if let Some(err) = first_error {
-        return Err(err);
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok((records, samples)),
     }
-    let stats = journal.stats();
-    let groups = stats.groups;
-    if let Some(journal) = Arc::into_inner(journal) {
-        journal.close()?;
-    }
-    samples.sort_unstable();
-    let per_group = |total_us: u64| {
-        if groups == 0 {
-            0.0
-        } else {
-            total_us as f64 / groups as f64
+}
+
+/// What a run measured, before it is summarised.
+struct Measured {
+    records: u64,
+    elapsed_seconds: f64,
+    sorted_samples: Vec<u64>,
+    stats: JournalStats,
+}
+
+impl Measured {
+    fn result(&self, options: &BenchOptions, report: &OpenReport) -> BenchResult {
+        let (stats, groups) = (self.stats, self.stats.groups);
+        let per_group = |total_us: u64| {
+            if groups == 0 {
+                0.0
+            } else {
+                total_us as f64 / groups as f64
+            }
+        };
+        let records_per_second = self.records as f64 / self.elapsed_seconds;
+        let samples = &self.sorted_samples;
+        BenchResult {
+            records: self.records,
+            elapsed_seconds: self.elapsed_seconds,
+            records_per_second,
+            mib_per_second: records_per_second * options.record_bytes as f64 / (1024.0 * 1024.0),
+            p50_us: percentile_us(samples, 0.50),
+            p99_us: percentile_us(samples, 0.99),
+            p999_us: percentile_us(samples, 0.999),
+            mode: options.journal.durability,
+            io_path: report.io_path,
+            direct_io: report.direct_io,
+            alignment_bytes: report.alignment_bytes,
+            clients: options.clients,
+            record_bytes: options.record_bytes,
+            groups,
+            max_group_records: stats.max_group_records,
+            mean_group_write_us: per_group(stats.group_write_us),
+            mean_group_start_wait_us: per_group(stats.group_start_wait_us),
+            mean_group_ack_wait_us: per_group(stats.group_ack_wait_us),
         }
-    };
-    let records_per_second = records as f64 / elapsed_seconds;
-    Ok(BenchResult {
-        records,
-        elapsed_seconds,
-        records_per_second,
-        mib_per_second: records_per_second * options.record_bytes as f64 / (1024.0 * 1024.0),
-        p50_us: percentile_us(&samples, 0.50),
-        p99_us: percentile_us(&samples, 0.99),
-        p999_us: percentile_us(&samples, 0.999),
-        mode: options.journal.durability,
-        io_path: report.io_path,
-        direct_io: report.direct_io,
-        alignment_bytes: report.alignment_bytes,
-        clients: options.clients,
-        record_bytes: options.record_bytes,
-        groups,
-        max_group_records: stats.max_group_records,
-        mean_group_write_us: per_group(stats.group_write_us),
-        mean_group_start_wait_us: per_group(stats.group_start_wait_us),
-        mean_group_ack_wait_us: per_group(stats.group_ack_wait_us),
-    })
+    }
 }
 
 #[cfg(test)]

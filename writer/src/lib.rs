@@ -24,15 +24,15 @@ pub mod capability;
 pub use alignment::discover_alignment_bytes;
 pub use dir_lock::{DirLock, DirLockError, LockMode, TRANSIENT_HOLDER_WAIT};
 pub use error::JournalError;
-pub use journal::{IoPath, Journal, JournalStats, OpenReport, MAX_GROUPS_IN_FLIGHT};
+pub use journal::{Journal, JournalStats, OpenReport};
 pub use mutants::{Mutant, MUTANTS_BUILT};
-pub use options::{Durability, IoPathChoice, JournalOptions, Preallocation};
+pub use options::{Durability, IoPathChoice, JournalOptions, Preallocation, MAX_GROUPS_IN_FLIGHT};
 pub use recovery::{
     recover, recover_visiting, recover_with, recover_with_storage, LogEnd, RecordView,
     RecoveredRecord, Recovery, RecoverySummary, SegmentSummary, TruncatedTail,
 };
 pub use storage::{
-    AlignedBuf, FaultPlan, FaultyStorage, OpenFlags, RealStorage, SegmentFile, Storage,
+    AlignedBuf, FaultPlan, FaultyStorage, IoPath, OpenFlags, RealStorage, SegmentFile, Storage,
 };
 
 /// Log sequence number: records are numbered 1, 2, 3, ... without holes.

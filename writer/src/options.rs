@@ -1,5 +1,8 @@
 //! Options of [`crate::Journal::open`].
 
+/// Most group commits written at the same time (the largest `max_groups_in_flight`).
+pub const MAX_GROUPS_IN_FLIGHT: usize = 8;
+
 /// How a write is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -88,10 +91,7 @@ impl JournalOptions {
     /// Bytes of one staging buffer: `max_staging_bytes` is shared by the buffer collecting
     /// appends and one per group in flight, each a whole number of write blocks.
     pub fn staging_buffer_bytes(&self, write_block_bytes: usize) -> usize {
-        let buffers = self
-            .max_groups_in_flight
-            .clamp(1, crate::MAX_GROUPS_IN_FLIGHT)
-            + 1;
+        let buffers = self.max_groups_in_flight.clamp(1, MAX_GROUPS_IN_FLIGHT) + 1;
         (self.max_staging_bytes / buffers) / write_block_bytes * write_block_bytes
     }
 
@@ -106,19 +106,18 @@ impl JournalOptions {
     pub fn max_record_payload_bytes(&self, write_block_bytes: usize) -> Result<usize, String> {
         let overhead = crate::record::HEADER_BYTES + crate::record::RECORD_ALIGN_BYTES;
         let buffer = self.staging_buffer_bytes(write_block_bytes);
-        let staged =
-            buffer
-                .checked_sub(2 * write_block_bytes + overhead)
-                .filter(|&bytes| bytes > 0)
-                .ok_or_else(|| {
-                    format!(
+        let staged = buffer
+            .checked_sub(2 * write_block_bytes + overhead)
+            .filter(|&bytes| bytes > 0)
+            .ok_or_else(|| {
+                format!(
                     "max_staging_bytes {} shared by {} buffers leaves {buffer} bytes each, too \
                      small for two {write_block_bytes}-byte blocks and a record: raise \
                      max_staging_bytes or lower max_groups_in_flight",
                     self.max_staging_bytes,
-                    self.max_groups_in_flight.clamp(1, crate::MAX_GROUPS_IN_FLIGHT) + 1
+                    self.max_groups_in_flight.clamp(1, MAX_GROUPS_IN_FLIGHT) + 1
                 )
-                })?;
+            })?;
         let segment = usize::try_from(self.segment_bytes).unwrap_or(usize::MAX);
         // A fresh segment must hold the record and the block of slack.
         let in_segment = segment.saturating_sub(write_block_bytes + overhead);

@@ -478,7 +478,7 @@ fn classify(data: &[u8], pos: usize, segment: SegmentName, missing_lsn: Lsn) -> 
 
 /// Largest zero gap between two groups (a group moves to the next write block when the block
 /// before is still being written; write blocks are at most 64 KiB).
-const MAX_GAP_BYTES: usize = crate::journal::MAX_BLOCK_BYTES;
+const MAX_GAP_BYTES: usize = crate::storage::MAX_BLOCK_BYTES;
 
 /// Where the next record of the log starts: at `pos`, or after a gap of zeros ending at a
 /// 512-byte boundary, provided a valid record of the segment's generation with the expected
@@ -638,11 +638,11 @@ fn find_durable_evidence(
     None
 }
 
+/// Bytes before the end of the log kept for the writer: at least its largest write block.
+pub(crate) const END_TAIL_BYTES: u64 = crate::storage::MAX_BLOCK_BYTES as u64;
+
 /// Recovers the journal in `dir`; `mutant` selects a deliberately broken recovery (M4, M7,
 /// M8; any other mutant recovers like the real engine).
-/// Bytes before the end of the log kept for the writer: at least its largest write block.
-pub(crate) const END_TAIL_BYTES: u64 = crate::journal::MAX_BLOCK_BYTES as u64;
-
 pub(crate) fn scan(
     storage: &dyn Storage,
     dir: &Path,
@@ -657,26 +657,77 @@ pub(crate) fn scan(
     #[cfg(not(feature = "mutants"))]
     let report_corruption = true;
     let listing = segment::list(storage, dir)?;
-    let mut counter = SummaryCounter::default();
-    let mut summaries = Vec::new();
-    // The next LSN the log needs; unknown only when the first segment was retired.
-    let mut expected: Option<Lsn> = match listing.segments.first() {
-        Some(first) if first.index == 1 => Some(1),
-        Some(_) => None,
-        None => Some(1),
-    };
-    let mut end: Option<(SegmentName, u64)> = None;
-    let mut end_is_final = false;
-    let mut end_tail: (u64, Vec<u8>) = (0, Vec::new());
-    let mut truncated_tail = None;
-    let mut ended_at_stale_record = false;
+    let mut scanner = Scanner::new(storage, dir, mutant, report_corruption, &listing);
+    for position in 0..listing.segments.len() {
+        scanner.scan_segment(&listing.segments, position, visit)?;
+    }
+    Ok(scanner.finish(listing))
+}
 
-    // A segment read ahead by the sealed-segment rule (below), kept for its own turn.
-    let mut read_ahead: Option<(SegmentName, Vec<u8>)> = None;
-    for (position, &seg) in listing.segments.iter().enumerate() {
-        let data = match read_ahead.take() {
+/// Where recovery is in its walk over the segments, in index order.
+struct Scanner<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+    mutant: Option<Mutant>,
+    report_corruption: bool,
+    counter: SummaryCounter,
+    summaries: Vec<SegmentSummary>,
+    /// The next LSN the log needs; unknown only when the first segment was retired.
+    expected: Option<Lsn>,
+    /// The end of the log so far: segment and offset.
+    end: Option<(SegmentName, u64)>,
+    /// Whether the log cannot go on past `end` (later segments are only looked at for proof
+    /// of corruption).
+    end_is_final: bool,
+    /// Offset and bytes of the last `END_TAIL_BYTES` before `end`.
+    end_tail: (u64, Vec<u8>),
+    truncated_tail: Option<TruncatedTail>,
+    ended_at_stale_record: bool,
+    /// A segment read ahead by the sealed-segment rule, kept for its own turn.
+    read_ahead: Option<(SegmentName, Vec<u8>)>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(
+        storage: &'a dyn Storage,
+        dir: &'a Path,
+        mutant: Option<Mutant>,
+        report_corruption: bool,
+        listing: &segment::DirListing,
+    ) -> Scanner<'a> {
+        let expected = match listing.segments.first() {
+            Some(first) if first.index == 1 => Some(1),
+            Some(_) => None,
+            None => Some(1),
+        };
+        Scanner {
+            storage,
+            dir,
+            mutant,
+            report_corruption,
+            counter: SummaryCounter::default(),
+            summaries: Vec::new(),
+            expected,
+            end: None,
+            end_is_final: false,
+            end_tail: (0, Vec::new()),
+            truncated_tail: None,
+            ended_at_stale_record: false,
+            read_ahead: None,
+        }
+    }
+
+    /// Scans `segments[position]`: its records of the log, then what follows them.
+    fn scan_segment(
+        &mut self,
+        segments: &[SegmentName],
+        position: usize,
+        visit: &mut dyn FnMut(RecordView<'_>),
+    ) -> Result<(), JournalError> {
+        let seg = segments[position];
+        let data = match self.read_ahead.take() {
             Some((next, data)) if next == seg => data,
-            _ => read_segment(storage, dir, seg)?,
+            _ => read_segment(self.storage, self.dir, seg)?,
         };
         let mut summary = SegmentSummary {
             index: seg.index,
@@ -685,28 +736,59 @@ pub(crate) fn scan(
             records: 0,
             last_lsn: 0,
         };
-        let consecutive = match end {
+        let consecutive = match self.end {
             None => position == 0,
-            Some((previous, _)) => !end_is_final && seg.index == previous.index + 1,
+            Some((previous, _)) => !self.end_is_final && seg.index == previous.index + 1,
         };
         if !consecutive {
-            // Past the end of the log: only look for proof that the end was corruption.
-            end_is_final = true;
-            let missing = expected.unwrap_or(0);
-            if let Some((at, lsn, synced)) =
-                find_durable_evidence(&data, 0, seg, missing).filter(|_| report_corruption)
-            {
-                let (end_seg, end_offset) = end.map_or((seg.index, 0), |(s, o)| (s.index, o));
-                return Err(corruption(
-                    end_seg, end_offset, missing, seg.index, at, lsn, synced,
-                ));
-            }
-            summaries.push(summary);
-            continue;
+            self.past_end(seg, &data)?;
+            self.summaries.push(summary);
+            return Ok(());
         }
+        let pos = self.read_records(&data, seg, &mut summary, visit);
+        refuse_renamed_generation(&data, pos, seg, self.expected, self.dir)?;
+        let remainder = self.remainder(&data, pos, seg, segments.get(position + 1))?;
+        if summary.records == 0 && position > 0 {
+            if let Remainder::Clean { stale } = remainder {
+                // A prepared but unused segment: the log ended in the previous one.
+                self.end_is_final = true;
+                self.ended_at_stale_record |= stale;
+                self.summaries.push(summary);
+                return Ok(());
+            }
+        }
+        self.settle_end(seg, &data, pos, remainder)?;
+        self.summaries.push(summary);
+        Ok(())
+    }
+
+    /// A segment past the end of the log: only looked at for proof that the end was
+    /// corruption.
+    fn past_end(&mut self, seg: SegmentName, data: &[u8]) -> Result<(), JournalError> {
+        self.end_is_final = true;
+        let missing = self.expected.unwrap_or(0);
+        if let Some((at, lsn, synced)) =
+            find_durable_evidence(data, 0, seg, missing).filter(|_| self.report_corruption)
+        {
+            let (end_seg, end_offset) = self.end.map_or((seg.index, 0), |(s, o)| (s.index, o));
+            return Err(corruption(
+                end_seg, end_offset, missing, seg.index, at, lsn, synced,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Shows the records of the log in `data` to `visit`, in order; returns where they end.
+    fn read_records(
+        &mut self,
+        data: &[u8],
+        seg: SegmentName,
+        summary: &mut SegmentSummary,
+        visit: &mut dyn FnMut(RecordView<'_>),
+    ) -> usize {
         let mut pos = 0usize;
-        while let Some(at) = next_record_at(&data, pos, seg, expected, mutant) {
-            let Ok(record) = decode_for(&data[at..], mutant) else {
+        while let Some(at) = next_record_at(data, pos, seg, self.expected, self.mutant) {
+            let Ok(record) = decode_for(&data[at..], self.mutant) else {
                 break;
             };
             visit(RecordView {
@@ -715,90 +797,115 @@ pub(crate) fn scan(
                 segment: seg.index,
                 offset: at as u64,
             });
-            counter.add(record.header.lsn, record.payload);
+            self.counter.add(record.header.lsn, record.payload);
             summary.records += 1;
             summary.last_lsn = record.header.lsn;
-            expected = Some(record.header.lsn + 1);
+            self.expected = Some(record.header.lsn + 1);
             pos = at + record.span_bytes;
         }
-        refuse_renamed_generation(&data, pos, seg, expected, dir)?;
-        let mut remainder = classify(&data, pos, seg, expected.unwrap_or(0));
-        if matches!(remainder, Remainder::Dirty { .. }) {
-            read_ahead = match listing.segments.get(position + 1) {
-                Some(&next) if next.index == seg.index + 1 => {
-                    Some((next, read_segment(storage, dir, next)?))
-                }
-                _ => None,
-            };
-            // The sealed-segment rule: the writer moves to segment i+1 only after every record
-            // of segment i is durable, so a next segment that starts at offset 0 with exactly
-            // the next LSN proves this one was sealed at this end. What follows it here is
-            // leftovers of the file's earlier life, not a torn tail, and the log goes on.
-            if read_ahead
-                .as_ref()
-                .is_some_and(|(next, d)| starts_log_at(d, *next, expected, mutant))
-            {
-                remainder = Remainder::Clean { stale: false };
-            }
+        pos
+    }
+
+    /// What follows the records of segment `seg` from `pos` on. `next` is the segment after
+    /// it in the listing, read ahead when the remainder looks dirty.
+    fn remainder(
+        &mut self,
+        data: &[u8],
+        pos: usize,
+        seg: SegmentName,
+        next: Option<&SegmentName>,
+    ) -> Result<Remainder, JournalError> {
+        let remainder = classify(data, pos, seg, self.expected.unwrap_or(0));
+        if !matches!(remainder, Remainder::Dirty { .. }) {
+            return Ok(remainder);
         }
-        if summary.records == 0 && position > 0 {
-            if let Remainder::Clean { stale } = remainder {
-                // A prepared but unused segment: the log ended in the previous one.
-                end_is_final = true;
-                ended_at_stale_record |= stale;
-                summaries.push(summary);
-                continue;
+        self.read_ahead = match next {
+            Some(&next) if next.index == seg.index + 1 => {
+                Some((next, read_segment(self.storage, self.dir, next)?))
             }
+            _ => None,
+        };
+        // The sealed-segment rule: the writer moves to segment i+1 only after every record
+        // of segment i is durable, so a next segment that starts at offset 0 with exactly
+        // the next LSN proves this one was sealed at this end. What follows it here is
+        // leftovers of the file's earlier life, not a torn tail, and the log goes on.
+        let (expected, mutant) = (self.expected, self.mutant);
+        if self
+            .read_ahead
+            .as_ref()
+            .is_some_and(|(next, d)| starts_log_at(d, *next, expected, mutant))
+        {
+            return Ok(Remainder::Clean { stale: false });
         }
-        end = Some((seg, pos as u64));
+        Ok(remainder)
+    }
+
+    /// The log ends at `pos` of segment `seg` (so far): keeps the bytes before it for the
+    /// writer, and records a torn tail (or fails on proof of corruption).
+    fn settle_end(
+        &mut self,
+        seg: SegmentName,
+        data: &[u8],
+        pos: usize,
+        remainder: Remainder,
+    ) -> Result<(), JournalError> {
+        self.end = Some((seg, pos as u64));
         let tail_from = (pos as u64).saturating_sub(END_TAIL_BYTES);
-        end_tail = (tail_from, data[tail_from as usize..pos].to_vec());
+        self.end_tail = (tail_from, data[tail_from as usize..pos].to_vec());
         match remainder {
             Remainder::Clean { stale } => {
-                ended_at_stale_record = stale;
+                self.ended_at_stale_record = stale;
             }
             Remainder::Dirty {
                 discarded_bytes,
                 evidence,
             } => {
-                end_is_final = true;
-                truncated_tail = Some(TruncatedTail {
+                self.end_is_final = true;
+                self.truncated_tail = Some(TruncatedTail {
                     segment: seg.index,
                     offset: pos as u64,
                     discarded_bytes,
                 });
-                if let Some((at, lsn, synced)) = evidence.filter(|_| report_corruption) {
-                    let missing = expected.unwrap_or(0);
+                if let Some((at, lsn, synced)) = evidence.filter(|_| self.report_corruption) {
+                    let missing = self.expected.unwrap_or(0);
                     return Err(corruption(
                         seg.index, pos as u64, missing, seg.index, at, lsn, synced,
                     ));
                 }
             }
         }
-        summaries.push(summary);
+        Ok(())
     }
-    let (end_segment, end_offset) = match end {
-        Some((seg, offset)) => (seg, offset),
-        None => (
-            SegmentName {
-                index: 0,
-                generation: 0,
-            },
-            0,
-        ),
-    };
-    let end = LogEnd {
-        segment: end_segment.index,
-        generation: end_segment.generation,
-        offset: end_offset,
-        next_lsn: expected.unwrap_or(1),
-    };
-    Ok(Scan {
-        summary: counter.finish(truncated_tail, end, summaries, ended_at_stale_record),
-        end_tail_from: end_tail.0,
-        end_tail: end_tail.1,
-        listing,
-    })
+
+    fn finish(self, listing: segment::DirListing) -> Scan {
+        let (end_segment, end_offset) = match self.end {
+            Some((seg, offset)) => (seg, offset),
+            None => (
+                SegmentName {
+                    index: 0,
+                    generation: 0,
+                },
+                0,
+            ),
+        };
+        let end = LogEnd {
+            segment: end_segment.index,
+            generation: end_segment.generation,
+            offset: end_offset,
+            next_lsn: self.expected.unwrap_or(1),
+        };
+        Scan {
+            summary: self.counter.finish(
+                self.truncated_tail,
+                end,
+                self.summaries,
+                self.ended_at_stale_record,
+            ),
+            end_tail_from: self.end_tail.0,
+            end_tail: self.end_tail.1,
+            listing,
+        }
+    }
 }
 
 fn corruption(

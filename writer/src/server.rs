@@ -414,6 +414,35 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// How often the refusal thread retries lingering sockets.
 const REFUSAL_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
+fn check_options(options: &ServeOptions) -> Result<(), ServerError> {
+    if options.max_connections == 0 || options.max_frame_bytes == 0 {
+        return Err(ServerError::InvalidOptions(
+            "max_connections and max_frame_bytes must be positive".into(),
+        ));
+    }
+    if options.idle_timeout.is_zero() || options.frame_timeout.is_zero() {
+        return Err(ServerError::InvalidOptions(
+            "idle_timeout and frame_timeout must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds the listening socket; returns it with the address it got.
+fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(listen).map_err(|source| ServerError::Net {
+        op: "bind",
+        addr: listen.to_string(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Net {
+        op: "local address",
+        addr: listen.to_string(),
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
 impl ServerHandle {
     /// Opens the journal in `dir`, binds, and serves in background threads.
     pub fn start(
@@ -421,16 +450,7 @@ impl ServerHandle {
         journal_options: JournalOptions,
         options: ServeOptions,
     ) -> Result<ServerHandle, ServerError> {
-        if options.max_connections == 0 || options.max_frame_bytes == 0 {
-            return Err(ServerError::InvalidOptions(
-                "max_connections and max_frame_bytes must be positive".into(),
-            ));
-        }
-        if options.idle_timeout.is_zero() || options.frame_timeout.is_zero() {
-            return Err(ServerError::InvalidOptions(
-                "idle_timeout and frame_timeout must be positive".into(),
-            ));
-        }
+        check_options(&options)?;
         let (journal, open_report) = Journal::open(dir, journal_options)?;
         if options.max_frame_bytes > journal.max_payload_bytes() {
             return Err(ServerError::InvalidOptions(format!(
@@ -439,16 +459,7 @@ impl ServerHandle {
                 journal.max_payload_bytes()
             )));
         }
-        let listener = TcpListener::bind(&options.listen).map_err(|source| ServerError::Net {
-            op: "bind",
-            addr: options.listen.clone(),
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Net {
-            op: "local address",
-            addr: options.listen.clone(),
-            source,
-        })?;
+        let (listener, addr) = bind(&options.listen)?;
         let (refusals, refusal_queue) = std::sync::mpsc::sync_channel(MAX_LINGERING);
         let refusal_thread = std::thread::Builder::new()
             .name("ingest-refuse".into())
