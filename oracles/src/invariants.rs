@@ -140,7 +140,12 @@ pub fn acks_before(acks: &[(u64, Ack)], cut: u64) -> Vec<Ack> {
 impl Expectation<'_> {
     /// The judge's finding as this state's violation.
     fn violation_of(&self, (finding, about): (Finding, Option<&Ack>)) -> Violation {
-        self.violation(finding.invariant.name(), about, finding.expected, finding.found)
+        self.violation(
+            finding.invariant.name(),
+            about,
+            finding.expected,
+            finding.found,
+        )
     }
 }
 

@@ -55,7 +55,9 @@ fn a_recovered_record_a_later_state_lacks_is_i9() {
     ];
     let found = violations(&script, "reopen-without-sync");
     assert!(
-        found.iter().any(|(inv, step)| inv == "I9" && step.starts_with("o:1-5:")),
+        found
+            .iter()
+            .any(|(inv, step)| inv == "I9" && step.starts_with("o:1-5:")),
         "{found:?}"
     );
     assert!(!found.iter().any(|(inv, _)| inv == "I1"), "{found:?}");

@@ -37,6 +37,9 @@ pub enum Mutant {
     /// A retire also retires the newest sealed segment, the one that tells a reopen where the
     /// log goes on while the current segment holds no durable record.
     M12,
+    /// Acknowledges a pipelined group as soon as its own write completes, before the groups
+    /// before it (search only).
+    M13,
 }
 
 /// Whether this build contains the broken behaviour of the mutants (the `mutants` feature).
@@ -52,7 +55,7 @@ impl Mutant {
     /// The mutants no bundled workload targets: bug classes chosen by reading the engine after
     /// M1-M10, for the campaign to find with workloads it generates (`powercut mutants` and its
     /// gate stay on [`Mutant::ALL`]).
-    pub const SEARCH_ONLY: [Mutant; 2] = [Mutant::M11, Mutant::M12];
+    pub const SEARCH_ONLY: [Mutant; 3] = [Mutant::M11, Mutant::M12, Mutant::M13];
 
     /// The catalogue M1-M10, each targeted by bundled workloads, in order.
     pub const ALL: [Mutant; 10] = [
@@ -83,6 +86,7 @@ impl Mutant {
             Mutant::M10 => "M10",
             Mutant::M11 => "M11",
             Mutant::M12 => "M12",
+            Mutant::M13 => "M13",
         }
     }
 
@@ -101,6 +105,7 @@ impl Mutant {
             Mutant::M10 => "ignores a failed fdatasync",
             Mutant::M11 => "recovery accepts a record of the wrong LSN where the next is expected",
             Mutant::M12 => "a retire also retires the newest sealed segment",
+            Mutant::M13 => "acknowledges a pipelined group before the groups written before it",
         }
     }
 }
@@ -121,13 +126,13 @@ impl fmt::Display for Mutant {
 impl FromStr for Mutant {
     type Err = String;
 
-    /// Parses `M1` to `M12`, case-insensitive.
+    /// Parses `M1` to `M13`, case-insensitive.
     fn from_str(text: &str) -> Result<Mutant, String> {
         Mutant::ALL
             .into_iter()
             .chain(Mutant::SEARCH_ONLY)
             .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M12"))
+            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M13"))
     }
 }
 
@@ -143,7 +148,7 @@ mod tests {
             assert!(!m.describe().is_empty());
         }
         assert!("M0".parse::<Mutant>().is_err());
-        assert!("M13".parse::<Mutant>().is_err());
+        assert!("M14".parse::<Mutant>().is_err());
         assert!("".parse::<Mutant>().is_err());
     }
 }

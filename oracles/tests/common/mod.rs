@@ -219,12 +219,17 @@ pub fn record_script(dir: &Path, base: &Base, name: &str, script: &[Scripted]) -
                 w.flush().unwrap();
             }
             Scripted::Ack => {
-                w.mark(&format!("r:{}-{lsn}:{:08x}", acked + 1, crc_of(acked + 1, lsn)))
-                    .unwrap();
+                w.mark(&format!(
+                    "r:{}-{lsn}:{:08x}",
+                    acked + 1,
+                    crc_of(acked + 1, lsn)
+                ))
+                .unwrap();
                 acked = lsn;
             }
             Scripted::Reopened => {
-                w.mark(&format!("o:1-{lsn}:{:08x}", crc_of(1, lsn))).unwrap();
+                w.mark(&format!("o:1-{lsn}:{:08x}", crc_of(1, lsn)))
+                    .unwrap();
                 acked = lsn;
             }
         }

@@ -68,7 +68,10 @@ pub fn continue_after_crash(
         sink.prior_violation(violation);
     }
     run.resume_from(&recovery, prior_files_present(prior_acks));
-    let records = recovery.records.iter().map(|r| (r.lsn, r.payload.as_slice()));
+    let records = recovery
+        .records
+        .iter()
+        .map(|r| (r.lsn, r.payload.as_slice()));
     run.opened_with = Some(Ack::recovered(records));
     let summary = run.run_steps(&shared, sink, started)?;
     Ok(ContinuationSummary {

@@ -214,8 +214,15 @@ impl Run<'_, '_> {
     }
 
     /// Acks what a reopen's recovery returned (I9: it must stay durable from now on).
-    pub(super) fn ack_recovered(&self, phase: &Phase, recovery: &Recovery) -> Result<(), ExecError> {
-        let records = recovery.records.iter().map(|r| (r.lsn, r.payload.as_slice()));
+    pub(super) fn ack_recovered(
+        &self,
+        phase: &Phase,
+        recovery: &Recovery,
+    ) -> Result<(), ExecError> {
+        let records = recovery
+            .records
+            .iter()
+            .map(|r| (r.lsn, r.payload.as_slice()));
         self.shared.ack(phase, &Ack::recovered(records))
     }
 }

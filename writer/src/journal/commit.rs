@@ -290,6 +290,14 @@ impl Inner {
         Ok((returned, rotated))
     }
 
+    /// Whether M13 runs: pipelined groups acknowledged as they complete, out of order.
+    fn acks_out_of_order(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.mutant_is(Mutant::M13);
+        #[cfg(not(feature = "mutants"))]
+        false
+    }
+
     /// Acknowledges a written group once every group before it is acknowledged, or poisons
     /// the journal when its write failed.
     fn acknowledge<'a>(
@@ -299,8 +307,13 @@ impl Inner {
         result: Result<Written, JournalError>,
         timing: &GroupTiming,
     ) -> (MutexGuard<'a, State>, Result<(), JournalError>) {
-        // Acknowledge in order: wait for the group before this one.
-        while result.is_ok() && !state.poisoned && state.durable_group + 1 < group.number {
+        // Acknowledge in order: wait for the group before this one. M13 (pipelined groups
+        // acknowledged out of order) does not wait.
+        while result.is_ok()
+            && !state.poisoned
+            && state.durable_group + 1 < group.number
+            && !self.acks_out_of_order()
+        {
             state = self.pipeline.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         state.in_flight -= 1;

@@ -40,8 +40,6 @@ use crate::recovery::RecordView;
 use crate::storage::{RealStorage, Storage};
 use crate::Lsn;
 
-/// The submission path, where code of this crate used to find it.
-pub(crate) use crate::storage::IoPath;
 pub use report::OpenReport;
 pub use state::JournalStats;
 

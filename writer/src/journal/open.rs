@@ -206,6 +206,11 @@ fn set_up_segments(
             .storage
             .open(&path, flags)
             .map_err(|err| JournalError::io("open segment", &path, 0, err))?;
+        // Recovered implies durable (I9): what recovery just read may sit only in a cache a
+        // crash drops (a write whose sync failed before this open), and the caller may act on
+        // it as soon as the open returns.
+        file.sync_data()
+            .map_err(|err| JournalError::io("fdatasync recovered segment", &path, 0, err))?;
         (name, file, recovered_tail)
     };
     Ok(Segments {

@@ -46,6 +46,7 @@ const MAX_KEPT_VIOLATIONS: usize = 256;
 const PAYLOAD_STREAM: u64 = 1;
 const CHECK_STREAM: u64 = 2;
 const CRASH_REOPEN_STREAM: u64 = 3;
+const HOLD_BACK_STREAM: u64 = 4;
 
 /// One step of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1043,6 +1044,8 @@ impl Run<'_> {
         let (seed, incarnation) = (self.seed, self.incarnation);
         let (min_bytes, max_bytes) = (self.plan.min_payload_bytes, self.plan.max_payload_bytes);
         let fs = &self.fs;
+        // Writes of different groups complete in seeded adversarial orders meanwhile.
+        fs.hold_back_writes(Some(derive_seed(seed, &[HOLD_BACK_STREAM, index as u64])));
         // Each thread: (LSN, payload, operations done when its acknowledgement had returned).
         let outcomes: Vec<Result<Appended, JournalError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -1074,6 +1077,7 @@ impl Run<'_> {
                 })
                 .collect()
         });
+        fs.hold_back_writes(None);
         let mut appended = Vec::new();
         let mut failure = None;
         for outcome in outcomes {

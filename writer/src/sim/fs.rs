@@ -18,12 +18,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::rng::SplitMix64;
 use super::SimError;
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
-use crate::journal::IoPath;
+use crate::storage::IoPath;
 use crate::storage::{AlignedBuf, OpenFlags, SegmentFile, Storage, WriteOutcome};
 
 /// Granularity at which an unsynced write can tear.
@@ -32,8 +34,8 @@ pub const SECTOR_BYTES: usize = 512;
 /// Most unsynced changes kept per file (older ones are written back, see `push_pending`).
 pub const MAX_PENDING_OPS: usize = 1024;
 
-/// Largest alignment and block size the simulated device accepts.
-const MAX_BLOCK_BYTES: usize = 64 * 1024;
+// Largest alignment and block size the simulated device accepts: the writer's largest block.
+use crate::storage::MAX_BLOCK_BYTES;
 
 /// Shape of a simulated device and file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +234,14 @@ impl FsState {
 struct Shared {
     config: SimConfig,
     state: Mutex<FsState>,
+    /// Seed of the writes held back (0: none are): see [`SimStorage::hold_back_writes`].
+    hold_back_seed: AtomicU64,
+    /// Writes that asked whether to wait so far (the coin of each is drawn from its number).
+    hold_back_calls: AtomicU64,
 }
+
+/// Longest a held-back write waits for another operation to complete before it lands.
+const HOLD_BACK_MAX: Duration = Duration::from_micros(500);
 
 /// The simulated file system. Cheap to clone: clones are handles on the same file system.
 /// Thread-safe (one lock around the whole state).
@@ -388,6 +397,8 @@ impl SimStorage {
             shared: Arc::new(Shared {
                 config,
                 state: Mutex::new(state),
+                hold_back_seed: AtomicU64::new(0),
+                hold_back_calls: AtomicU64::new(0),
             }),
         }
     }
@@ -411,6 +422,15 @@ impl SimStorage {
             Some(snapshots) => std::mem::take(snapshots),
             None => Vec::new(),
         }
+    }
+
+    /// Makes concurrent writes complete in adversarial orders (`seed` Some) or in call order
+    /// (None): a write chosen by the seed waits, before it lands, until some other operation
+    /// of the file system has completed (or a short while passed), so a later write of another
+    /// thread, and a sync that does not cover the held one, can complete first.
+    pub fn hold_back_writes(&self, seed: Option<u64>) {
+        let seed = seed.map_or(0, |s| s | 1);
+        self.shared.hold_back_seed.store(seed, Ordering::SeqCst);
     }
 
     /// Snapshots not kept because the buffer was full.
@@ -570,8 +590,27 @@ impl SimFile {
         }
     }
 
+    /// While writes are held back: one in four, chosen by the seed, waits for another
+    /// operation to complete first.
+    fn maybe_hold_back(&self) {
+        let seed = self.shared.hold_back_seed.load(Ordering::SeqCst);
+        if seed == 0 {
+            return;
+        }
+        let call = self.shared.hold_back_calls.fetch_add(1, Ordering::SeqCst);
+        if SplitMix64::new(seed ^ call.wrapping_mul(0x9e37_79b9_7f4a_7c15)).below(4) != 0 {
+            return;
+        }
+        let from = lock(&self.shared).ops;
+        let deadline = Instant::now() + HOLD_BACK_MAX;
+        while lock(&self.shared).ops == from && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
+
     fn write(&self, offset: u64, buf: &AlignedBuf, range: Range<usize>) -> io::Result<()> {
         let bytes = buf.get(range).ok_or_else(|| errno(libc::EINVAL))?;
+        self.maybe_hold_back();
         // The write is first in flight (may tear, even with O_DSYNC: a recording file system
         // snapshots this moment), then, with O_DSYNC, durable.
         let written = self.with_inode(true, |config, state_ops, inode| {
