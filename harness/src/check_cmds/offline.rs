@@ -301,20 +301,17 @@ fn scan_end_text(end: ScanEnd) -> &'static str {
     }
 }
 
-/// `powercut merge A.json B.json.. [-o OUT]`.
-pub fn merge(inputs: &[PathBuf], out: Option<&Path>, junit: Option<&Path>) -> Result<Report> {
-    let mut reports = Vec::new();
-    for path in inputs {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let r: Report = serde_json::from_str(&text)
-            .with_context(|| format!("parsing report {}", path.display()))?;
-        reports.push(r);
-    }
-    let merged = report::merge(&reports).with_context(|| {
+/// `powercut merge A.json B.json.. [-o OUT]` of check reports: `reports` read from `inputs`.
+pub fn merge(
+    inputs: &[PathBuf],
+    reports: &[Report],
+    out: Option<&Path>,
+    junit: Option<&Path>,
+) -> Result<Report> {
+    let merged = report::merge(reports).with_context(|| {
         let given: Vec<String> = inputs
             .iter()
-            .zip(&reports)
+            .zip(reports)
             .map(|(path, r)| {
                 format!(
                     "{} (shard {})",
