@@ -76,6 +76,7 @@ fn finding(signature: &str, hits: u64, seconds: f64, workload: &str) -> Value {
     })
 }
 
+// Longer than most: the refusals reuse the two shard reports, which take 3 s to make.
 #[test]
 fn shards_of_a_sim_campaign_merge_into_the_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +200,7 @@ fn findings_are_kept_once_per_signature_with_every_shard_that_saw_them() {
     );
 }
 
+// Longer than most: a table of malformed inputs, each checked the same way.
 #[test]
 fn malformed_and_mixed_inputs_are_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
