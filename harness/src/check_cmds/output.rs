@@ -1,0 +1,98 @@
+//! What a check shows and writes: the progress bar, the summary line, the JSON and JUnit report
+//! files, and text made safe for a terminal.
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use powercut_oracles::report::Report;
+
+use super::args::CheckArgs;
+
+pub(super) fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} {msg} (eta {eta})",
+        )
+        .expect("static progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Prints the summary line, then writes the report files.
+pub(super) fn write_reports(report: &Report, args: &CheckArgs, invariants: &[&str]) -> Result<()> {
+    println!("{}", report.summary());
+    write_report_files(report, args, invariants)
+}
+
+/// Writes `--json` and `--junit` of `args`, if given.
+pub(super) fn write_report_files(
+    report: &Report,
+    args: &CheckArgs,
+    invariants: &[&str],
+) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    write_rendered(&json, report, args, invariants)
+}
+
+/// Writes the `--json` text of a report (already rendered) and its JUnit form, if asked.
+pub(super) fn write_rendered(
+    json: &str,
+    report: &Report,
+    args: &CheckArgs,
+    invariants: &[&str],
+) -> Result<()> {
+    if let Some(path) = &args.json {
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JSON report: {}", path.display());
+    }
+    if let Some(path) = &args.junit {
+        let text = report
+            .to_junit_with(invariants)
+            .context("rendering JUnit XML")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JUnit report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `text` safe for a terminal: control characters (escape sequences), bidirectional overrides and
+/// backslashes written as escapes, so a label from a log cannot rewrite the screen.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            let code = u32::from(c);
+            if code < 0x100 {
+                out.push_str(&format!("\\x{code:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{code:04x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_what_a_terminal_would_act_on() {
+        assert_eq!(printable("r:1-2:00000000"), "r:1-2:00000000");
+        assert_eq!(
+            printable("s:x\u{1b}[2J\u{7}\n\\"),
+            "s:x\\x1b[2J\\x07\\x0a\\\\"
+        );
+        assert_eq!(printable("a\u{202e}b\u{9b}é"), "a\\u{202e}b\\x9bé");
+    }
+}

@@ -1,0 +1,392 @@
+//! The check pipeline: record a workload (`run`) or take an existing recording (`check`), check
+//! every crash state of its log (and of the log after a reboot on the crash image, I8), add the
+//! guest's own findings (I7), shrink the first violation and write the reports.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use powercut_oracles::blocklog::BlockLog;
+use powercut_oracles::check::{self, CheckConfig, Progress};
+use powercut_oracles::invariants::Violation;
+use powercut_oracles::mount::FsType;
+use powercut_oracles::report::{self, Report};
+use powercut_workloads::ack::Ack;
+use powercut_workloads::executor::PriorViolation;
+use powercut_workloads::spec::Workload;
+
+use super::args::CheckArgs;
+use super::output::{progress_bar, write_rendered, write_report_files, write_reports};
+use crate::record::{self, RecordOptions};
+use crate::recovery::{fs_type, recovery_for, recovery_mutant};
+use crate::two_crash;
+use crate::vm;
+
+/// Checks a recording directory (as `record` leaves it) and writes the reports.
+pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Result<Report> {
+    let log = dir.join("log.bin");
+    let base = dir.join("base.img");
+    for needed in [&log, &base] {
+        if !needed.exists() {
+            bail!(
+                "{} is missing: is {} a recording made by `powercut record`?",
+                needed.display(),
+                dir.display()
+            );
+        }
+    }
+    let keep = dir.join("violations");
+    let mut config = args.config(workload.seed, keep.clone());
+    let block_log = BlockLog::open(&log).with_context(|| format!("reading {}", log.display()))?;
+    config.max_entries = killed_log_whole_entries(dir, &block_log)?;
+    config.acks = continued_acks(dir, &block_log)?;
+    let continued = config.acks.is_some();
+    drop(block_log);
+    let mut report = check_states(&log, &base, workload, &config)?;
+    if continued {
+        report = two_crash::report_as_i8(report);
+    }
+    report.workload = workload.name.clone();
+    let invariants = if continued {
+        two_crash::junit_invariants()
+    } else {
+        report::INVARIANTS.to_vec()
+    };
+    write_reports(&report, args, &invariants)?;
+    if !report.passed() {
+        eprintln!(
+            "failing images, the log and the ledger are kept in {}",
+            keep.display()
+        );
+    }
+    Ok(report)
+}
+
+/// The acks expected in every state of a continuation after a power cut (`record
+/// --continue-from`, whose findings are I8): the first run's, then the log's own. None for a
+/// recording that is not one.
+fn continued_acks(dir: &Path, block_log: &BlockLog) -> Result<Option<Vec<(u64, Ack)>>> {
+    let prior_path = dir.join("prior-acks.json");
+    if !prior_path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&prior_path)
+        .with_context(|| format!("reading {}", prior_path.display()))?;
+    let prior: Vec<Ack> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", prior_path.display()))?;
+    let acks = two_crash::expected_acks(&prior, block_log)
+        .with_context(|| format!("acks of {}", block_log.path().display()))?;
+    eprintln!(
+        "{} holds the run after a power cut: {} acks of the first run expected in every \
+         state, findings reported as I8",
+        dir.display(),
+        prior.len()
+    );
+    Ok(Some(acks))
+}
+
+/// Every crash state of `log` with a progress bar, the first violation shrunk.
+fn check_states(
+    log: &Path,
+    base: &Path,
+    workload: &Workload,
+    config: &CheckConfig,
+) -> Result<Report> {
+    eprintln!(
+        "checking crash states of {} (seed {}, enumeration seed {})",
+        log.display(),
+        workload.seed,
+        config.seed
+    );
+    let recovery = recovery_for(workload)?;
+    if let Some(m) = recovery_mutant(workload) {
+        eprintln!("recovery of every state: mutant {m} ({})", m.describe());
+    }
+    let bar = progress_bar(0, "states");
+    let mut on_progress = |p: Progress| {
+        bar.set_length(p.states_total);
+        bar.set_position(p.states_done);
+        bar.set_message(format!("{} violations", p.violations));
+    };
+    let fs = fs_type(workload.filesystem);
+    let mut report = check::check_log(
+        log,
+        base,
+        fs,
+        workload.seed,
+        config,
+        &recovery,
+        &mut on_progress,
+    )
+    .with_context(|| format!("checking {}", log.display()))?;
+    bar.finish_and_clear();
+    let first = report.all_violations().next().cloned();
+    if let Some(first) = first {
+        report.minimal_repro =
+            shrink_violation(&first, log, base, fs, workload.seed, config, &recovery);
+    }
+    Ok(report)
+}
+
+/// `powercut run`: record the workload in a VM, then check every crash state of its log. With a
+/// power cut, then boot again on the crash image, continue the workload and check every crash
+/// state of that second log as well (invariant I8, see [`crate::two_crash`]); the reports then
+/// cover both logs. `forged_prior_acks` is a test aid (see `--forge-prior-ack`).
+pub fn run(
+    workload: &Workload,
+    out: &Path,
+    record_options: &RecordOptions,
+    args: &CheckArgs,
+    forged_prior_acks: &[Ack],
+    progress: &vm::progress::Progress,
+) -> Result<Report> {
+    let started = Instant::now();
+    eprintln!(
+        "powercut run: workload {} seed {} -> {}",
+        workload.name,
+        workload.seed,
+        out.display()
+    );
+    let outcome = record::record(workload, out, record_options, progress)?;
+    eprintln!(
+        "recorded {} acks, {} bytes of block log in {:.1}s",
+        outcome.summary.acks,
+        outcome.summary.log_bytes,
+        started.elapsed().as_secs_f64()
+    );
+    if outcome.summary.end != record::RunEnd::Killed {
+        if !forged_prior_acks.is_empty() {
+            bail!("--forge-prior-ack needs a workload with a power cut");
+        }
+        if workload.has_faults() {
+            return run_with_faults(out, workload, args, &outcome, started);
+        }
+        let report = check_recording(out, workload, args)?;
+        eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
+        return Ok(report);
+    }
+    let after = AfterCrash {
+        outcome: &outcome,
+        record_options,
+        forged_prior_acks,
+        progress,
+    };
+    let combined = check_both_logs(workload, out, args, &after)?;
+    eprintln!(
+        "both logs: {} states checked, {} violations; whole run: {:.1}s",
+        combined.states_checked,
+        combined.all_violations().count(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(combined)
+}
+
+/// What the run after a power cut starts from: the first recording and how to record again.
+struct AfterCrash<'a> {
+    outcome: &'a record::RecordOutcome,
+    record_options: &'a RecordOptions,
+    forged_prior_acks: &'a [Ack],
+    progress: &'a vm::progress::Progress,
+}
+
+/// A run killed at a power cut: its log, then the log of the run after a reboot on the crash
+/// image; the reports are written once both are checked, as one.
+fn check_both_logs(
+    workload: &Workload,
+    out: &Path,
+    args: &CheckArgs,
+    after: &AfterCrash<'_>,
+) -> Result<Report> {
+    let first_args = CheckArgs {
+        json: None,
+        junit: None,
+        ..args.clone()
+    };
+    let first = check_recording(out, workload, &first_args)?;
+    let second_keep = out.join(two_crash::AFTER_CRASH_DIR).join("violations");
+    let second = two_crash::check_after_crash(
+        workload,
+        out,
+        after.outcome,
+        after.record_options,
+        args.config(workload.seed, second_keep.clone()),
+        fs_type(workload.filesystem),
+        after.forged_prior_acks,
+        after.progress,
+    )?;
+    let combined = two_crash::combine(&first, &second);
+    println!("{}", two_crash::summary_line(&second));
+    if !second.report.passed() || !second.guest_prior_violations.is_empty() {
+        println!("{}", second.report.summary());
+        eprintln!(
+            "failing images of the second log are kept in {}",
+            second_keep.display()
+        );
+    }
+    let json = two_crash::report_json(&combined, &second)?;
+    write_rendered(&json, &combined, args, &two_crash::junit_invariants())?;
+    Ok(combined)
+}
+
+/// Shrinks a violation's crash state to the simplest state of its cut that still shows it
+/// (None, with a note, when that cannot be done: the state is then its own reproducer).
+fn shrink_violation(
+    violation: &powercut_oracles::invariants::Violation,
+    log: &Path,
+    base: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recovery: &powercut_oracles::invariants::RecoverFn,
+) -> Option<powercut_oracles::shrink::ShrunkState> {
+    let started = Instant::now();
+    match powercut_oracles::shrink::shrink_state(
+        &violation.state_id,
+        &violation.invariant,
+        log,
+        base,
+        fs,
+        seed,
+        config,
+        recovery,
+    ) {
+        Ok(shrunk) => {
+            eprintln!(
+                "shrunk {} on {} in {:.1}s: {}",
+                violation.invariant,
+                violation.state_id,
+                started.elapsed().as_secs_f64(),
+                shrunk.describe()
+            );
+            Some(shrunk)
+        }
+        Err(e) => {
+            eprintln!("could not shrink {}: {e}", violation.state_id);
+            None
+        }
+    }
+}
+
+/// How many entries of a killed recording's log are known whole (None: the recording ended
+/// cleanly, all of them). Those are the entries up to the mark of the last ack the host saw
+/// before it cut the power: the guest waits for dm-log-writes to finish writing everything up
+/// to that mark before it reports the ack, while entries logged after it were being written
+/// when QEMU was killed, so a header can be there without its data.
+fn killed_log_whole_entries(dir: &Path, log: &BlockLog) -> Result<Option<u64>> {
+    let summary_path = dir.join("record.json");
+    let Ok(text) = std::fs::read_to_string(&summary_path) else {
+        return Ok(None);
+    };
+    let summary: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", summary_path.display()))?;
+    if summary["end"] != "killed" {
+        return Ok(None);
+    }
+    let acks = record::read_ledger_acks(&dir.join("ledger.jsonl"))?;
+    let last = acks
+        .last()
+        .context("a killed recording without any ack in its ledger")?
+        .to_label();
+    let mark = log
+        .entries()
+        .iter()
+        .rev()
+        .find(|e| e.mark.as_deref() == Some(last.as_str()))
+        .with_context(|| {
+            format!(
+                "the mark of the last ack ({last}) is not in {}",
+                log.path().display()
+            )
+        })?;
+    let whole = mark.index + 1;
+    let after = log.entries().len() as u64 - whole;
+    eprintln!(
+        "the power was cut: checking the {whole} log entries up to the mark of the last ack \
+         ({last}); the {after} entries after it may be torn"
+    );
+    Ok(Some(whole))
+}
+
+/// The end of `powercut run` for a workload with fault steps: the crash states of the log as
+/// usual, plus the guest's I7 findings (a failed write acknowledged, a poisoned journal that
+/// accepted a call, a reopen that lost acknowledged records) as violations of the report.
+fn run_with_faults(
+    out: &Path,
+    workload: &Workload,
+    args: &CheckArgs,
+    outcome: &record::RecordOutcome,
+    started: Instant,
+) -> Result<Report> {
+    let report = check_with_guest_findings(out, workload, args, &outcome.summary.prior_violations)?;
+    eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// `powercut check DIR` of a recording with fault steps: its crash states, plus the guest's I7
+/// findings that `record` kept in `record.json`.
+pub fn check_fault_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Result<Report> {
+    let path = dir.join("record.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let findings: Vec<PriorViolation> = serde_json::from_value(summary["prior_violations"].clone())
+        .with_context(|| {
+            format!(
+                "{}: `prior_violations` is not a list of findings",
+                path.display()
+            )
+        })?;
+    check_with_guest_findings(dir, workload, args, &findings)
+}
+
+/// The crash states of the recording in `dir`, plus the guest's findings during the run (I7)
+/// as violations with the state id [`GUEST_RUN_STATE_ID`].
+fn check_with_guest_findings(
+    dir: &Path,
+    workload: &Workload,
+    args: &CheckArgs,
+    guest_findings: &[PriorViolation],
+) -> Result<Report> {
+    let quiet = CheckArgs {
+        json: None,
+        junit: None,
+        ..args.clone()
+    };
+    let mut report = check_recording(dir, workload, &quiet)?;
+    let findings: Vec<Violation> = guest_findings
+        .iter()
+        .map(|v| Violation {
+            invariant: v.invariant.clone(),
+            state_id: GUEST_RUN_STATE_ID.into(),
+            seed: workload.seed,
+            step: v.step.clone(),
+            expected: v.expected.clone(),
+            found: v.found.clone(),
+        })
+        .collect();
+    eprintln!(
+        "fault injection: {} guest findings (invariant {})",
+        findings.len(),
+        report::I7
+    );
+    if !findings.is_empty() {
+        report.violations.extend(findings);
+        println!("{}", report.summary());
+    }
+    let mut invariants = report::INVARIANTS.to_vec();
+    invariants.push(report::I7);
+    write_report_files(&report, args, &invariants)?;
+    Ok(report)
+}
+
+/// State id of a finding of the guest during the recorded run itself (not a crash state).
+pub const GUEST_RUN_STATE_ID: &str = "guest-run";
+
+/// Loads `workload.json` that `record` leaves beside the log.
+pub fn load_recorded_workload(dir: &Path) -> Result<Workload> {
+    let path = dir.join("workload.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
+    Workload::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

@@ -1,0 +1,122 @@
+//! The body of each `powercut` subcommand: its arguments, the check that no output is one of its
+//! inputs, and the call into the module that does the work. `main` only parses and dispatches.
+
+pub mod check;
+pub mod image;
+pub mod merge;
+pub mod offline;
+pub mod record;
+pub mod run;
+pub mod shrink;
+pub mod sim;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use powercut_workloads::spec::Workload;
+
+use crate::exit::{Incomplete, ViolationFound};
+use crate::outputs::Io;
+use crate::record::{RecordOptions, RECORDING_FILES};
+use crate::vm::image::{BuildOptions, KernelFlavor};
+
+/// How a workload is loaded and booted: shared by `run`, `record` and `shrink`.
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// Override the workload's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the workload's file system (an XFS data disk grows to the 300 MiB mkfs.xfs
+    /// needs, with the log disk at 4x).
+    #[arg(long, value_parser = ["ext4", "xfs"])]
+    filesystem: Option<String>,
+    #[arg(long, value_enum, default_value_t = KernelFlavor::Cloud)]
+    kernel: KernelFlavor,
+    /// Give up on the VM after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Use this static agent binary instead of building it from the workspace.
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Run a deliberately broken variant of the engine (M1 to M13; overrides the workload's
+    /// `writer.mutant`); the agent is then built with the `mutants` feature.
+    #[arg(long)]
+    mutant: Option<powercut_writer::Mutant>,
+}
+
+impl VmArgs {
+    fn load(&self, path: &Path) -> Result<Workload> {
+        load_workload(path, self.seed, self.filesystem.as_deref(), self.mutant)
+    }
+
+    fn record_options(&self, workload: &Workload) -> RecordOptions {
+        RecordOptions::fresh(
+            BuildOptions {
+                flavor: self.kernel,
+                agent: self.agent.clone(),
+                mutants: workload.writer.mutant.is_some(),
+            },
+            std::time::Duration::from_secs(self.timeout),
+        )
+    }
+}
+
+/// A workload file with the command line's overrides, validated again when any was given.
+fn load_workload(
+    path: &Path,
+    seed: Option<u64>,
+    filesystem: Option<&str>,
+    mutant: Option<powercut_writer::Mutant>,
+) -> Result<Workload> {
+    use powercut_workloads::spec::{Filesystem, MIN_XFS_DISK_MIB};
+    let mut workload = powercut_workloads::spec::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(seed) = seed {
+        workload.seed = seed;
+    }
+    if mutant.is_some() {
+        workload.writer.mutant = mutant;
+    }
+    match filesystem {
+        Some("xfs") if workload.filesystem != Filesystem::Xfs => {
+            workload.filesystem = Filesystem::Xfs;
+            if workload.disk_mib < MIN_XFS_DISK_MIB {
+                eprintln!(
+                    "note: data disk grown from {} MiB to {MIN_XFS_DISK_MIB} MiB for XFS",
+                    workload.disk_mib
+                );
+                workload.disk_mib = MIN_XFS_DISK_MIB;
+                workload.log_mib = workload.log_mib.max(4 * MIN_XFS_DISK_MIB);
+            }
+        }
+        Some("ext4") => workload.filesystem = Filesystem::Ext4,
+        _ => {}
+    }
+    if seed.is_some() || filesystem.is_some() {
+        workload.validate().map_err(|e| {
+            anyhow::anyhow!("{} (after the command-line overrides): {e}", path.display())
+        })?;
+    }
+    Ok(workload)
+}
+
+/// Exit code of a report: 1 when an invariant was violated, 4 when none was but not every crash
+/// state was checked, 0 otherwise.
+fn report_outcome(report: &powercut_oracles::report::Report) -> Result<()> {
+    if !report.passed() {
+        return Err(
+            ViolationFound(format!("{} violations", report.all_violations().count())).into(),
+        );
+    }
+    match report.not_covered() {
+        Some(what) => Err(Incomplete(what).into()),
+        None => Ok(()),
+    }
+}
+
+/// The files of the recording in `dir`, as inputs of `io`.
+fn recording_inputs(mut io: Io, what: &str, dir: &Path) -> Io {
+    for name in RECORDING_FILES {
+        io = io.input(&format!("{name} of {what}"), dir.join(name).as_path());
+    }
+    io
+}
