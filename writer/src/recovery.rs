@@ -144,6 +144,17 @@ pub struct Recovery {
 }
 
 impl Recovery {
+    /// The records as the judge reads them (`powercut_judge`), borrowing the payloads.
+    pub fn judged_records(&self) -> Vec<powercut_judge::records::RecoveredRecord<'_>> {
+        self.records
+            .iter()
+            .map(|r| powercut_judge::records::RecoveredRecord {
+                lsn: r.lsn,
+                payload: &r.payload,
+            })
+            .collect()
+    }
+
     /// The records collected by a visitor of a recovery, with its summary.
     pub fn new(summary: RecoverySummary, records: Vec<RecoveredRecord>) -> Recovery {
         debug_assert_eq!(summary.record_count, records.len() as u64);

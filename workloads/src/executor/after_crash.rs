@@ -13,7 +13,7 @@ use super::ledger::{RecordIdentity, Shared};
 use super::run::{describe_open, open_collecting, Run};
 use super::{AckSink, ExecutionSummary, PriorViolation};
 use crate::ack::Ack;
-use crate::promises::{self, RecoveredRecord};
+use crate::promises;
 use crate::spec::{Workload, AFTER_CRASH_WRITER_BASE};
 
 /// RNG stream of the record sizes after a crash (stream 0 is the first run's appender).
@@ -121,14 +121,7 @@ pub fn check_prior_records(
     prior_acks: &[Ack],
     recovery: &powercut_writer::Recovery,
 ) -> Vec<PriorViolation> {
-    let records: Vec<RecoveredRecord<'_>> = recovery
-        .records
-        .iter()
-        .map(|r| RecoveredRecord {
-            lsn: r.lsn,
-            payload: &r.payload,
-        })
-        .collect();
+    let records = recovery.judged_records();
     let findings = promises::judge_records(seed, prior_acks, None, Ok(&records));
     findings.into_iter().map(prior_violation).collect()
 }

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use powercut_judge::records::{
-    judge_recovery, Provenance, RecordPromise, RecordRules, RecoveredRecord as JudgedRecord,
-};
+use powercut_judge::records::{judge_recovery, Provenance, RecordPromise, RecordRules};
 use powercut_judge::Invariant;
 use powercut_writer::{RecoveredRecord, Recovery};
 
@@ -183,14 +181,7 @@ impl Run<'_, '_> {
             retired_before: (retired_before > 0).then_some(retired_before),
             provenance: &provenance,
         };
-        let records: Vec<JudgedRecord<'_>> = recovery
-            .records
-            .iter()
-            .map(|r| JudgedRecord {
-                lsn: r.lsn,
-                payload: &r.payload,
-            })
-            .collect();
+        let records = recovery.judged_records();
         judge_recovery(&rules, Ok(&records))
             .into_iter()
             .map(|finding| PriorViolation {

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use powercut_judge::records::{
-    judge_recovery, Provenance, RecordPromise, RecordRules, RecoveredRecord,
-};
+use powercut_judge::records::{judge_recovery, Provenance, RecordPromise, RecordRules};
 use powercut_judge::Invariant;
 
 use super::fs::{SimConfig, SimStorage};
@@ -556,14 +554,7 @@ impl Ledger {
         };
         let (findings, summary) = match &result {
             Ok(recovery) => {
-                let records: Vec<RecoveredRecord<'_>> = recovery
-                    .records
-                    .iter()
-                    .map(|r| RecoveredRecord {
-                        lsn: r.lsn,
-                        payload: &r.payload,
-                    })
-                    .collect();
+                let records = recovery.judged_records();
                 let findings = judge_recovery(&rules, Ok(&records));
                 (findings, describe_recovery(recovery))
             }
