@@ -37,8 +37,9 @@ pub enum Mutant {
     /// A retire also retires the newest sealed segment, the one that tells a reopen where the
     /// log goes on while the current segment holds no durable record.
     M12,
-    /// Acknowledges a pipelined group as soon as its own write completes, before the groups
-    /// before it (search only).
+    /// A pipelined group trusts completion order: it waits neither for the groups before it to
+    /// be written nor to be acknowledged (search only; either wait alone masks the other's
+    /// absence).
     M13,
 }
 
@@ -105,7 +106,9 @@ impl Mutant {
             Mutant::M10 => "ignores a failed fdatasync",
             Mutant::M11 => "recovery accepts a record of the wrong LSN where the next is expected",
             Mutant::M12 => "a retire also retires the newest sealed segment",
-            Mutant::M13 => "acknowledges a pipelined group before the groups written before it",
+            Mutant::M13 => {
+                "a pipelined group waits neither for earlier groups' writes nor their acks"
+            }
         }
     }
 }

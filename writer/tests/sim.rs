@@ -552,6 +552,40 @@ mod mutants {
         report
     }
 
+    /// M13: concurrent groups whose writes the simulated device completes in adversarial
+    /// orders; a group that trusts completion order acknowledges records of a group still
+    /// held back. The real engine, on the same plan and seed, stays clean.
+    #[test]
+    fn m13_is_caught_by_adversarial_completion_order() {
+        let mut plan = SimPlan::new(
+            Durability::Dsync,
+            Preallocation::Zero,
+            false,
+            vec![SimStep::AppendConcurrent {
+                threads: 16,
+                records_per_thread: 6,
+            }],
+        );
+        plan.journal.max_groups_in_flight = 4;
+        plan.journal.segment_bytes = 1024 * 1024;
+        plan.min_payload_bytes = 5000;
+        plan.max_payload_bytes = 7000;
+        let caught = (0..4u64).any(|attempt| {
+            let report = check_run(&plan, Some(Mutant::M13), SEED + attempt).unwrap();
+            println!(
+                "M13, seed {:#x}: {} violations",
+                SEED + attempt,
+                report.violations_total
+            );
+            report
+                .invariants_violated()
+                .contains(&SimInvariant::Judged(Invariant::I1))
+        });
+        assert!(caught, "M13 escaped four seeds of adversarial ordering");
+        let clean = check_run(&plan, None, SEED).unwrap();
+        assert!(clean.passed(), "{:?}", clean.violations.first());
+    }
+
     /// M2: the first segment's name is never made durable, so the very first acknowledged
     /// records are gone from the durable-only state.
     #[test]

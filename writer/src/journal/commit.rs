@@ -290,8 +290,9 @@ impl Inner {
         Ok((returned, rotated))
     }
 
-    /// Whether M13 runs: pipelined groups acknowledged as they complete, out of order.
-    fn acks_out_of_order(&self) -> bool {
+    /// Whether M13 runs: a pipelined group trusts completion order, waiting neither for the
+    /// groups before it to be written nor to be acknowledged.
+    pub(super) fn acks_out_of_order(&self) -> bool {
         #[cfg(feature = "mutants")]
         return self.mutant_is(Mutant::M13);
         #[cfg(not(feature = "mutants"))]
@@ -307,8 +308,7 @@ impl Inner {
         result: Result<Written, JournalError>,
         timing: &GroupTiming,
     ) -> (MutexGuard<'a, State>, Result<(), JournalError>) {
-        // Acknowledge in order: wait for the group before this one. M13 (pipelined groups
-        // acknowledged out of order) does not wait.
+        // Acknowledge in order: wait for the group before this one. M13 does not wait.
         while result.is_ok()
             && !state.poisoned
             && state.durable_group + 1 < group.number

@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::rng::SplitMix64;
 use super::SimError;
@@ -240,8 +240,8 @@ struct Shared {
     hold_back_calls: AtomicU64,
 }
 
-/// Longest a held-back write waits for another operation to complete before it lands.
-const HOLD_BACK_MAX: Duration = Duration::from_micros(500);
+/// How long a held-back write waits before it lands.
+const HOLD_BACK: Duration = Duration::from_millis(1);
 
 /// The simulated file system. Cheap to clone: clones are handles on the same file system.
 /// Thread-safe (one lock around the whole state).
@@ -425,9 +425,8 @@ impl SimStorage {
     }
 
     /// Makes concurrent writes complete in adversarial orders (`seed` Some) or in call order
-    /// (None): a write chosen by the seed waits, before it lands, until some other operation
-    /// of the file system has completed (or a short while passed), so a later write of another
-    /// thread, and a sync that does not cover the held one, can complete first.
+    /// (None): a write chosen by the seed waits a while before it lands, so a later write of
+    /// another thread, and a sync that does not cover the held one, can complete first.
     pub fn hold_back_writes(&self, seed: Option<u64>) {
         let seed = seed.map_or(0, |s| s | 1);
         self.shared.hold_back_seed.store(seed, Ordering::SeqCst);
@@ -590,8 +589,7 @@ impl SimFile {
         }
     }
 
-    /// While writes are held back: one in four, chosen by the seed, waits for another
-    /// operation to complete first.
+    /// While writes are held back: one in four, chosen by the seed, waits a while first.
     fn maybe_hold_back(&self) {
         let seed = self.shared.hold_back_seed.load(Ordering::SeqCst);
         if seed == 0 {
@@ -601,11 +599,9 @@ impl SimFile {
         if SplitMix64::new(seed ^ call.wrapping_mul(0x9e37_79b9_7f4a_7c15)).below(4) != 0 {
             return;
         }
-        let from = lock(&self.shared).ops;
-        let deadline = Instant::now() + HOLD_BACK_MAX;
-        while lock(&self.shared).ops == from && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
+        // Long enough for another thread's group to be written, synced and acknowledged
+        // meanwhile: the held write then lands after an acknowledgement that may need it.
+        std::thread::sleep(HOLD_BACK);
     }
 
     fn write(&self, offset: u64, buf: &AlignedBuf, range: Range<usize>) -> io::Result<()> {
