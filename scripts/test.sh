@@ -65,8 +65,8 @@ if [ "$(id -u)" = 0 ]; then
   campaign_started=$(date +%s)
   ./target/release/powercut campaign --tier sim --budget 10s --seed 1 --out target/campaign-gate/real \
     --json target/campaign-gate/real.json
-  # M11, M12 and M13 have no bundled workload at all: only the search can find them.
-  for mutant in M1 M2 M4 M5 M6 M7 M9 M11 M12 M13; do
+  # M11 to M16 have no bundled workload at all: only the search can find them.
+  for mutant in M1 M2 M4 M5 M6 M7 M9 M11 M12 M13 M14 M15 M16; do
     budget=10s
     case "$mutant" in M11|M12) budget=20s ;; esac
     status=0

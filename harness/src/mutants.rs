@@ -163,7 +163,7 @@ fn targets(mutant: Mutant) -> &'static [Target] {
         // Stale records of a recycled segment: I2 once a recycled file holds new records.
         Mutant::M7 => &[RECYCLE_STALE],
         // No bundled workload was written for these: the campaign must find them on its own.
-        Mutant::M11 | Mutant::M12 | Mutant::M13 => &[],
+        Mutant::M11 | Mutant::M12 | Mutant::M13 | Mutant::M14 | Mutant::M15 | Mutant::M16 => &[],
     }
 }
 

@@ -41,6 +41,15 @@ pub enum Mutant {
     /// be written nor to be acknowledged (search only; either wait alone masks the other's
     /// absence).
     M13,
+    /// Stamps each group's records with the group's own last LSN as the LSN known durable, so
+    /// a later group vouches for an earlier one still in flight (search only).
+    M14,
+    /// Opening keeps the segments a crash left past the end of the log instead of retiring
+    /// them (search only).
+    M15,
+    /// Opening carries the partial tail block by whole sectors only, so the next record lands
+    /// over the last recovered record's final bytes (search only).
+    M16,
 }
 
 /// Whether this build contains the broken behaviour of the mutants (the `mutants` feature).
@@ -56,7 +65,14 @@ impl Mutant {
     /// The mutants no bundled workload targets: bug classes chosen by reading the engine after
     /// M1-M10, for the campaign to find with workloads it generates (`powercut mutants` and its
     /// gate stay on [`Mutant::ALL`]).
-    pub const SEARCH_ONLY: [Mutant; 3] = [Mutant::M11, Mutant::M12, Mutant::M13];
+    pub const SEARCH_ONLY: [Mutant; 6] = [
+        Mutant::M11,
+        Mutant::M12,
+        Mutant::M13,
+        Mutant::M14,
+        Mutant::M15,
+        Mutant::M16,
+    ];
 
     /// The catalogue M1-M10, each targeted by bundled workloads, in order.
     pub const ALL: [Mutant; 10] = [
@@ -88,6 +104,9 @@ impl Mutant {
             Mutant::M11 => "M11",
             Mutant::M12 => "M12",
             Mutant::M13 => "M13",
+            Mutant::M14 => "M14",
+            Mutant::M15 => "M15",
+            Mutant::M16 => "M16",
         }
     }
 
@@ -109,6 +128,11 @@ impl Mutant {
             Mutant::M13 => {
                 "a pipelined group waits neither for earlier groups' writes nor their acks"
             }
+            Mutant::M14 => "stamps a group's own last LSN as known durable in its records",
+            Mutant::M15 => "opening keeps the segments a crash left past the end of the log",
+            Mutant::M16 => {
+                "opening carries the tail block by whole sectors, cutting the last record"
+            }
         }
     }
 }
@@ -129,13 +153,13 @@ impl fmt::Display for Mutant {
 impl FromStr for Mutant {
     type Err = String;
 
-    /// Parses `M1` to `M13`, case-insensitive.
+    /// Parses `M1` to `M16`, case-insensitive.
     fn from_str(text: &str) -> Result<Mutant, String> {
         Mutant::ALL
             .into_iter()
             .chain(Mutant::SEARCH_ONLY)
             .find(|m| m.name().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M13"))
+            .ok_or_else(|| format!("unknown mutant {text:?}: expected M1 to M16"))
     }
 }
 
@@ -151,7 +175,7 @@ mod tests {
             assert!(!m.describe().is_empty());
         }
         assert!("M0".parse::<Mutant>().is_err());
-        assert!("M14".parse::<Mutant>().is_err());
+        assert!("M17".parse::<Mutant>().is_err());
         assert!("".parse::<Mutant>().is_err());
     }
 }

@@ -38,7 +38,7 @@ pub struct VmArgs {
     /// Use this static agent binary instead of building it from the workspace.
     #[arg(long)]
     agent: Option<PathBuf>,
-    /// Run a deliberately broken variant of the engine (M1 to M13; overrides the workload's
+    /// Run a deliberately broken variant of the engine (M1 to M16; overrides the workload's
     /// `writer.mutant`); the agent is then built with the `mutants` feature.
     #[arg(long)]
     mutant: Option<powercut_writer::Mutant>,

@@ -43,7 +43,7 @@ pub struct WriterSpec {
     /// O_DIRECT, the setting of the fsyncgate workload (write-back errors, docs/design.md section 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_io: Option<bool>,
-    /// A deliberately broken engine variant, `M1` to `M13` (docs/design.md section 6); only an agent
+    /// A deliberately broken engine variant, `M1` to `M16` (docs/design.md section 6); only an agent
     /// built with the `mutants` feature can run it.
     #[serde(
         default,

@@ -203,7 +203,7 @@ impl Inner {
             records_in_segment: state.records_in_segment,
             staged_at: state.first_staged_at.take(),
             target,
-            synced: state.durable_lsn,
+            synced: self.durable_stamp(state, target),
             base: state.active_base,
             end,
             new_from,
@@ -288,6 +288,18 @@ impl Inner {
             false => None,
         };
         Ok((returned, rotated))
+    }
+
+    /// The LSN stamped into a group's records as known durable when it started: records up to
+    /// it are vouched for, so recovery calls a hole below it corruption rather than a torn tail.
+    /// M14 stamps the group's own last LSN, vouching for groups still in flight.
+    fn durable_stamp(&self, state: &State, target: Lsn) -> Lsn {
+        #[cfg(feature = "mutants")]
+        if self.mutant_is(Mutant::M14) {
+            return target;
+        }
+        let _ = target;
+        state.durable_lsn
     }
 
     /// Whether M13 runs: a pipelined group trusts completion order, waiting neither for the

@@ -66,7 +66,15 @@ pub(super) fn open(
     let staging_capacity = options.staging_buffer_bytes(alignment);
     let max_payload_bytes = max_payload_bytes(&options, segment_bytes, alignment)?;
     let active = AlignedBuf::new(staging_capacity, alignment);
-    let (start, zeroed_tail_bytes) = start_staging(dir, &recovery, &segments, active, alignment)?;
+    #[allow(unused_mut)]
+    let (mut start, zeroed_tail_bytes) =
+        start_staging(dir, &recovery, &segments, active, alignment)?;
+    // M16 (tail carried by whole sectors): the partial sector at the end of the log is not
+    // carried, so the next record is placed over the last one's final bytes.
+    #[cfg(feature = "mutants")]
+    if crate::mutants::selected(options.mutant, crate::Mutant::M16) {
+        start.tail_len -= start.tail_len % 512;
+    }
     let spares = (0..max_in_flight)
         .map(|_| AlignedBuf::new(staging_capacity, alignment))
         .collect();
@@ -235,6 +243,11 @@ fn retire_past_end(
     let (dir, storage) = (params.dir.as_path(), params.storage.as_ref());
     let end = recovery.end;
     let mut retired = 0usize;
+    // M15 (segments past the end kept): what a crash left past the end of the log stays live.
+    #[cfg(feature = "mutants")]
+    if crate::mutants::selected(params.mutant, crate::Mutant::M15) {
+        return Ok(0);
+    }
     for seg in listing
         .segments
         .iter()
