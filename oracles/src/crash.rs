@@ -17,6 +17,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::str::FromStr;
 
+use powercut_writer::sim::SplitMix64;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -304,11 +305,9 @@ pub fn volatile_writes(log: &BlockLog, cut: u64) -> Vec<u64> {
         .collect()
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// The first value of the engine's seeded stream for `z`: mixes the seeds of samples and tears.
+fn splitmix(z: u64) -> u64 {
+    SplitMix64::new(z).next_u64()
 }
 
 /// The units kept by a tear of `units` (>= 2) sectors: never all, never none. A third of the
