@@ -80,6 +80,7 @@ fn correct_engine_passes_every_state() {
     assert!(n == 26);
 }
 
+// Longer than most: one recording checked three ways (coverage, crash states, one state).
 #[test]
 fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
     if !runnable(capability()) {
@@ -309,6 +310,7 @@ fn logs_without_marks_use_given_acks() {
     assert!(report.violations.iter().any(|v| v.invariant == "I1"));
 }
 
+// Longer than most: finding the failing state to shrink needs a full check of its log first.
 #[test]
 fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
     if !runnable(capability()) {
