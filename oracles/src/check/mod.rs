@@ -5,9 +5,9 @@
 //! prefix image that only moves forward and their own scratch image per state.
 //!
 //! The parts, each depending only on those listed before it: [`config`](CheckConfig) (the
-//! knobs), `scratch` (where images are built), `state_image` (one state's image), `runner` (the
-//! worker pool) and `one_state` (checking one mounted image), [`coverage`] (every ack on its
-//! durable state), and here the entry points.
+//! knobs), `scratch` (where images are built), `state_image` (one state's image), `one_state`
+//! (the context of a run and checking one mounted image), `runner` (the worker pool),
+//! [`coverage`] (every ack on its durable state), and here the entry points.
 
 mod config;
 pub mod coverage;
@@ -28,7 +28,8 @@ pub use self::state_image::{build_state_image, rebuild_state};
 pub use crate::outcome::{CheckError, StateOutcome};
 
 use self::coverage::{run_coverage, split_by_coverage};
-use self::runner::{probe_state, Run};
+use self::one_state::Run;
+use self::runner::probe_state;
 use self::scratch::{scratch, with_scratch};
 use crate::blocklog::BlockLog;
 use crate::crash::{self, CrashState, StateId};

@@ -1,18 +1,21 @@
-//! Checking one built crash image: mount it, run the engine's recovery and the invariants (and
-//! the I5 probe on the state chosen for it), and keep the evidence of a failing state.
+//! The context of a run over crash states, and checking one built image with it: mount it, run
+//! the engine's recovery and the invariants (and the I5 probe on the state chosen for it), and
+//! keep the evidence of a failing state.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use powercut_workloads::ack::Ack;
 
-use super::runner::Run;
+use super::config::CheckConfig;
+use crate::blocklog::BlockLog;
 use crate::crash::CrashState;
 use crate::invariants::{
-    self, check_mid_log_corruption, Expectation, MidLogProbe, RecoveredJournal, Violation,
+    self, check_mid_log_corruption, Expectation, MidLogProbe, RecoverFn, RecoveredJournal,
+    Violation,
 };
 use crate::keep::{self, Keeper};
-use crate::mount::{self, MountError};
+use crate::mount::{self, FsType, MountError};
 use crate::outcome::{io_err, CheckError, StateOutcome};
 
 /// What the mounted file system showed: the violations, the engine's recovery and the I5 probe.
@@ -21,6 +24,53 @@ type Mounted = (
     Result<RecoveredJournal, String>,
     Option<MidLogProbe>,
 );
+
+/// Shared context of a run over a list of states.
+pub(super) struct Run<'a> {
+    pub(super) log: &'a BlockLog,
+    pub(super) base: &'a Path,
+    pub(super) fs: FsType,
+    pub(super) seed: u64,
+    pub(super) acks: &'a [(u64, Ack)],
+    pub(super) cfg: &'a CheckConfig,
+    pub(super) recover: &'a RecoverFn,
+    pub(super) scratch: &'a Path,
+    /// State index that gets the I5 probe.
+    pub(super) probe_index: Option<usize>,
+    /// Failing images kept so far (at most `cfg.max_kept_images`).
+    pub(super) kept_images: AtomicUsize,
+    /// Where failing states are kept (`cfg.keep_dir`), beside their log.
+    pub(super) keeper: Option<Keeper>,
+}
+
+impl<'a> Run<'a> {
+    /// A run without the I5 probe.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        log: &'a BlockLog,
+        base: &'a Path,
+        fs: FsType,
+        seed: u64,
+        acks: &'a [(u64, Ack)],
+        cfg: &'a CheckConfig,
+        recover: &'a RecoverFn,
+        scratch: &'a Path,
+    ) -> Run<'a> {
+        Run {
+            log,
+            base,
+            fs,
+            seed,
+            acks,
+            cfg,
+            recover,
+            scratch,
+            probe_index: None,
+            kept_images: AtomicUsize::new(0),
+            keeper: keeper_of(cfg, log),
+        }
+    }
+}
 
 impl Run<'_> {
     /// Checks `state`, whose image is built at `image`; `work` is scratch room for the probe.
@@ -154,4 +204,9 @@ fn fill_outcome(outcome: &mut StateOutcome, (violations, result, probe): Mounted
             "violated".to_string()
         }
     });
+}
+
+fn keeper_of(config: &CheckConfig, log: &BlockLog) -> Option<Keeper> {
+    let keep = config.keep_dir.as_deref()?;
+    Some(Keeper::new(keep, log.path(), &log.hash_hex()))
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use powercut_workloads::ack::Ack;
 
 use super::config::CheckConfig;
+use super::one_state::Run;
 use super::state_image::apply_delta;
 use crate::blocklog::BlockLog;
 use crate::crash::{CrashState, StateKind};
 use crate::invariants::RecoverFn;
-use crate::keep::Keeper;
 use crate::mount::FsType;
 use crate::outcome::{io_err, CheckError, StateOutcome};
 use crate::replay::{clone_image, Replayer};
@@ -25,53 +25,6 @@ pub struct Progress {
     pub states_total: u64,
     pub violations: u64,
     pub elapsed: Duration,
-}
-
-/// Shared context of a run over a list of states.
-pub(super) struct Run<'a> {
-    pub(super) log: &'a BlockLog,
-    pub(super) base: &'a Path,
-    pub(super) fs: FsType,
-    pub(super) seed: u64,
-    pub(super) acks: &'a [(u64, Ack)],
-    pub(super) cfg: &'a CheckConfig,
-    pub(super) recover: &'a RecoverFn,
-    pub(super) scratch: &'a Path,
-    /// State index that gets the I5 probe.
-    pub(super) probe_index: Option<usize>,
-    /// Failing images kept so far (at most `cfg.max_kept_images`).
-    pub(super) kept_images: AtomicUsize,
-    /// Where failing states are kept (`cfg.keep_dir`), beside their log.
-    pub(super) keeper: Option<Keeper>,
-}
-
-impl<'a> Run<'a> {
-    /// A run without the I5 probe.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        log: &'a BlockLog,
-        base: &'a Path,
-        fs: FsType,
-        seed: u64,
-        acks: &'a [(u64, Ack)],
-        cfg: &'a CheckConfig,
-        recover: &'a RecoverFn,
-        scratch: &'a Path,
-    ) -> Run<'a> {
-        Run {
-            log,
-            base,
-            fs,
-            seed,
-            acks,
-            cfg,
-            recover,
-            scratch,
-            probe_index: None,
-            kept_images: AtomicUsize::new(0),
-            keeper: keeper_of(cfg, log),
-        }
-    }
 }
 
 impl Run<'_> {
@@ -210,9 +163,4 @@ pub(super) fn probe_state(
     states
         .iter()
         .rposition(|s| s.id.cut == n_entries && s.id.kind() == StateKind::Prefix)
-}
-
-fn keeper_of(config: &CheckConfig, log: &BlockLog) -> Option<Keeper> {
-    let keep = config.keep_dir.as_deref()?;
-    Some(Keeper::new(keep, log.path(), &log.hash_hex()))
 }
