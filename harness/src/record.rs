@@ -18,12 +18,13 @@
 //! workload's after-crash steps.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use powercut_oracles::blocklog::BlockLog;
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::PriorViolation;
 use powercut_workloads::guest::disks;
@@ -34,10 +35,6 @@ use powercut_workloads::spec::{Filesystem, Workload};
 use crate::vm::image::{self, BuildOptions};
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{Disk, RunningVm, VmConfig, KERNEL_APPEND};
-
-/// Magic of the dm-log-writes super block.
-const LOG_MAGIC: u64 = 0x006a_7366_7773_6872;
-const SECTOR_BYTES: u64 = 512;
 
 /// What `record --out DIR` writes into DIR: the files of the module docs' table and `job.img`, the
 /// job disk handed to the guest.
@@ -165,72 +162,6 @@ pub struct RecordOutcome {
     pub ledger: Vec<LedgerEntry>,
 }
 
-/// Result of scanning a block log for its end (the oracles crate has the full reader).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogScan {
-    pub super_nr_entries: u64,
-    pub entries: u64,
-    /// First byte past the last valid entry.
-    pub end_bytes: u64,
-}
-
-/// Walks entry headers from sector 1 until a zero or invalid header or the end of the file;
-/// scans past the super's nr_entries, which lags behind after a kill.
-pub fn scan_log(path: &Path) -> Result<LogScan> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = file.metadata()?.len();
-    let mut sector = [0u8; SECTOR_BYTES as usize];
-    let read_at = |file: &mut File, offset: u64, buf: &mut [u8]| -> Result<bool> {
-        use std::io::Seek;
-        if offset + buf.len() as u64 > len {
-            return Ok(false);
-        }
-        file.seek(std::io::SeekFrom::Start(offset))?;
-        file.read_exact(buf)
-            .with_context(|| format!("reading {} at {offset}", path.display()))?;
-        Ok(true)
-    };
-    let u64_at = |buf: &[u8], at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
-    if !read_at(&mut file, 0, &mut sector)? {
-        bail!("{} is shorter than one sector", path.display());
-    }
-    if u64_at(&sector, 0) != LOG_MAGIC || u64_at(&sector, 8) != 1 {
-        bail!(
-            "{}: no dm-log-writes super (magic/version) at offset 0",
-            path.display()
-        );
-    }
-    let super_nr_entries = u64_at(&sector, 16);
-    let sector_size = u64::from(u32::from_le_bytes(sector[24..28].try_into().unwrap()));
-    if sector_size != SECTOR_BYTES {
-        bail!(
-            "{}: log sector size {sector_size}, expected 512",
-            path.display()
-        );
-    }
-    let mut offset = SECTOR_BYTES;
-    let mut entries = 0;
-    while read_at(&mut file, offset, &mut sector)? {
-        let nr_sectors = u64_at(&sector, 8);
-        let flags = u64_at(&sector, 16);
-        if sector.iter().all(|&b| b == 0) || flags & !0x1f != 0 || flags == 0 && nr_sectors == 0 {
-            break;
-        }
-        let data_sectors = if flags & 4 != 0 { 0 } else { nr_sectors };
-        let next = offset + SECTOR_BYTES + data_sectors.saturating_mul(SECTOR_BYTES);
-        if next > len {
-            break;
-        }
-        offset = next;
-        entries += 1;
-    }
-    Ok(LogScan {
-        super_nr_entries,
-        entries,
-        end_bytes: offset,
-    })
-}
-
 fn create_sized(path: &Path, bytes: u64) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -299,11 +230,114 @@ pub fn record(
     };
     let image = image::build(&image_options, progress)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let started_unix_s = SystemTime::now()
+    let started_unix_s = unix_now();
+    let files = prepare_disks(workload, out, options, progress)?;
+    let config = vm_config(&image, &files);
+    // The run after a crash ends cleanly: its crash states come from its log.
+    let continued = options.continue_after_crash.is_some();
+    let cut_after = if continued {
+        None
+    } else {
+        workload.power_cut_after_ack()
+    };
+    let booting = format!("{} ({})", image.kernel_package, workload.name);
+    let (gathered, end, vm_s) =
+        run_vm(&config, &files, out, options, cut_after, &booting, progress)?;
+    let log_use = log_use(
+        &files.log,
+        out,
+        files.log_disk_bytes,
+        gathered.done.as_ref(),
+    )?;
+    let summary = RecordSummary {
+        workload: workload.name.clone(),
+        seed: workload.seed,
+        filesystem: workload.filesystem.name(),
+        kernel_package: image.kernel_package.clone(),
+        image_key: image.key.clone(),
+        started_unix_s,
+        boot_to_agent_s: gathered.boot_to_agent_s,
+        host_boot_to_agent_s: gathered.host_boot_to_agent_s,
+        vm_s,
+        workload_s: gathered.done.as_ref().map(|d| d.workload_s),
+        acks: gathered.ledger.len() as u64,
+        durable_acks: gathered.durable_acks,
+        end,
+        killed_after_ack: (end == RunEnd::Killed).then_some(gathered.durable_acks),
+        log_bytes: log_use.end_bytes,
+        log_disk_bytes: files.log_disk_bytes,
+        log_entries_scanned: log_use.entries,
+        log_filled: log_use.filled,
+        done: gathered.done,
+        continued_after_crash: continued,
+        prior_acks: options
+            .continue_after_crash
+            .as_ref()
+            .map_or(0, |a| a.len() as u64),
+        prior_violations: gathered.prior_violations,
+    };
+    finish(out, summary, gathered.ledger, progress)
+}
+
+/// Boots the VM and gathers the agent's lines until it ends or the power cut; returns what was
+/// gathered, how the run ended and how long the VM ran.
+fn run_vm(
+    config: &VmConfig,
+    files: &DiskFiles,
+    out: &Path,
+    options: &RecordOptions,
+    cut_after: Option<u64>,
+    booting: &str,
+    progress: &Progress,
+) -> Result<(Gathered, RunEnd, f64)> {
+    progress.line(format!(
+        "booting {booting}{}",
+        cut_after
+            .map(|n| format!(", power cut after durable ack {n}"))
+            .unwrap_or_default()
+    ));
+    let mut vm = RunningVm::spawn(config, &out.join("console.log"))?;
+    let deadline = Instant::now() + options.timeout;
+    let mut gathered = Gathered::default();
+    gathered.listen(
+        &mut vm,
+        deadline,
+        options.timeout,
+        &files.ledger,
+        cut_after,
+        progress,
+    )?;
+    let end = wait_for_end(&mut vm, deadline, &mut gathered)?;
+    let vm_s = vm.started.elapsed().as_secs_f64();
+    drop(vm);
+    let _ = std::fs::remove_file(&files.job);
+    Ok((gathered, end, vm_s))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
 
+/// The files of a recording the VM gets as disks.
+struct DiskFiles {
+    data_disk: PathBuf,
+    log: PathBuf,
+    job: PathBuf,
+    ledger: PathBuf,
+    log_disk_bytes: u64,
+}
+
+/// Writes the workload and the job, and makes the data disk (formatted or copied from the
+/// given base), its pristine copy `base.img` and an empty log disk.
+fn prepare_disks(
+    workload: &Workload,
+    out: &Path,
+    options: &RecordOptions,
+    progress: &Progress,
+) -> Result<DiskFiles> {
     if options.continue_after_crash.is_some() && options.base_image.is_none() {
         bail!("continuing after a crash needs the crash image as the base image");
     }
@@ -322,20 +356,38 @@ pub fn record(
             .to_json()
         }
     };
-    let data_disk = out.join("final.img");
+    let files = DiskFiles {
+        data_disk: out.join("final.img"),
+        log: out.join("log.bin"),
+        job: out.join("job.img"),
+        ledger: out.join("ledger.jsonl"),
+        log_disk_bytes: workload.log_mib << 20,
+    };
     let base = out.join("base.img");
-    let log = out.join("log.bin");
-    let job = out.join("job.img");
-    let ledger_path = out.join("ledger.jsonl");
     for stale in [
         &base,
-        &log,
-        &ledger_path,
+        &files.log,
+        &files.ledger,
         &out.join("record.json"),
         &out.join("prior-acks.json"),
     ] {
         let _ = std::fs::remove_file(stale);
     }
+    make_data_disk(workload, &files.data_disk, options, progress)?;
+    std::fs::copy(&files.data_disk, &base).context("copying the pristine base image")?;
+    // A fresh log every run: stale entries of a longer old log would be scanned as real.
+    create_sized(&files.log, files.log_disk_bytes)?;
+    std::fs::write(&files.job, protocol::encode_job(job_json.as_bytes()))?;
+    Ok(files)
+}
+
+/// The data disk: a copy of the given base image, or a freshly formatted one.
+fn make_data_disk(
+    workload: &Workload,
+    data_disk: &Path,
+    options: &RecordOptions,
+    progress: &Progress,
+) -> Result<()> {
     match &options.base_image {
         Some(given) => {
             if given.canonicalize().ok() == data_disk.canonicalize().ok() {
@@ -345,12 +397,13 @@ pub fn record(
                     given.display()
                 );
             }
-            std::fs::copy(given, &data_disk).with_context(|| {
+            std::fs::copy(given, data_disk).with_context(|| {
                 format!(
                     "copying the base image {} to the data disk",
                     given.display()
                 )
             })?;
+            Ok(())
         }
         None => progress.step(
             &format!(
@@ -358,99 +411,91 @@ pub fn record(
                 workload.disk_mib,
                 workload.filesystem.name()
             ),
-            || format_data_disk(&data_disk, workload.filesystem, workload.disk_mib),
-        )?,
+            || format_data_disk(data_disk, workload.filesystem, workload.disk_mib),
+        ),
     }
-    std::fs::copy(&data_disk, &base).context("copying the pristine base image")?;
-    // A fresh log every run: stale entries of a longer old log would be scanned as real.
-    let log_disk_bytes = workload.log_mib << 20;
-    create_sized(&log, log_disk_bytes)?;
-    std::fs::write(&job, protocol::encode_job(job_json.as_bytes()))?;
+}
 
-    let config = VmConfig {
+fn vm_config(image: &image::GuestImage, files: &DiskFiles) -> VmConfig {
+    VmConfig {
         qemu: image.qemu.clone(),
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         disks: vec![
             Disk {
-                path: data_disk.clone(),
+                path: files.data_disk.clone(),
                 serial: disks::DATA_SERIAL.into(),
                 read_only: false,
             },
             Disk {
-                path: log.clone(),
+                path: files.log.clone(),
                 serial: disks::LOG_SERIAL.into(),
                 read_only: false,
             },
             Disk {
-                path: job.clone(),
+                path: files.job.clone(),
                 serial: disks::JOB_SERIAL.into(),
                 read_only: true,
             },
         ],
         memory_mib: 512,
         append: KERNEL_APPEND.into(),
-    };
-    // The run after a crash ends cleanly: its crash states come from its log.
-    let continued = options.continue_after_crash.is_some();
-    let cut_after = if continued {
-        None
-    } else {
-        workload.power_cut_after_ack()
-    };
-    progress.line(format!(
-        "booting {} ({}){}",
-        image.kernel_package,
-        workload.name,
-        cut_after
-            .map(|n| format!(", power cut after durable ack {n}"))
-            .unwrap_or_default()
-    ));
-    let mut vm = RunningVm::spawn(&config, &out.join("console.log"))?;
-    let deadline = Instant::now() + options.timeout;
-    let mut ledger_file = File::create(&ledger_path)?;
-    let mut ledger = Vec::new();
-    let mut durable_acks = 0u64;
-    let mut boot_to_agent_s = None;
-    let mut host_boot_to_agent_s = None;
-    let mut done = None;
-    let mut guest_error = None;
-    let mut prior_violations = Vec::new();
-    let mut end = None;
-    let mut last_progress = Instant::now();
-    loop {
-        let line = match vm.next_line(deadline) {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(e) => {
-                vm.kill()?;
-                bail!(
-                    "{e} after {:.0}s; console tail:\n{}",
-                    options.timeout.as_secs_f64(),
-                    vm.tail()
-                );
-            }
-        };
-        let Some(message) = GuestMessage::parse_line(&line) else {
-            continue;
-        };
-        let message = message.context("garbled agent line")?;
-        let host_s = vm.started.elapsed().as_secs_f64();
-        match message {
-            GuestMessage::Ready { uptime_s, kernel } => {
-                boot_to_agent_s = Some(uptime_s);
-                host_boot_to_agent_s = Some(host_s);
-                progress.line(format!(
-                    "agent ready on {kernel}: guest uptime {uptime_s:.2}s, host {host_s:.2}s"
-                ));
-            }
-            GuestMessage::Progress { what, .. } => {
+    }
+}
+
+/// What the host gathered from the agent's lines during a run.
+#[derive(Default)]
+struct Gathered {
+    ledger: Vec<LedgerEntry>,
+    durable_acks: u64,
+    boot_to_agent_s: Option<f64>,
+    host_boot_to_agent_s: Option<f64>,
+    done: Option<DoneReport>,
+    guest_error: Option<String>,
+    prior_violations: Vec<PriorViolation>,
+    /// The host cut the power after the durable ack the workload names.
+    killed: bool,
+}
+
+impl Gathered {
+    /// Reads the agent's lines until the VM ends or the power cut, writing `ledger.jsonl`.
+    fn listen(
+        &mut self,
+        vm: &mut RunningVm,
+        deadline: Instant,
+        timeout: Duration,
+        ledger_path: &Path,
+        cut_after: Option<u64>,
+        progress: &Progress,
+    ) -> Result<()> {
+        let mut ledger_file = File::create(ledger_path)?;
+        let mut last_progress = Instant::now();
+        loop {
+            let line = match vm.next_line(deadline) {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => {
+                    vm.kill()?;
+                    bail!(
+                        "{e} after {:.0}s; console tail:\n{}",
+                        timeout.as_secs_f64(),
+                        vm.tail()
+                    );
+                }
+            };
+            let Some(message) = GuestMessage::parse_line(&line) else {
+                continue;
+            };
+            let message = message.context("garbled agent line")?;
+            let host_s = vm.started.elapsed().as_secs_f64();
+            if let GuestMessage::Progress { what, .. } = &message {
                 if last_progress.elapsed() > Duration::from_secs(2) {
                     progress.line(format!("guest: {what}"));
                     last_progress = Instant::now();
                 }
+                continue;
             }
-            GuestMessage::Ack { index, label, ack } => {
+            if let GuestMessage::Ack { index, label, ack } = message {
                 let entry = LedgerEntry {
                     index,
                     label,
@@ -458,22 +503,45 @@ pub fn record(
                     host_s,
                 };
                 writeln!(ledger_file, "{}", serde_json::to_string(&entry)?)?;
-                let durable = !matches!(entry.ack, Ack::Start { .. } | Ack::End { .. });
-                ledger.push(entry);
-                if durable {
-                    durable_acks += 1;
-                    if Some(durable_acks) == cut_after {
-                        vm.kill()?;
-                        progress.line(format!(
-                            "power cut: killed QEMU after durable ack {durable_acks}"
-                        ));
-                        end = Some(RunEnd::Killed);
-                        break;
-                    }
+                if self.ack(entry, cut_after) {
+                    vm.kill()?;
+                    progress.line(format!(
+                        "power cut: killed QEMU after durable ack {}",
+                        self.durable_acks
+                    ));
+                    self.killed = true;
+                    break;
                 }
+                continue;
             }
-            GuestMessage::Done(report) => done = Some(report),
-            GuestMessage::Error { message } => guest_error = Some(message),
+            self.other(message, host_s, progress);
+        }
+        ledger_file.flush()?;
+        Ok(())
+    }
+
+    /// Records an ack; true when the power is to be cut after it.
+    fn ack(&mut self, entry: LedgerEntry, cut_after: Option<u64>) -> bool {
+        let durable = !matches!(entry.ack, Ack::Start { .. } | Ack::End { .. });
+        self.ledger.push(entry);
+        if durable {
+            self.durable_acks += 1;
+        }
+        durable && Some(self.durable_acks) == cut_after
+    }
+
+    /// Every message but progress and acks.
+    fn other(&mut self, message: GuestMessage, host_s: f64, progress: &Progress) {
+        match message {
+            GuestMessage::Ready { uptime_s, kernel } => {
+                self.boot_to_agent_s = Some(uptime_s);
+                self.host_boot_to_agent_s = Some(host_s);
+                progress.line(format!(
+                    "agent ready on {kernel}: guest uptime {uptime_s:.2}s, host {host_s:.2}s"
+                ));
+            }
+            GuestMessage::Done(report) => self.done = Some(report),
+            GuestMessage::Error { message } => self.guest_error = Some(message),
             GuestMessage::PriorViolation(violation) => {
                 // I7 findings come from the run itself (fault injection), the others from the
                 // run after a power cut.
@@ -486,36 +554,52 @@ pub fn record(
                     "guest: {} {when}: expected {}; found {}",
                     violation.invariant, violation.expected, violation.found
                 ));
-                prior_violations.push(violation);
+                self.prior_violations.push(violation);
             }
+            GuestMessage::Progress { .. } | GuestMessage::Ack { .. } => {}
         }
     }
-    ledger_file.flush()?;
-    let end = match end {
-        Some(end) => end,
-        None => {
-            let status = vm.wait(deadline)?;
-            if let Some(message) = guest_error {
-                bail!(
-                    "the guest agent failed: {message}\nconsole tail:\n{}",
-                    vm.tail()
-                );
-            }
-            if done.is_none() {
-                bail!(
-                    "the VM ended ({status}) without the agent reporting done; console tail:\n{}",
-                    vm.tail()
-                );
-            }
-            RunEnd::Clean
-        }
-    };
-    let vm_s = vm.started.elapsed().as_secs_f64();
-    drop(vm);
-    let _ = std::fs::remove_file(&job);
+}
 
-    let scan = scan_log(&log)?;
-    let kernel_says_full = done.as_ref().is_some_and(|d| {
+/// How the run ended: the power cut, or the VM's own end after the agent reported done.
+fn wait_for_end(vm: &mut RunningVm, deadline: Instant, gathered: &mut Gathered) -> Result<RunEnd> {
+    if gathered.killed {
+        return Ok(RunEnd::Killed);
+    }
+    let status = vm.wait(deadline)?;
+    if let Some(message) = &gathered.guest_error {
+        bail!(
+            "the guest agent failed: {message}\nconsole tail:\n{}",
+            vm.tail()
+        );
+    }
+    if gathered.done.is_none() {
+        bail!(
+            "the VM ended ({status}) without the agent reporting done; console tail:\n{}",
+            vm.tail()
+        );
+    }
+    Ok(RunEnd::Clean)
+}
+
+/// How much of the log disk the recording used.
+struct LogUse {
+    /// First byte past the last entry.
+    end_bytes: u64,
+    entries: u64,
+    /// The log device ran out of space.
+    filled: bool,
+}
+
+fn log_use(
+    log_path: &Path,
+    out: &Path,
+    log_disk_bytes: u64,
+    done: Option<&DoneReport>,
+) -> Result<LogUse> {
+    let log = BlockLog::open(log_path)
+        .with_context(|| format!("reading the block log {}", log_path.display()))?;
+    let kernel_says_full = done.is_some_and(|d| {
         d.logging_disabled
             || d.kernel_errors
                 .iter()
@@ -524,137 +608,45 @@ pub fn record(
     let console = std::fs::read_to_string(out.join("console.log")).unwrap_or_default();
     // dm-log-writes stops logging once the next entry would not fit; within 1 MiB of the end
     // nothing tells a full log from a nearly full one, so both count as full.
-    let log_filled = kernel_says_full
+    let filled = kernel_says_full
         || console.contains("Ran out of space on the logdev")
-        || scan.end_bytes + (1 << 20) >= log_disk_bytes;
-    let summary = RecordSummary {
-        workload: workload.name.clone(),
-        seed: workload.seed,
-        filesystem: workload.filesystem.name(),
-        kernel_package: image.kernel_package.clone(),
-        image_key: image.key.clone(),
-        started_unix_s,
-        boot_to_agent_s,
-        host_boot_to_agent_s,
-        vm_s,
-        workload_s: done.as_ref().map(|d| d.workload_s),
-        acks: ledger.len() as u64,
-        durable_acks,
-        end,
-        killed_after_ack: (end == RunEnd::Killed).then_some(durable_acks),
-        log_bytes: scan.end_bytes,
-        log_disk_bytes,
-        log_entries_scanned: scan.entries,
-        log_filled,
-        done,
-        continued_after_crash: continued,
-        prior_acks: options
-            .continue_after_crash
-            .as_ref()
-            .map_or(0, |a| a.len() as u64),
-        prior_violations,
-    };
+        || log.end_bytes() + (1 << 20) >= log_disk_bytes;
+    Ok(LogUse {
+        end_bytes: log.end_bytes(),
+        entries: log.entries().len() as u64,
+        filled,
+    })
+}
+
+/// Writes `record.json`; a log device that filled up is an error after that.
+fn finish(
+    out: &Path,
+    summary: RecordSummary,
+    ledger: Vec<LedgerEntry>,
+    progress: &Progress,
+) -> Result<RecordOutcome> {
     std::fs::write(
         out.join("record.json"),
         serde_json::to_vec_pretty(&summary)?,
     )?;
-    if log_filled {
+    if summary.log_filled {
         bail!(
             "the log device filled up ({} of {} bytes used): writes after that point are missing \
              from the log; raise log_mib in the workload",
-            scan.end_bytes,
-            log_disk_bytes
+            summary.log_bytes,
+            summary.log_disk_bytes
         );
     }
     progress.line(format!(
         "recorded {} acks, {:.1} MiB of log, {:?} end, in {:.1}s",
         summary.acks,
-        scan.end_bytes as f64 / (1 << 20) as f64,
-        end,
-        vm_s
+        summary.log_bytes as f64 / (1 << 20) as f64,
+        summary.end,
+        summary.vm_s
     ));
     Ok(RecordOutcome {
         out: out.to_path_buf(),
         summary,
         ledger,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn entry(sector: u64, nr_sectors: u64, flags: u64, data_len: u64) -> Vec<u8> {
-        let mut header = vec![0u8; 512];
-        for (i, v) in [sector, nr_sectors, flags, data_len]
-            .into_iter()
-            .enumerate()
-        {
-            header[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
-        header
-    }
-
-    fn log_with(entries: &[Vec<u8>], nr_entries: u64, total_bytes: usize) -> Vec<u8> {
-        let mut log = vec![0u8; 512];
-        log[0..8].copy_from_slice(&LOG_MAGIC.to_le_bytes());
-        log[8..16].copy_from_slice(&1u64.to_le_bytes());
-        log[16..24].copy_from_slice(&nr_entries.to_le_bytes());
-        log[24..28].copy_from_slice(&512u32.to_le_bytes());
-        for e in entries {
-            log.extend_from_slice(e);
-        }
-        log.resize(total_bytes.max(log.len()), 0);
-        log
-    }
-
-    fn scan_bytes(bytes: &[u8]) -> Result<LogScan> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.bin");
-        std::fs::write(&path, bytes).unwrap();
-        scan_log(&path)
-    }
-
-    #[test]
-    fn scan_walks_entries_past_a_stale_entry_count() {
-        let mut write = entry(8, 2, 0, 0);
-        write.extend_from_slice(&[7u8; 1024]);
-        let mut mark = entry(0, 0, 8, 3);
-        mark[32..35].copy_from_slice(b"s:x");
-        let flush = entry(0, 0, 1, 0);
-        // nr_entries says 1 (lagging, as after a kill): the scan still finds all three.
-        let log = log_with(&[write, mark, flush], 1, 8192);
-        let scan = scan_bytes(&log).unwrap();
-        assert_eq!(
-            scan,
-            LogScan {
-                super_nr_entries: 1,
-                entries: 3,
-                end_bytes: 512 + 1536 + 512 + 512
-            }
-        );
-    }
-
-    #[test]
-    fn scan_rejects_a_missing_super_and_stops_at_bad_flags_or_truncation() {
-        assert!(scan_bytes(&[0u8; 100]).is_err());
-        assert!(scan_bytes(&[0u8; 1024]).is_err());
-        let bad_flags = log_with(&[entry(1, 1, 1 << 9, 0)], 0, 4096);
-        assert_eq!(scan_bytes(&bad_flags).unwrap().entries, 0);
-        // Claims more data sectors than the file holds.
-        let truncated = log_with(&[entry(1, 1 << 40, 0, 0)], 0, 4096);
-        assert_eq!(scan_bytes(&truncated).unwrap().end_bytes, 512);
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        #[test]
-        fn scan_never_panics_on_arbitrary_logs(tail in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let mut log = log_with(&[], 0, 512);
-            log.extend_from_slice(&tail);
-            let _ = scan_bytes(&log);
-            let _ = scan_bytes(&tail);
-        }
-    }
 }

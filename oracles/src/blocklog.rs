@@ -211,6 +211,130 @@ pub struct BlockLog {
     hash: u32,
 }
 
+/// The walk over the entry headers of [`BlockLog::open`].
+struct Scan<'a> {
+    path: &'a Path,
+    file: &'a File,
+    len_bytes: u64,
+    ss: u64,
+    nr_entries_in_super: u64,
+    header: Vec<u8>,
+    /// Byte offset of the next header.
+    offset: u64,
+    /// Index of the next entry.
+    index: u64,
+    /// crc32c of the sectorsize and the headers so far ([`BlockLog::hash`]).
+    hash: u32,
+}
+
+impl Scan<'_> {
+    /// The next entry, or why the log ends here. Entries the super counts are trusted: a bad
+    /// one is an error. Past them, the first bad one ends the log (stale or unwritten space).
+    fn next_entry(&mut self) -> Result<Result<Entry, ScanEnd>, LogError> {
+        if self.offset >= self.len_bytes {
+            let why = format!(
+                "log ends after {} entries but the super says {}",
+                self.index, self.nr_entries_in_super
+            );
+            return self.stop(ScanEnd::EndOfFile, why);
+        }
+        if self.len_bytes - self.offset < self.ss {
+            let why = "header sector cut short by the end of the file".to_string();
+            return self.stop(ScanEnd::TruncatedEntry, why);
+        }
+        self.file
+            .read_exact_at(&mut self.header, self.offset)
+            .map_err(|source| LogError::Io {
+                op: "read entry header",
+                path: self.path.to_path_buf(),
+                source,
+            })?;
+        let sector = le_u64(&self.header, 0);
+        let nr_sectors = le_u64(&self.header, 8);
+        let flags = le_u64(&self.header, 16);
+        let data_len = le_u64(&self.header, 24);
+        if self.header[..ENTRY_HEADER_BYTES].iter().all(|&b| b == 0) {
+            return self.stop(ScanEnd::ZeroHeader, "zero header before nr_entries".into());
+        }
+        if flags & !ALL_FLAGS != 0 {
+            return self.stop(ScanEnd::InvalidFlags, format!("unknown flags {flags:#x}"));
+        }
+        let (ss, offset) = (self.ss, self.offset);
+        if let Err((reason, truncated)) = BlockLog::check_entry(
+            sector,
+            nr_sectors,
+            flags,
+            data_len,
+            ss,
+            offset,
+            self.len_bytes,
+        ) {
+            let why = if truncated {
+                ScanEnd::TruncatedEntry
+            } else {
+                ScanEnd::ImplausibleEntry
+            };
+            return self.stop(why, reason);
+        }
+        Ok(Ok(self.entry(sector, nr_sectors, flags, data_len)))
+    }
+
+    /// Where a bad header ends the log: an error among the entries the super counts (trusted),
+    /// else the end of the log.
+    fn stop(&self, end: ScanEnd, reason: String) -> Result<Result<Entry, ScanEnd>, LogError> {
+        if self.index < self.nr_entries_in_super {
+            return Err(LogError::BadEntry {
+                path: self.path.to_path_buf(),
+                index: self.index,
+                offset: self.offset,
+                reason,
+            });
+        }
+        Ok(Err(end))
+    }
+
+    /// The entry of the header just read and checked; moves past it.
+    fn entry(&mut self, sector: u64, nr_sectors: u64, flags: u64, data_len: u64) -> Entry {
+        let (ss, offset) = (self.ss, self.offset);
+        let is_mark = flags & FLAG_MARK != 0;
+        let mark = if is_mark {
+            // data_len <= sectorsize - 32 was checked above.
+            let label = &self.header[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + data_len as usize];
+            Some(String::from_utf8_lossy(label).into_owned())
+        } else {
+            None
+        };
+        let header_hash_len = ENTRY_HEADER_BYTES + if is_mark { data_len as usize } else { 0 };
+        self.hash = crc32c::crc32c_append(self.hash, &self.header[..header_hash_len]);
+        let carries_data = flags & (FLAG_MARK | FLAG_DISCARD) == 0;
+        let data_bytes = if carries_data { nr_sectors * ss } else { 0 };
+        let entry = Entry {
+            index: self.index,
+            header_offset_bytes: offset,
+            sector,
+            nr_sectors,
+            flags,
+            data_len,
+            mark,
+            // Checked against overflow above for everything but marks, which target nothing.
+            target_offset_bytes: if is_mark {
+                0
+            } else {
+                sector.saturating_mul(ss)
+            },
+            target_len_bytes: if is_mark {
+                0
+            } else {
+                nr_sectors.saturating_mul(ss)
+            },
+            data_offset_bytes: offset + ss,
+        };
+        self.offset += ss + data_bytes;
+        self.index += 1;
+        entry
+    }
+}
+
 /// What a file that is not a block log is, for [`LogError::NotALogFile`].
 fn file_kind(kind: std::fs::FileType) -> &'static str {
     if kind.is_dir() {
@@ -269,6 +393,42 @@ impl BlockLog {
     }
 
     fn scan(path: PathBuf, file: File, len_bytes: u64) -> Result<BlockLog, LogError> {
+        let (nr_entries_in_super, sectorsize) = Self::read_super(&path, &file, len_bytes)?;
+        let mut scan = Scan {
+            path: &path,
+            file: &file,
+            len_bytes,
+            ss: u64::from(sectorsize),
+            nr_entries_in_super,
+            header: vec![0u8; sectorsize as usize],
+            offset: u64::from(sectorsize),
+            index: 0,
+            hash: crc32c::crc32c(&sectorsize.to_le_bytes()),
+        };
+        // Capacity from the file size, never from nr_entries (untrusted).
+        let mut entries = Vec::with_capacity(((len_bytes / scan.ss) as usize).min(1 << 16));
+        let scan_end = loop {
+            match scan.next_entry()? {
+                Ok(entry) => entries.push(entry),
+                Err(end) => break end,
+            }
+        };
+        let hash = scan.hash;
+        Ok(BlockLog {
+            path,
+            file,
+            len_bytes,
+            sectorsize,
+            nr_entries_in_super,
+            entries,
+            scan_end,
+            hash,
+        })
+    }
+
+    /// Reads and checks the super block; returns its nr_entries and sectorsize.
+    fn read_super(path: &Path, file: &File, len_bytes: u64) -> Result<(u64, u32), LogError> {
+        let path = path.to_path_buf();
         let mut super_buf = [0u8; SUPER_BYTES];
         if len_bytes < SUPER_BYTES as u64 {
             return Err(LogError::NoSuper { path, len_bytes });
@@ -292,116 +452,7 @@ impl BlockLog {
         if sectorsize != 512 && sectorsize != 4096 {
             return Err(LogError::BadSectorSize { path, sectorsize });
         }
-        let ss = u64::from(sectorsize);
-        let mut hash = crc32c::crc32c(&super_buf[24..28]);
-        // Capacity from the file size, never from nr_entries (untrusted).
-        let mut entries = Vec::with_capacity(((len_bytes / ss) as usize).min(1 << 16));
-        let mut header = vec![0u8; sectorsize as usize];
-        let mut offset = ss;
-        let mut index: u64 = 0;
-        let scan_end = loop {
-            let trusted = index < nr_entries_in_super;
-            let bad = |reason: String| LogError::BadEntry {
-                path: path.clone(),
-                index,
-                offset,
-                reason,
-            };
-            if offset >= len_bytes {
-                if trusted {
-                    return Err(bad(format!(
-                        "log ends after {index} entries but the super says {nr_entries_in_super}"
-                    )));
-                }
-                break ScanEnd::EndOfFile;
-            }
-            if len_bytes - offset < ss {
-                if trusted {
-                    return Err(bad("header sector cut short by the end of the file".into()));
-                }
-                break ScanEnd::TruncatedEntry;
-            }
-            file.read_exact_at(&mut header, offset)
-                .map_err(|source| LogError::Io {
-                    op: "read entry header",
-                    path: path.clone(),
-                    source,
-                })?;
-            let sector = le_u64(&header, 0);
-            let nr_sectors = le_u64(&header, 8);
-            let flags = le_u64(&header, 16);
-            let data_len = le_u64(&header, 24);
-            if header[..ENTRY_HEADER_BYTES].iter().all(|&b| b == 0) {
-                if trusted {
-                    return Err(bad("zero header before nr_entries".into()));
-                }
-                break ScanEnd::ZeroHeader;
-            }
-            if flags & !ALL_FLAGS != 0 {
-                if trusted {
-                    return Err(bad(format!("unknown flags {flags:#x}")));
-                }
-                break ScanEnd::InvalidFlags;
-            }
-            match Self::check_entry(sector, nr_sectors, flags, data_len, ss, offset, len_bytes) {
-                Ok(()) => {}
-                Err((reason, truncated)) => {
-                    if trusted {
-                        return Err(bad(reason));
-                    }
-                    break if truncated {
-                        ScanEnd::TruncatedEntry
-                    } else {
-                        ScanEnd::ImplausibleEntry
-                    };
-                }
-            }
-            let is_mark = flags & FLAG_MARK != 0;
-            let mark = if is_mark {
-                // data_len <= sectorsize - 32 was checked above.
-                let label = &header[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + data_len as usize];
-                Some(String::from_utf8_lossy(label).into_owned())
-            } else {
-                None
-            };
-            let header_hash_len = ENTRY_HEADER_BYTES + if is_mark { data_len as usize } else { 0 };
-            hash = crc32c::crc32c_append(hash, &header[..header_hash_len]);
-            let carries_data = flags & (FLAG_MARK | FLAG_DISCARD) == 0;
-            let data_bytes = if carries_data { nr_sectors * ss } else { 0 };
-            entries.push(Entry {
-                index,
-                header_offset_bytes: offset,
-                sector,
-                nr_sectors,
-                flags,
-                data_len,
-                mark,
-                // Checked against overflow above for everything but marks, which target nothing.
-                target_offset_bytes: if is_mark {
-                    0
-                } else {
-                    sector.saturating_mul(ss)
-                },
-                target_len_bytes: if is_mark {
-                    0
-                } else {
-                    nr_sectors.saturating_mul(ss)
-                },
-                data_offset_bytes: offset + ss,
-            });
-            offset += ss + data_bytes;
-            index += 1;
-        };
-        Ok(BlockLog {
-            path,
-            file,
-            len_bytes,
-            sectorsize,
-            nr_entries_in_super,
-            entries,
-            scan_end,
-            hash,
-        })
+        Ok((nr_entries_in_super, sectorsize))
     }
 
     /// Validates one header; Err((reason, whether it is a truncation)).
@@ -488,6 +539,13 @@ impl BlockLog {
     pub fn keep_first_entries(&mut self, n: u64) {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
         self.entries.truncate(n);
+    }
+    /// First byte past the last entry: how much of a log device the log uses. Scanning goes past
+    /// the super's nr_entries, which lags behind when the recorder was killed.
+    pub fn end_bytes(&self) -> u64 {
+        self.entries.last().map_or(u64::from(self.sectorsize), |e| {
+            e.data_offset_bytes + if e.has_data() { e.target_len_bytes } else { 0 }
+        })
     }
     /// Entries found past nr_entries by scanning.
     pub fn entries_past_nr_entries(&self) -> u64 {
@@ -774,11 +832,19 @@ mod tests {
         for i in 0..10 {
             w.write(i, &[7u8; 512], 0).unwrap();
         }
+        w.mark("s:x").unwrap();
+        w.flush().unwrap();
         w.finish(Some(4), 8).unwrap();
         let log = BlockLog::open(&p).unwrap();
-        assert_eq!(log.entries().len(), 10);
-        assert_eq!(log.entries_past_nr_entries(), 6);
+        assert_eq!(log.entries().len(), 12);
+        assert_eq!(log.entries_past_nr_entries(), 8);
         assert_eq!(log.scan_end(), ScanEnd::ZeroHeader);
+        // The super, ten writes of a header and a data sector, a mark and a flush.
+        assert_eq!(log.end_bytes(), 512 + 10 * 1024 + 2 * 512);
+        assert_eq!(
+            log.end_bytes() + 8 * 512,
+            std::fs::metadata(&p).unwrap().len()
+        );
     }
 
     #[test]

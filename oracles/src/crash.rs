@@ -17,6 +17,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::str::FromStr;
 
+use powercut_writer::sim::SplitMix64;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -173,60 +174,10 @@ impl FromStr for StateId {
             .ok_or_else(|| err("no - after the cut"))?;
         let cut: u64 = cut.parse().map_err(|_| err("cut is not a number"))?;
         let (body, tear) = match body.split_once('t') {
-            Some((b, t)) => {
-                let (e, m) = t.split_once('.').ok_or_else(|| err("tear without '.'"))?;
-                let (e, unit) = match e.split_once('u') {
-                    Some((e, u)) => (e, u),
-                    None => (e, "1"),
-                };
-                let entry = e.parse().map_err(|_| err("tear entry is not a number"))?;
-                let unit_sectors: u64 =
-                    unit.parse().map_err(|_| err("tear unit is not a number"))?;
-                if unit_sectors == 0 || unit_sectors > MAX_TEAR_UNIT_SECTORS {
-                    return Err(err("tear unit out of range"));
-                }
-                let mask_seed =
-                    u64::from_str_radix(m, 16).map_err(|_| err("tear seed is not hex"))?;
-                (
-                    b,
-                    Some(Tear {
-                        entry,
-                        unit_sectors,
-                        mask_seed,
-                    }),
-                )
-            }
+            Some((b, t)) => (b, Some(parse_tear(t).map_err(err)?)),
             None => (body, None),
         };
-        let subset = if body == "p" {
-            Subset::All
-        } else if let Some(seed) = body.strip_prefix('r') {
-            Subset::Sampled(
-                u64::from_str_radix(seed, 16).map_err(|_| err("sample seed is not hex"))?,
-            )
-        } else if let Some(list) = body.strip_prefix('s') {
-            let mut out: Vec<u64> = Vec::new();
-            if !list.is_empty() {
-                for part in list.split(',') {
-                    let (a, b) = match part.split_once('-') {
-                        Some((a, b)) => (a, b),
-                        None => (part, part),
-                    };
-                    let a: u64 = a.parse().map_err(|_| err("list item is not a number"))?;
-                    let b: u64 = b.parse().map_err(|_| err("list item is not a number"))?;
-                    if b < a || b - a > MAX_STATE_ID_BYTES as u64 * 4 {
-                        return Err(err("bad range in list"));
-                    }
-                    if out.last().is_some_and(|&l| l >= a) {
-                        return Err(err("list not strictly increasing"));
-                    }
-                    out.extend(a..=b);
-                }
-            }
-            Subset::List(out)
-        } else {
-            return Err(err("body is not p, s.. or r.."));
-        };
+        let subset = parse_subset(body).map_err(err)?;
         Ok(StateId {
             log_hash,
             cut,
@@ -234,6 +185,59 @@ impl FromStr for StateId {
             tear,
         })
     }
+}
+
+/// The tear of a state id, after its `t`: `ENTRY[uUNIT].MASKSEED`.
+fn parse_tear(t: &str) -> Result<Tear, &'static str> {
+    let (e, m) = t.split_once('.').ok_or("tear without '.'")?;
+    let (e, unit) = match e.split_once('u') {
+        Some((e, u)) => (e, u),
+        None => (e, "1"),
+    };
+    let entry = e.parse().map_err(|_| "tear entry is not a number")?;
+    let unit_sectors: u64 = unit.parse().map_err(|_| "tear unit is not a number")?;
+    if unit_sectors == 0 || unit_sectors > MAX_TEAR_UNIT_SECTORS {
+        return Err("tear unit out of range");
+    }
+    let mask_seed = u64::from_str_radix(m, 16).map_err(|_| "tear seed is not hex")?;
+    Ok(Tear {
+        entry,
+        unit_sectors,
+        mask_seed,
+    })
+}
+
+/// The subset of a state id: `p`, `rSEED` or `sLIST` (`a,b-c,...`, strictly increasing).
+fn parse_subset(body: &str) -> Result<Subset, &'static str> {
+    if body == "p" {
+        return Ok(Subset::All);
+    }
+    if let Some(seed) = body.strip_prefix('r') {
+        let seed = u64::from_str_radix(seed, 16).map_err(|_| "sample seed is not hex")?;
+        return Ok(Subset::Sampled(seed));
+    }
+    let Some(list) = body.strip_prefix('s') else {
+        return Err("body is not p, s.. or r..");
+    };
+    let mut out: Vec<u64> = Vec::new();
+    if !list.is_empty() {
+        for part in list.split(',') {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a, b),
+                None => (part, part),
+            };
+            let a: u64 = a.parse().map_err(|_| "list item is not a number")?;
+            let b: u64 = b.parse().map_err(|_| "list item is not a number")?;
+            if b < a || b - a > MAX_STATE_ID_BYTES as u64 * 4 {
+                return Err("bad range in list");
+            }
+            if out.last().is_some_and(|&l| l >= a) {
+                return Err("list not strictly increasing");
+            }
+            out.extend(a..=b);
+        }
+    }
+    Ok(Subset::List(out))
 }
 
 impl serde::Serialize for StateId {
@@ -304,11 +308,9 @@ pub fn volatile_writes(log: &BlockLog, cut: u64) -> Vec<u64> {
         .collect()
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// The first value of the engine's seeded stream for `z`: mixes the seeds of samples and tears.
+fn splitmix(z: u64) -> u64 {
+    SplitMix64::new(z).next_u64()
 }
 
 /// The units kept by a tear of `units` (>= 2) sectors: never all, never none. A third of the
@@ -374,43 +376,8 @@ pub fn resolve(log: &BlockLog, id: &StateId) -> Result<CrashState, ResolveError>
     }
     let prefix_len = durable_prefix_len(log, id.cut);
     let volatile = volatile_writes(log, id.cut);
-    let chosen: Vec<u64> = match &id.subset {
-        Subset::All => volatile.clone(),
-        Subset::List(list) => {
-            for &e in list {
-                if volatile.binary_search(&e).is_err() {
-                    return Err(ResolveError::NotVolatile {
-                        id: ids(),
-                        entry: e,
-                    });
-                }
-            }
-            list.clone()
-        }
-        Subset::Sampled(seed) => sampled_subset(*seed, &volatile),
-    };
-    let mut torn: Option<(u64, Vec<bool>)> = None;
-    if let Some(t) = &id.tear {
-        if volatile.binary_search(&t.entry).is_err() {
-            return Err(ResolveError::NotVolatile {
-                id: ids(),
-                entry: t.entry,
-            });
-        }
-        let e = &log.entries()[t.entry as usize];
-        let units = Tear::units(t.unit_sectors, e.nr_sectors);
-        if units < 2 {
-            return Err(ResolveError::NotTearable {
-                id: ids(),
-                entry: t.entry,
-            });
-        }
-        let unit_mask = tear_mask(t.mask_seed, units);
-        let sector_mask = (0..e.nr_sectors)
-            .map(|i| unit_mask[(i / t.unit_sectors) as usize])
-            .collect();
-        torn = Some((t.entry, sector_mask));
-    }
+    let chosen = chosen_writes(id, &volatile)?;
+    let torn = torn_write(log, id, &volatile)?;
     let mut applied = Vec::new();
     let mut lossy = chosen.len() < volatile.len();
     for e in &log.entries()[prefix_len as usize..id.cut as usize] {
@@ -442,6 +409,55 @@ pub fn resolve(log: &BlockLog, id: &StateId) -> Result<CrashState, ResolveError>
         lossy,
         image_key,
     })
+}
+
+/// The volatile writes of the cut that `id`'s subset applies.
+fn chosen_writes(id: &StateId, volatile: &[u64]) -> Result<Vec<u64>, ResolveError> {
+    Ok(match &id.subset {
+        Subset::All => volatile.to_vec(),
+        Subset::List(list) => {
+            for &e in list {
+                if volatile.binary_search(&e).is_err() {
+                    return Err(ResolveError::NotVolatile {
+                        id: id.to_string(),
+                        entry: e,
+                    });
+                }
+            }
+            list.clone()
+        }
+        Subset::Sampled(seed) => sampled_subset(*seed, volatile),
+    })
+}
+
+/// The write `id` tears and the sectors of it that reach the device.
+fn torn_write(
+    log: &BlockLog,
+    id: &StateId,
+    volatile: &[u64],
+) -> Result<Option<(u64, Vec<bool>)>, ResolveError> {
+    let Some(t) = &id.tear else {
+        return Ok(None);
+    };
+    if volatile.binary_search(&t.entry).is_err() {
+        return Err(ResolveError::NotVolatile {
+            id: id.to_string(),
+            entry: t.entry,
+        });
+    }
+    let e = &log.entries()[t.entry as usize];
+    let units = Tear::units(t.unit_sectors, e.nr_sectors);
+    if units < 2 {
+        return Err(ResolveError::NotTearable {
+            id: id.to_string(),
+            entry: t.entry,
+        });
+    }
+    let unit_mask = tear_mask(t.mask_seed, units);
+    let sector_mask = (0..e.nr_sectors)
+        .map(|i| unit_mask[(i / t.unit_sectors) as usize])
+        .collect();
+    Ok(Some((t.entry, sector_mask)))
 }
 
 fn canonical_key(log: &BlockLog, prefix_len: u64, cut: u64, applied: &[AppliedEntry]) -> u64 {
@@ -543,56 +559,8 @@ pub fn cut_points(log: &BlockLog) -> Vec<u64> {
 /// Every crash state the model allows, within the budget of `cfg`.
 pub fn enumerate(log: &BlockLog, cfg: &EnumConfig) -> Enumeration {
     let mut ids: Vec<StateId> = Vec::new();
-    let hash = log.hash();
-    let unit_sectors = cfg.tear_unit_sectors(log);
     for cut in cut_points(log) {
-        let volatile = volatile_writes(log, cut);
-        let mk = |subset, tear| StateId {
-            log_hash: hash,
-            cut,
-            subset,
-            tear,
-        };
-        ids.push(mk(Subset::All, None));
-        if volatile.len() <= cfg.max_exhaustive_subset {
-            let full = (1u64 << volatile.len()) - 1;
-            for bits in 0..full {
-                let list: Vec<u64> = volatile
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| bits >> i & 1 == 1)
-                    .map(|(_, &e)| e)
-                    .collect();
-                ids.push(mk(Subset::List(list), None));
-            }
-        } else {
-            for j in 0..cfg.samples_per_epoch as u64 {
-                ids.push(mk(
-                    Subset::Sampled(splitmix(cfg.seed ^ splitmix(cut) ^ j)),
-                    None,
-                ));
-            }
-        }
-        let tearable: Vec<u64> = volatile
-            .iter()
-            .copied()
-            .filter(|&e| Tear::units(unit_sectors, log.entries()[e as usize].nr_sectors) >= 2)
-            .collect();
-        if !tearable.is_empty() {
-            for j in 0..cfg.torn_samples as u64 {
-                let s = splitmix(cfg.seed ^ splitmix(cut ^ 0x7465_6172) ^ j);
-                let entry = tearable[(s % tearable.len() as u64) as usize];
-                let subset_seed = splitmix(s ^ 1);
-                ids.push(mk(
-                    Subset::Sampled(subset_seed),
-                    Some(Tear {
-                        entry,
-                        unit_sectors,
-                        mask_seed: splitmix(s ^ 2),
-                    }),
-                ));
-            }
-        }
+        cut_ids(log, cfg, cut, &mut ids);
     }
     let mut states: Vec<CrashState> = Vec::with_capacity(ids.len());
     let mut seen: HashMap<u64, usize> = HashMap::new();
@@ -618,6 +586,60 @@ pub fn enumerate(log: &BlockLog, cfg: &EnumConfig) -> Enumeration {
     }
     states.sort_by_key(|s| (s.prefix_len, s.id.cut));
     Enumeration { states, duplicates }
+}
+
+/// The candidate ids of one cut: the plain prefix, every subset of a small epoch or seeded
+/// samples of a large one, and seeded tears.
+fn cut_ids(log: &BlockLog, cfg: &EnumConfig, cut: u64, ids: &mut Vec<StateId>) {
+    let unit_sectors = cfg.tear_unit_sectors(log);
+    let volatile = volatile_writes(log, cut);
+    let mk = |subset, tear| StateId {
+        log_hash: log.hash(),
+        cut,
+        subset,
+        tear,
+    };
+    ids.push(mk(Subset::All, None));
+    if volatile.len() <= cfg.max_exhaustive_subset {
+        let full = (1u64 << volatile.len()) - 1;
+        for bits in 0..full {
+            let list: Vec<u64> = volatile
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits >> i & 1 == 1)
+                .map(|(_, &e)| e)
+                .collect();
+            ids.push(mk(Subset::List(list), None));
+        }
+    } else {
+        for j in 0..cfg.samples_per_epoch as u64 {
+            ids.push(mk(
+                Subset::Sampled(splitmix(cfg.seed ^ splitmix(cut) ^ j)),
+                None,
+            ));
+        }
+    }
+    let tearable: Vec<u64> = volatile
+        .iter()
+        .copied()
+        .filter(|&e| Tear::units(unit_sectors, log.entries()[e as usize].nr_sectors) >= 2)
+        .collect();
+    if tearable.is_empty() {
+        return;
+    }
+    for j in 0..cfg.torn_samples as u64 {
+        let s = splitmix(cfg.seed ^ splitmix(cut ^ 0x7465_6172) ^ j);
+        let entry = tearable[(s % tearable.len() as u64) as usize];
+        let subset_seed = splitmix(s ^ 1);
+        ids.push(mk(
+            Subset::Sampled(subset_seed),
+            Some(Tear {
+                entry,
+                unit_sectors,
+                mask_seed: splitmix(s ^ 2),
+            }),
+        ));
+    }
 }
 
 /// Keeps the states of shard `k` of `n` (0-based; ids hashed, so every shard gets a fair share

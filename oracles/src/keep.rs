@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::check::CheckError;
+use crate::outcome::CheckError;
 use crate::replay::clone_image;
 
 /// The name of the kept block log inside a keep directory.

@@ -6,12 +6,20 @@
 //! - [`crash`]: the device model, crash-state enumeration, printable state ids, sharding.
 //! - [`mount`]: loop-mount an image (root) and run a closure on the mounted file system.
 //! - [`invariants`]: I1-I6 on a recovered journal and the mounted directory.
-//! - [`coverage`]: every ack checked on the state "everything durable at its mark".
-//! - [`check`]: the driver behind `powercut run` and `powercut repro`.
+//! - [`keep`]: the evidence of failing states (image, log, ledger, outcome).
+//! - [`check`]: the driver behind `powercut run` and `powercut repro`; [`coverage`] (every ack
+//!   checked on the state "everything durable at its mark") is its first pass.
+//! - [`shrink`]: a failing state reduced to the simplest one of its cut that still fails.
 //! - [`report`]: JSON report, human summary, JUnit XML, shard merge.
 //!
-//! The engine's recovery is injected as an [`invariants::RecoverFn`]; this crate does not link
-//! the engine. A whole run is one call:
+//! Dependencies inside the crate point one way: the readers and the model (`blocklog`, `crash`,
+//! `replay`, `mount`, `invariants`), then the outcome types every check shares, then `keep`,
+//! `check`, `shrink`; `report` needs only the outcome types.
+//!
+//! The engine's recovery is injected as an [`invariants::RecoverFn`], so a check runs whatever
+//! recovery the caller hands it (the engine's, a mutant's, the guest's). The crate still links the
+//! engine: the workload crate it builds on depends on it, and the seeded generator of the crash
+//! states is the engine's own. A whole run is one call:
 //!
 //! ```no_run
 //! # use std::path::Path;
@@ -28,12 +36,14 @@
 
 pub mod blocklog;
 pub mod check;
-pub mod coverage;
 pub mod crash;
 pub mod invariants;
 pub mod keep;
 pub mod mount;
+mod outcome;
 pub mod replay;
 pub mod report;
 pub mod shrink;
 mod sys;
+
+pub use check::coverage;

@@ -59,7 +59,7 @@ pub struct Report {
     pub budget_exhausted: bool,
     /// The first violation shrunk to the simplest state of its cut that still shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimal_repro: Option<crate::shrink::ShrunkState>,
+    pub minimal_repro: Option<crate::outcome::ShrunkState>,
     /// Why crash images were full copies of the image instead of reflink clones (several times
     /// slower per state), when they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,8 @@
 
 use std::path::Path;
 
+pub use crate::outcome::ShrunkState;
+
 use crate::blocklog::BlockLog;
 use crate::check::{check_one, CheckConfig, CheckError};
 use crate::crash::{self, StateId, Subset};
@@ -20,44 +22,6 @@ use crate::mount::FsType;
 
 /// Most states tried while shrinking one violation.
 pub const MAX_SHRINK_TRIES: usize = 64;
-
-/// The smallest failing state found for a violation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ShrunkState {
-    /// The invariant that keeps failing.
-    pub invariant: String,
-    /// The state the violation was found on.
-    pub original: String,
-    /// The simplest state of the same cut that still fails it.
-    pub minimal: String,
-    /// Volatile writes of the cut that the minimal state drops.
-    pub dropped_writes: usize,
-    /// Volatile writes of the cut.
-    pub volatile_writes: usize,
-    /// Whether the minimal state still tears a write.
-    pub torn: bool,
-    /// States checked while shrinking.
-    pub tries: usize,
-}
-
-impl ShrunkState {
-    /// One line for reports: what the minimal state keeps of the cut.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} on {}: {} of {} volatile writes dropped{} ({} states tried)",
-            self.invariant,
-            self.minimal,
-            self.dropped_writes,
-            self.volatile_writes,
-            if self.torn {
-                ", one torn"
-            } else {
-                ", none torn"
-            },
-            self.tries
-        )
-    }
-}
 
 /// Shrinks `state_id` (which violates `invariant`) to the simplest state of its cut that still
 /// violates it. Errors only when the original state cannot be resolved or checked; a try that
@@ -85,73 +49,95 @@ pub fn shrink_state(
         .filter(|i| volatile.binary_search(i).is_ok())
         .collect();
     applied.sort_unstable();
-    let mut current = id.clone();
-    let mut tries = 0usize;
-    let fails = |candidate: &StateId, tries: &mut usize| -> bool {
-        *tries += 1;
-        match check_one(
-            &candidate.to_string(),
-            log_path,
-            base_image,
-            fs,
-            seed,
-            config,
-            recover,
-        ) {
+    let still_fails = |candidate: &StateId| -> bool {
+        let candidate = candidate.to_string();
+        match check_one(&candidate, log_path, base_image, fs, seed, config, recover) {
             Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == invariant),
             Err(_) => false,
         }
     };
-    let with_subset = |base: &StateId, list: &[u64]| -> StateId {
-        let mut next = base.clone();
-        next.subset = if list.len() == volatile.len() {
+    let mut search = Search {
+        current: id,
+        volatile,
+        applied,
+        tries: 0,
+        still_fails: &still_fails,
+    };
+    search.run();
+    Ok(ShrunkState {
+        invariant: invariant.to_string(),
+        original: state_id.to_string(),
+        minimal: search.current.to_string(),
+        dropped_writes: search.volatile.len().saturating_sub(search.applied.len()),
+        volatile_writes: search.volatile.len(),
+        torn: search.current.tear.is_some(),
+        tries: search.tries,
+    })
+}
+
+/// The greedy search of [`shrink_state`].
+struct Search<'a> {
+    /// The simplest failing state so far.
+    current: StateId,
+    /// The volatile writes of the cut, sorted.
+    volatile: Vec<u64>,
+    /// The volatile writes `current` applies, sorted.
+    applied: Vec<u64>,
+    tries: usize,
+    still_fails: &'a dyn Fn(&StateId) -> bool,
+}
+
+impl Search<'_> {
+    fn run(&mut self) {
+        // The current subset spelled out, so that later steps can edit it.
+        self.current = self.with_subset(&self.applied);
+        // The torn write is in `applied` (resolve applies it torn whatever the subset), so
+        // without the tear it is applied whole.
+        if self.current.tear.is_some() {
+            let mut whole = self.current.clone();
+            whole.tear = None;
+            self.keep_if_failing(whole, None);
+        }
+        if self.applied.len() < self.volatile.len() {
+            let prefix = self.with_subset(&self.volatile);
+            self.keep_if_failing(prefix, Some(self.volatile.clone()));
+        }
+        for i in 0..self.volatile.len() {
+            if self.applied.len() == self.volatile.len() || self.tries >= MAX_SHRINK_TRIES {
+                break;
+            }
+            let entry = self.volatile[i];
+            if self.applied.binary_search(&entry).is_ok() {
+                continue;
+            }
+            let mut list = self.applied.clone();
+            list.push(entry);
+            list.sort_unstable();
+            let candidate = self.with_subset(&list);
+            self.keep_if_failing(candidate, Some(list));
+        }
+    }
+
+    /// Tries `candidate`; when it still fails it becomes the current state (applying `applied`,
+    /// when given).
+    fn keep_if_failing(&mut self, candidate: StateId, applied: Option<Vec<u64>>) {
+        self.tries += 1;
+        if (self.still_fails)(&candidate) {
+            self.current = candidate;
+            if let Some(applied) = applied {
+                self.applied = applied;
+            }
+        }
+    }
+
+    /// `current` applying exactly `list` of the volatile writes.
+    fn with_subset(&self, list: &[u64]) -> StateId {
+        let mut next = self.current.clone();
+        next.subset = if list.len() == self.volatile.len() {
             Subset::All
         } else {
             Subset::List(list.to_vec())
         };
         next
-    };
-    // The current subset spelled out, so that later steps can edit it.
-    current = with_subset(&current, &applied);
-    // The torn write is in `applied` (resolve applies it torn whatever the subset), so without
-    // the tear it is applied whole.
-    if current.tear.is_some() {
-        let mut whole = current.clone();
-        whole.tear = None;
-        if fails(&whole, &mut tries) {
-            current = whole;
-        }
     }
-    if applied.len() < volatile.len() {
-        let prefix = with_subset(&current, &volatile);
-        if fails(&prefix, &mut tries) {
-            applied = volatile.clone();
-            current = prefix;
-        }
-    }
-    for &entry in &volatile {
-        if applied.len() == volatile.len() || tries >= MAX_SHRINK_TRIES {
-            break;
-        }
-        if applied.binary_search(&entry).is_ok() {
-            continue;
-        }
-        let mut list = applied.clone();
-        list.push(entry);
-        list.sort_unstable();
-        let candidate = with_subset(&current, &list);
-        if fails(&candidate, &mut tries) {
-            applied = list;
-            current = candidate;
-        }
-    }
-    Ok(ShrunkState {
-        invariant: invariant.to_string(),
-        original: state_id.to_string(),
-        minimal: current.to_string(),
-        dropped_writes: volatile.len().saturating_sub(applied.len()),
-        volatile_writes: volatile.len(),
-        torn: current.tear.is_some(),
-        tries,
-    })
 }

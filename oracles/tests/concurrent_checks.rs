@@ -13,6 +13,7 @@ use common::{
 };
 use powercut_oracles::blocklog::BlockLog;
 use powercut_oracles::check::{check_log, CheckConfig};
+use powercut_oracles::crash::EnumConfig;
 use powercut_oracles::invariants::RecoverFn;
 use powercut_oracles::keep::KEPT_LOG_NAME;
 use powercut_oracles::mount::FsType;
@@ -34,11 +35,13 @@ fn verdict(case: &Case, workers: usize) -> Verdict {
     let config = CheckConfig {
         keep_dir: Some(case.keep.clone()),
         scratch_dir: Some(case.scratch.clone()),
-        max_exhaustive_subset: 3,
-        samples_per_epoch: 3,
-        torn_samples: 2,
-        atomic_write_bytes: 512,
-        seed: 11,
+        states: EnumConfig {
+            max_exhaustive_subset: 3,
+            samples_per_epoch: 3,
+            torn_samples: 2,
+            atomic_write_bytes: 512,
+            seed: 11,
+        },
         workers,
         ..CheckConfig::default()
     };

@@ -10,7 +10,7 @@ use common::{
 };
 use powercut_oracles::check::{check_log, check_one, CheckConfig};
 use powercut_oracles::coverage::check_coverage;
-use powercut_oracles::crash::StateKind;
+use powercut_oracles::crash::{EnumConfig, StateKind};
 use powercut_oracles::mount::FsType;
 use powercut_oracles::replay::{replay_to, ReplayTarget};
 
@@ -18,11 +18,13 @@ fn cfg(dir: &std::path::Path) -> CheckConfig {
     CheckConfig {
         keep_dir: Some(dir.join("keep")),
         scratch_dir: Some(dir.join("scratch")),
-        max_exhaustive_subset: 4,
-        samples_per_epoch: 6,
-        torn_samples: 3,
-        atomic_write_bytes: 512,
-        seed: 11,
+        states: EnumConfig {
+            max_exhaustive_subset: 4,
+            samples_per_epoch: 6,
+            torn_samples: 3,
+            atomic_write_bytes: 512,
+            seed: 11,
+        },
         ..CheckConfig::default()
     }
 }
@@ -78,6 +80,7 @@ fn correct_engine_passes_every_state() {
     assert!(n == 26);
 }
 
+// Longer than most: one recording checked three ways (coverage, crash states, one state).
 #[test]
 fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
     if !runnable(capability()) {
@@ -307,6 +310,7 @@ fn logs_without_marks_use_given_acks() {
     assert!(report.violations.iter().any(|v| v.invariant == "I1"));
 }
 
+// Longer than most: finding the failing state to shrink needs a full check of its log first.
 #[test]
 fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
     if !runnable(capability()) {

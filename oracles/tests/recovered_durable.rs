@@ -5,6 +5,7 @@ mod common;
 
 use common::{capability, make_base, record_script, runnable, toy_recover, Scripted, SEED};
 use powercut_oracles::check::{check_log, CheckConfig};
+use powercut_oracles::crash::EnumConfig;
 use powercut_oracles::mount::FsType;
 
 fn violations(script: &[Scripted], name: &str) -> Vec<(String, String)> {
@@ -14,11 +15,13 @@ fn violations(script: &[Scripted], name: &str) -> Vec<(String, String)> {
     let config = CheckConfig {
         keep_dir: Some(dir.path().join("keep")),
         scratch_dir: Some(dir.path().join("scratch")),
-        max_exhaustive_subset: 4,
-        samples_per_epoch: 6,
-        torn_samples: 2,
-        atomic_write_bytes: 512,
-        seed: 3,
+        states: EnumConfig {
+            max_exhaustive_subset: 4,
+            samples_per_epoch: 6,
+            torn_samples: 2,
+            atomic_write_bytes: 512,
+            seed: 3,
+        },
         ..CheckConfig::default()
     };
     let report = check_log(

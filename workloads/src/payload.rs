@@ -13,6 +13,8 @@
 //! The body is a keyed stream of (seed, writer, sequence). LSNs are assigned by the engine (several
 //! concurrent writers race for them), so the payload names its writer and sequence instead.
 
+use powercut_writer::sim::SplitMix64;
+
 /// Magic at the start of every generated payload.
 pub const PAYLOAD_MAGIC: [u8; 4] = *b"PCWL";
 /// Bytes before the body.
@@ -69,17 +71,10 @@ fn fill_body(seed: u64, writer: u32, sequence: u64, body: &mut [u8]) {
     fill_splitmix(state, body);
 }
 
-/// Fills `out` with the splitmix64 stream of `state`: cheap, deterministic, and good enough to
+/// Fills `out` with the engine's SplitMix64 stream of `state`: cheap, deterministic, and good enough to
 /// make every record's (and generated file's) bytes distinct.
-pub fn fill_splitmix(mut state: u64, out: &mut [u8]) {
-    for chunk in out.chunks_mut(8) {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-    }
+pub fn fill_splitmix(state: u64, out: &mut [u8]) {
+    SplitMix64::new(state).fill(out);
 }
 
 #[cfg(test)]

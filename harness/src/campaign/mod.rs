@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use powercut_workloads::generate::{Generated, Generator, GeneratorConfig, MAX_DEPTH};
 use powercut_workloads::spec::Filesystem;
+use powercut_writer::sim::SplitMix64;
 use powercut_writer::Mutant;
 
 use crate::check_cmds;
@@ -168,12 +169,10 @@ fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos ^ (u64::from(std::process::id()) << 32);
-    // splitmix64 finaliser: neighbouring start times give unrelated seeds.
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    // 53 bits: exact as a JSON number in every reader (jq reads doubles).
-    (x ^ (x >> 31)) >> 11
+    let x = nanos ^ (u64::from(std::process::id()) << 32);
+    // Mixed so that neighbouring start times give unrelated seeds; 53 bits: exact as a JSON
+    // number in every reader (jq reads doubles).
+    SplitMix64::new(x).next_u64() >> 11
 }
 
 /// Why the loop ended.

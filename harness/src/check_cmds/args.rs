@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use powercut_oracles::check::CheckConfig;
+use powercut_oracles::crash::EnumConfig;
 use powercut_oracles::report;
 
 use crate::outputs::Io;
@@ -24,13 +25,13 @@ pub struct CheckArgs {
     #[arg(long, value_parser = report::parse_shard)]
     pub shard: Option<(u32, u32)>,
     /// Epochs with at most this many writes get every subset checked; larger ones are sampled.
-    #[arg(long, default_value_t = CheckConfig::default().max_exhaustive_subset)]
+    #[arg(long, default_value_t = EnumConfig::default().max_exhaustive_subset)]
     pub max_exhaustive_subset: usize,
     /// Sampled subsets per large epoch.
-    #[arg(long, default_value_t = CheckConfig::default().samples_per_epoch)]
+    #[arg(long, default_value_t = EnumConfig::default().samples_per_epoch)]
     pub samples_per_epoch: usize,
     /// Torn variants per multi-sector write.
-    #[arg(long, default_value_t = CheckConfig::default().torn_samples)]
+    #[arg(long, default_value_t = EnumConfig::default().torn_samples)]
     pub torn_samples: usize,
     /// The device's atomic write size: torn writes split only at multiples of it. 4096 (the
     /// file systems' block size) by default; 512 also tears file-system metadata blocks, which
@@ -64,10 +65,10 @@ impl CheckArgs {
             enumeration_seed: None,
             budget: Some(budget),
             shard: None,
-            max_exhaustive_subset: defaults.max_exhaustive_subset,
-            samples_per_epoch: defaults.samples_per_epoch,
-            torn_samples: defaults.torn_samples,
-            atomic_write_bytes: defaults.atomic_write_bytes,
+            max_exhaustive_subset: defaults.states.max_exhaustive_subset,
+            samples_per_epoch: defaults.states.samples_per_epoch,
+            torn_samples: defaults.states.torn_samples,
+            atomic_write_bytes: defaults.states.atomic_write_bytes,
             scratch_dir: None,
             json: None,
             junit: None,
@@ -86,11 +87,13 @@ impl CheckArgs {
         CheckConfig {
             budget: self.budget,
             shard: self.shard,
-            max_exhaustive_subset: self.max_exhaustive_subset,
-            samples_per_epoch: self.samples_per_epoch,
-            torn_samples: self.torn_samples,
-            atomic_write_bytes: self.atomic_write_bytes,
-            seed: self.enumeration_seed.unwrap_or(workload_seed),
+            states: EnumConfig {
+                max_exhaustive_subset: self.max_exhaustive_subset,
+                samples_per_epoch: self.samples_per_epoch,
+                torn_samples: self.torn_samples,
+                atomic_write_bytes: self.atomic_write_bytes,
+                seed: self.enumeration_seed.unwrap_or(workload_seed),
+            },
             keep_dir: Some(keep_dir),
             scratch_dir: self.scratch_dir.clone(),
             workers: self.workers.max(1),

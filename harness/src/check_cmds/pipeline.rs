@@ -96,7 +96,7 @@ fn check_states(
         "checking crash states of {} (seed {}, enumeration seed {})",
         log.display(),
         workload.seed,
-        config.seed
+        config.states.seed
     );
     let recovery = recovery_for(workload)?;
     if let Some(m) = recovery_mutant(workload) {

@@ -34,6 +34,7 @@ pub use check::{
 pub use fs::{
     SimConfig, SimStorage, SimUsage, MAX_BUFFERED_SNAPSHOTS, MAX_PENDING_OPS, SECTOR_BYTES,
 };
+pub use rng::SplitMix64;
 
 use crate::error::JournalError;
 

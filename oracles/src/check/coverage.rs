@@ -10,11 +10,14 @@ use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
 
+use super::config::CheckConfig;
+use super::runner::run_states;
+use super::scratch::scratch;
 use crate::blocklog::BlockLog;
-use crate::check::{run_states, CheckConfig, CheckError, StateOutcome};
 use crate::crash::{self, CrashState, StateId, Subset};
 use crate::invariants::{self, RecoverFn};
 use crate::mount::{self, FsType};
+use crate::outcome::{CheckError, StateOutcome};
 use crate::report::CoverageReport;
 
 fn is_checked_ack(a: &Ack) -> bool {
@@ -58,8 +61,10 @@ pub fn durable_states(log: &BlockLog, acks: &[(u64, Ack)]) -> Vec<(CrashState, V
     groups
 }
 
+/// The coverage pass of a run: checks the durable state of every ack; returns the report and the
+/// states it checked with their outcomes (the crash-state pass reuses them).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn run_coverage(
+pub(super) fn run_coverage(
     log: &BlockLog,
     base: &Path,
     fs: FsType,
@@ -95,8 +100,27 @@ pub(crate) fn run_coverage(
         .enumerate()
         .map(|(i, o)| (o.state_id.as_str(), i))
         .collect();
+    let report = tally(&groups, &outcomes, &by_id, acks);
+    let checked = groups
+        .into_iter()
+        .filter_map(|(state, _)| {
+            let i = *by_id.get(state.id.to_string().as_str())?;
+            Some((state, outcomes[i].clone()))
+        })
+        .collect();
+    Ok((report, checked))
+}
+
+/// Each ack of `groups` is covered when its durable state was checked without a violation of it
+/// (or of the state as a whole), uncovered when it was, unchecked when the budget ran out first.
+fn tally(
+    groups: &[(CrashState, Vec<usize>)],
+    outcomes: &[StateOutcome],
+    by_id: &HashMap<&str, usize>,
+    acks: &[(u64, Ack)],
+) -> CoverageReport {
     let mut report = CoverageReport::default();
-    for (state, members) in &groups {
+    for (state, members) in groups {
         let id = state.id.to_string();
         let Some(outcome) = by_id.get(id.as_str()).map(|&i| &outcomes[i]) else {
             report.acks_unchecked += members.len() as u64;
@@ -119,14 +143,41 @@ pub(crate) fn run_coverage(
         }
         report.violations.extend(outcome.violations.iter().cloned());
     }
-    let checked = groups
-        .into_iter()
-        .filter_map(|(state, _)| {
-            let i = *by_id.get(state.id.to_string().as_str())?;
-            Some((state, outcomes[i].clone()))
-        })
+    report
+}
+
+/// Splits `states` into those still to check and the outcomes of those equal to a state the
+/// coverage pass checked (the same image and the same expected acks): that outcome counts for
+/// them, under their own id.
+pub(super) fn split_by_coverage(
+    states: &[CrashState],
+    covered: &[(CrashState, StateOutcome)],
+    acks: &[(u64, Ack)],
+) -> (Vec<CrashState>, Vec<StateOutcome>) {
+    let covered: HashMap<(u64, usize), &StateOutcome> = covered
+        .iter()
+        .map(|(state, outcome)| (equivalence(state, acks), outcome))
         .collect();
-    Ok((report, checked))
+    let mut to_check = Vec::new();
+    let mut reused = Vec::new();
+    for state in states {
+        match covered.get(&equivalence(state, acks)) {
+            Some(outcome) => reused.push(StateOutcome {
+                state_id: state.id.to_string(),
+                kind: state.id.kind(),
+                ..(*outcome).clone()
+            }),
+            None => to_check.push(state.clone()),
+        }
+    }
+    (to_check, reused)
+}
+
+/// What decides a state's verdict: its image and how many acks it expects (the acks marked
+/// before its cut; the one in flight follows from that).
+fn equivalence(state: &CrashState, acks: &[(u64, Ack)]) -> (u64, usize) {
+    let expected = acks.partition_point(|(mark, _)| *mark < state.id.cut);
+    (state.image_key, expected)
 }
 
 /// Coverage of a log on its own (for `powercut log inspect` and `record`).
@@ -146,7 +197,7 @@ pub fn check_coverage(
     let acks = invariants::ledger(&log, config.acks.as_deref())?;
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
-    let scratch = crate::check::scratch(config)?;
+    let scratch = scratch(config)?;
     let start = Instant::now();
     run_coverage(
         &log,

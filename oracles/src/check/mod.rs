@@ -1,0 +1,253 @@
+//! The driver behind `powercut run` and `powercut repro`: enumerate the crash states of a log,
+//! build each image incrementally, mount it, run the engine's recovery and the invariants.
+//!
+//! Two workers (the machine has two cores; the mount is the bottleneck) each keep their own
+//! prefix image that only moves forward and their own scratch image per state.
+//!
+//! The parts, each depending only on those listed before it: [`config`](CheckConfig) (the
+//! knobs), `scratch` (where images are built), `state_image` (one state's image), `one_state`
+//! (the context of a run and checking one mounted image), `runner` (the worker pool),
+//! [`coverage`] (every ack on its durable state), and here the entry points.
+
+mod config;
+pub mod coverage;
+mod one_state;
+mod runner;
+mod scratch;
+mod state_image;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use powercut_workloads::ack::Ack;
+
+pub use self::config::{CheckConfig, DEFAULT_MAX_KEPT_IMAGES};
+pub use self::runner::Progress;
+pub use self::state_image::{build_state_image, rebuild_state};
+pub use crate::outcome::{CheckError, StateOutcome};
+
+use self::coverage::{run_coverage, split_by_coverage};
+use self::one_state::Run;
+use self::runner::probe_state;
+use self::scratch::{scratch, with_scratch};
+use crate::blocklog::BlockLog;
+use crate::crash::{self, CrashState, StateId};
+use crate::invariants::{self, RecoverFn};
+use crate::mount::{self, FsType};
+use crate::outcome::io_err;
+use crate::report::{CoverageReport, Report};
+
+/// Checks every crash state of `log_path` (or the configured shard) within the budget.
+pub fn check_log(
+    log_path: &Path,
+    base_image: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report, CheckError> {
+    mount::can_mount()?;
+    let start = Instant::now();
+    let mut log = BlockLog::open(log_path)?;
+    if let Some(n) = config.max_entries {
+        log.keep_first_entries(n);
+    }
+    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let enumeration = crash::enumerate(&log, &config.states);
+    let mut states = enumeration.states;
+    if let Some((k, n)) = config.shard {
+        if n == 0 || k >= n {
+            return Err(CheckError::BadShard { k, n });
+        }
+        states = crash::shard(states, k, n);
+    }
+    let image_bytes = std::fs::metadata(base_image)
+        .map_err(io_err("stat base image", base_image))?
+        .len();
+    let run = LogRun {
+        log: &log,
+        base: base_image,
+        fs,
+        seed,
+        acks: &acks,
+        config,
+        recover,
+        start,
+    };
+    let (passes, image_copies) = with_scratch(config, image_bytes, |scratch| {
+        run.passes(&states, scratch, progress)
+    })?;
+    let states_total = states.len() as u64;
+    Ok(run.report(passes, states_total, enumeration.duplicates, image_copies))
+}
+
+/// One `check_log` call: the log, its ledger and what to check it with.
+struct LogRun<'a> {
+    log: &'a BlockLog,
+    base: &'a Path,
+    fs: FsType,
+    seed: u64,
+    acks: &'a [(u64, Ack)],
+    config: &'a CheckConfig,
+    recover: &'a RecoverFn,
+    start: Instant,
+}
+
+/// What the passes of a run found.
+struct Passes {
+    coverage: Option<CoverageReport>,
+    outcomes: Vec<StateOutcome>,
+    budget_exhausted: bool,
+    /// States whose outcome is that of an equal state of the coverage pass.
+    states_from_coverage: u64,
+}
+
+impl LogRun<'_> {
+    /// The coverage pass (on the first shard), then every crash state it did not already check.
+    fn passes(
+        &self,
+        states: &[CrashState],
+        scratch: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Passes, CheckError> {
+        let config = self.config;
+        let (coverage, covered) = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
+            let (report, outcomes) = run_coverage(
+                self.log,
+                self.base,
+                self.fs,
+                self.seed,
+                self.acks,
+                config,
+                self.recover,
+                scratch,
+                self.start,
+            )?;
+            (Some(report), outcomes)
+        } else {
+            (None, Vec::new())
+        };
+        let (to_check, mut outcomes) = split_by_coverage(states, &covered, self.acks);
+        let states_from_coverage = outcomes.len() as u64;
+        let n_entries = self.log.entries().len() as u64;
+        let mut run = Run::new(
+            self.log,
+            self.base,
+            self.fs,
+            self.seed,
+            self.acks,
+            config,
+            self.recover,
+            scratch,
+        );
+        run.probe_index = probe_state(config, &to_check, n_entries);
+        let (checked, budget_exhausted) = run.run(&to_check, progress, self.start)?;
+        outcomes.extend(checked);
+        Ok(Passes {
+            coverage,
+            outcomes,
+            budget_exhausted,
+            states_from_coverage,
+        })
+    }
+
+    /// The report of the run.
+    fn report(
+        &self,
+        passes: Passes,
+        states_total: u64,
+        duplicates_skipped: u64,
+        image_copies: Option<String>,
+    ) -> Report {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let outcomes = &passes.outcomes;
+        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        let mut violations = Vec::new();
+        let mut probes = 0;
+        for o in outcomes {
+            *by_kind.entry(o.kind.as_str().to_string()).or_insert(0) += 1;
+            violations.extend(o.violations.iter().cloned());
+            if o.mid_log_probe
+                .as_deref()
+                .is_some_and(|p| p == "refused" || p == "violated")
+            {
+                probes += 1;
+            }
+        }
+        Report {
+            seed: self.seed,
+            workload: workload_name(self.acks),
+            fs: self.fs.to_string(),
+            log_hash: self.log.hash_hex(),
+            enumeration_seed: self.config.states.seed,
+            shard: self.config.shard.map(|(k, n)| format!("{k}/{n}")),
+            states_total,
+            states_checked: outcomes.len() as u64,
+            duplicates_skipped,
+            states_from_coverage: passes.states_from_coverage,
+            states_by_kind: by_kind,
+            states_per_second: if elapsed > 0.0 {
+                outcomes.len() as f64 / elapsed
+            } else {
+                0.0
+            },
+            elapsed_seconds: elapsed,
+            mid_log_probes: probes,
+            violations,
+            coverage: passes.coverage,
+            budget_exhausted: passes.budget_exhausted,
+            minimal_repro: None,
+            image_copies,
+        }
+    }
+}
+
+/// `powercut repro ID`: rebuilds the one state from scratch, mounts and checks it (with the I5
+/// probe if `config.mid_log_corruption`). The image is kept in `config.keep_dir` on violation.
+#[allow(clippy::too_many_arguments)]
+pub fn check_one(
+    state_id: &str,
+    log_path: &Path,
+    base_image: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+) -> Result<StateOutcome, CheckError> {
+    mount::can_mount()?;
+    let id: StateId = state_id.parse()?;
+    let log = BlockLog::open(log_path)?;
+    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let state = crash::resolve(&log, &id)?;
+    let scratch = scratch(config)?;
+    let image = scratch.path.join("state.img");
+    build_state_image(&log, base_image, &state, &image)?;
+    let run = Run::new(
+        &log,
+        base_image,
+        fs,
+        seed,
+        &acks,
+        config,
+        recover,
+        &scratch.path,
+    );
+    run.check_state(
+        &state,
+        &image,
+        &scratch.path.join("mnt"),
+        config.mid_log_corruption,
+        &scratch.path,
+    )
+}
+
+fn workload_name(acks: &[(u64, Ack)]) -> String {
+    acks.iter()
+        .find_map(|(_, a)| match a {
+            Ack::Start { name } => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
