@@ -105,7 +105,7 @@ fn check_page_has_summary_timeline_and_the_violation_drawn() {
     assert_eq!(lost.len(), 1);
     let words = text(&lost[0]);
     assert!(
-        words.starts_with("LSN 50, acknowledged at mark r:50-50:")
+        words.starts_with("LSN 57, acknowledged at mark r:57-57:")
             && words.contains("is missing: its write (entry ")
             && words.ends_with("was dropped in this state."),
         "{words}"

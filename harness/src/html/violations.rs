@@ -157,7 +157,7 @@ fn picture(t: &Timeline, st: &StateView, k: usize) -> String {
 fn commands(input: &CheckInputs<'_>, v: &Violation) -> Vec<String> {
     let dir = input
         .dir
-        .map_or_else(|| "RECORDING".to_string(), |d| shell_word(d));
+        .map_or_else(|| "RECORDING".to_string(), shell_word);
     let join = |name: &str| {
         input.dir.map_or_else(
             || format!("RECORDING/{name}"),
