@@ -9,6 +9,7 @@ mod campaign;
 mod check_cmds;
 mod commands;
 mod exit;
+mod html;
 mod mutants;
 mod outputs;
 mod record;
@@ -22,7 +23,8 @@ mod vm;
 pub use exit::{Incomplete, Skipped};
 
 use commands::{
-    check, image, merge, offline, record as record_cmd, run, shrink as shrink_cmd, sim,
+    check, image, merge, offline, record as record_cmd, report, report_fixture, run,
+    shrink as shrink_cmd, sim,
 };
 use exit::{EXIT_HARNESS_FAILURE, EXIT_INCOMPLETE, EXIT_SKIPPED, EXIT_VIOLATION};
 
@@ -63,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         command: offline::LogCommand,
     },
+    /// Write the HTML page of a check, campaign or mutants report: a summary, a picture of the
+    /// block log and each violation's crash state on it (one self-contained file).
+    Report(report::ReportArgs),
+    /// Test aid: write a synthetic recording with a known violation (log.bin, workload.json,
+    /// report.json) for the HTML report's tests and figures.
+    #[command(hide = true)]
+    ReportFixture(report_fixture::FixtureArgs),
     /// Join the JSON reports of shards (`--shard K/N`) into one.
     Merge(merge::MergeArgs),
     /// Parse a workload file and report errors with file, line and field.
@@ -97,6 +106,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => offline::replay(args),
         Command::Log { command } => offline::log(command),
         Command::Merge(args) => merge::run(args),
+        Command::Report(args) => report::run(args),
+        Command::ReportFixture(args) => report_fixture::run(args),
         Command::Mutants(args) => mutants::run(&args, &progress),
         Command::Campaign(args) => campaign::run(&args, &progress),
         Command::Shrink(args) => shrink_cmd::run(args, &progress),

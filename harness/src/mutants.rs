@@ -22,6 +22,9 @@ pub struct MutantsArgs {
     /// Write a JSON summary here (`mutants[]` and `baseline_violations`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report here (each mutant, its catch and reproducer).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Only these mutants, e.g. `M1,M3` (default: all ten).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<Mutant>,
@@ -458,6 +461,7 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
         io = io.input("the bundled workload", target.path().as_path());
     }
     io.file("the JSON summary (--json)", args.json.as_deref())
+        .file("the HTML report (--html)", args.html.as_deref())
         .dir("the recordings (--out)", &args.out, &[])
         .check()?;
     std::fs::create_dir_all(&args.out)
@@ -518,10 +522,17 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
         budget_per_run_seconds: args.budget_per_run.as_secs_f64(),
     };
     print_table(&summary);
+    let mut value = serde_json::to_value(&summary)?;
+    if let (Some(page), Some(map)) = (&args.html, value.as_object_mut()) {
+        map.insert("html".into(), page.display().to_string().into());
+    }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+        std::fs::write(path, serde_json::to_string_pretty(&value)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JSON summary: {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        crate::html::write(path, &crate::html::mutants(&value))?;
     }
     if summary.passed {
         return Ok(());

@@ -302,6 +302,16 @@ impl Report {
         &self,
         invariants: &[&str],
     ) -> Result<String, quick_junit::SerializeError> {
+        self.to_junit_linking(invariants, None)
+    }
+
+    /// [`Report::to_junit_with`] whose failure messages name the HTML page of the report
+    /// (`html`), so a CI system's test view leads to the picture of the failing states.
+    pub fn to_junit_linking(
+        &self,
+        invariants: &[&str],
+        html: Option<&str>,
+    ) -> Result<String, quick_junit::SerializeError> {
         use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
         let mut suite = TestSuite::new("powercut");
         for &inv in invariants {
@@ -323,7 +333,8 @@ impl Report {
                         )
                     })
                     .collect();
-                st.set_message(format!("{} violations of {inv}", failing.len()));
+                let link = html.map(|h| format!(" (report: {h})")).unwrap_or_default();
+                st.set_message(format!("{} violations of {inv}{link}", failing.len()));
                 st.set_description(lines.join("\n"));
                 st
             };
@@ -638,6 +649,10 @@ mod tests {
         assert_eq!(xml.matches("<testcase").count(), 7);
         assert!(xml.contains("smoke::I1"));
         assert!(xml.contains("2 violations of I1"));
+        let linked = r
+            .to_junit_linking(&INVARIANTS, Some("out/report.html"))
+            .unwrap();
+        assert!(linked.contains("2 violations of I1 (report: out/report.html)"));
         assert_eq!(xml.matches("<failure").count(), 1);
         let with_i8 = r.to_junit_with(&["I1", "I8"]).unwrap();
         assert_eq!(with_i8.matches("<testcase").count(), 2);

@@ -101,6 +101,9 @@ pub struct CampaignArgs {
     /// Write a JUnit XML report here (one testcase per workload).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here (summary, findings, states checked over time).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Save each workload that showed a finding or a new combination of step kinds here (YAML).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
@@ -135,7 +138,8 @@ pub fn run(args: &CampaignArgs, progress: &Progress) -> Result<()> {
     let mut io = Io::new()
         .dir("the campaign output (--out)", &out, &[CAMPAIGN_JSON])
         .file("the JSON report (--json)", args.json.as_deref())
-        .file("the JUnit report (--junit)", args.junit.as_deref());
+        .file("the JUnit report (--junit)", args.junit.as_deref())
+        .file("the HTML report (--html)", args.html.as_deref());
     if let Some(corpus) = &args.corpus {
         io = io.dir("the corpus (--corpus)", corpus, &[]);
     }
@@ -426,13 +430,22 @@ impl<'a> Campaign<'a> {
             workloads_run: &self.runs,
         };
         print!("{}", report.summary(self.args.budget));
-        let json = serde_json::to_string_pretty(&report)? + "\n";
+        let mut value = serde_json::to_value(&report)?;
+        let html = self.args.html.as_ref().map(|p| p.display().to_string());
+        if let (Some(page), Some(map)) = (&html, value.as_object_mut()) {
+            map.insert("html".into(), page.as_str().into());
+        }
+        let json = serde_json::to_string_pretty(&value)? + "\n";
         report::write(&self.out.join(CAMPAIGN_JSON), &json)?;
         if let Some(path) = &self.args.json {
             report::write(path, &json)?;
         }
         if let Some(path) = &self.args.junit {
-            report::write(path, &report::junit(&self.runs, &findings)?)?;
+            let text = report::junit(&self.runs, &findings, html.as_deref())?;
+            report::write(path, &text)?;
+        }
+        if let Some(path) = &self.args.html {
+            crate::html::write(path, &crate::html::campaign(&value))?;
         }
         Ok(())
     }
@@ -476,6 +489,7 @@ mod tests {
             out: None,
             json: None,
             junit: None,
+            html: None,
             corpus: None,
             mutant: None,
             depth: 2,

@@ -51,6 +51,24 @@ pub struct Coverage {
     pub incomplete_runs: u64,
     /// Runs on which the harness itself failed.
     pub errors: u64,
+    /// `[seconds, states checked]` after each run (at most [`MAX_TIME_POINTS`], thinned
+    /// evenly), for the chart of the HTML report.
+    pub states_over_time: Vec<(f64, u64)>,
+    #[serde(skip)]
+    clock: Clock,
+}
+
+/// Points kept in [`Coverage::states_over_time`]; past it every other point is dropped.
+pub const MAX_TIME_POINTS: usize = 2000;
+
+/// When the campaign started (its coverage is made then).
+#[derive(Debug)]
+struct Clock(std::time::Instant);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(std::time::Instant::now())
+    }
 }
 
 impl Coverage {
@@ -79,6 +97,15 @@ impl Coverage {
         self.failing_workloads += u64::from(!run.invariants.is_empty());
         self.incomplete_runs += u64::from(run.incomplete.is_some());
         self.errors += u64::from(run.error.is_some());
+        if self.states_over_time.len() >= MAX_TIME_POINTS {
+            let mut keep = false;
+            self.states_over_time.retain(|_| {
+                keep = !keep;
+                keep
+            });
+        }
+        self.states_over_time
+            .push((self.clock.0.elapsed().as_secs_f64(), self.states_checked));
     }
 }
 
@@ -191,8 +218,9 @@ fn join_counts<'a, K: std::fmt::Display + 'a>(
         .join(", ")
 }
 
-/// `--junit`: one testcase per workload run, a failure per finding.
-pub fn junit(runs: &[WorkloadRun], findings: &[&Finding]) -> Result<String> {
+/// `--junit`: one testcase per workload run, a failure per finding (its message names the
+/// HTML report `html`, when there is one).
+pub fn junit(runs: &[WorkloadRun], findings: &[&Finding], html: Option<&str>) -> Result<String> {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut suite = TestSuite::new("powercut campaign");
     for run in runs {
@@ -205,8 +233,9 @@ pub fn junit(runs: &[WorkloadRun], findings: &[&Finding]) -> Result<String> {
         } else {
             let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
             let signature = run.signature.as_deref().unwrap_or("-");
+            let link = html.map(|h| format!(" (report: {h})")).unwrap_or_default();
             st.set_message(format!(
-                "{} violated (signature {signature})",
+                "{} violated (signature {signature}){link}",
                 run.invariants.join(", ")
             ));
             if let Some(f) = findings.iter().find(|f| f.signature == signature) {

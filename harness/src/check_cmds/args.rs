@@ -47,6 +47,10 @@ pub struct CheckArgs {
     /// Write a JUnit XML report here (one testcase per workload x invariant).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here (summary, timeline of the block log, each
+    /// violation's crash state); the JSON report names it under `html`.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Parallel checkers (each mounts its own images).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -72,6 +76,7 @@ impl CheckArgs {
             scratch_dir: None,
             json: None,
             junit: None,
+            html: None,
             workers: defaults.workers,
             keep_images: powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES,
         }
@@ -81,6 +86,7 @@ impl CheckArgs {
     pub(crate) fn report_outputs(&self, io: Io) -> Io {
         io.file("the JSON report (--json)", self.json.as_deref())
             .file("the JUnit report (--junit)", self.junit.as_deref())
+            .file("the HTML report (--html)", self.html.as_deref())
     }
 
     pub(crate) fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {

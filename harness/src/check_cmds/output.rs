@@ -43,18 +43,34 @@ pub(super) fn write_rendered(
     args: &CheckArgs,
     invariants: &[&str],
 ) -> Result<()> {
+    let html = args.html.as_ref().map(|p| p.display().to_string());
     if let Some(path) = &args.json {
+        let json = match &html {
+            Some(page) => with_html_key(json, page)?,
+            None => json.to_string(),
+        };
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JSON report: {}", path.display());
     }
     if let Some(path) = &args.junit {
         let text = report
-            .to_junit_with(invariants)
+            .to_junit_linking(invariants, html.as_deref())
             .context("rendering JUnit XML")?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("JUnit report: {}", path.display());
     }
     Ok(())
+}
+
+/// A rendered JSON report with the key `html` naming its HTML page (which the command writes
+/// once the check is done).
+pub fn with_html_key(json: &str, page: &str) -> Result<String> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).context("re-reading the JSON report")?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("html".into(), page.into());
+    }
+    Ok(serde_json::to_string_pretty(&value)?)
 }
 
 /// `text` safe for a terminal: control characters (escape sequences), bidirectional overrides and

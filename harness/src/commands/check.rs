@@ -25,5 +25,11 @@ pub fn run(args: CheckRecordingArgs) -> Result<()> {
     } else {
         check_cmds::check_recording(&args.dir, &workload, &args.check)?
     };
+    if let Some(path) = &args.check.html {
+        crate::html::write(
+            path,
+            &crate::html::load::render_check(&report, Some(&args.dir)),
+        )?;
+    }
     report_outcome(&report)
 }

@@ -6,6 +6,8 @@ pub mod image;
 pub mod merge;
 pub mod offline;
 pub mod record;
+pub mod report;
+pub mod report_fixture;
 pub mod run;
 pub mod shrink;
 pub mod sim;

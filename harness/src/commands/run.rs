@@ -53,5 +53,8 @@ pub fn run(args: RunArgs, progress: &Progress) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let report = check_cmds::run(&workload, &out, &options, &args.check, &forged, progress)?;
+    if let Some(path) = &args.check.html {
+        crate::html::write(path, &crate::html::load::render_check(&report, Some(&out)))?;
+    }
     report_outcome(&report)
 }
