@@ -70,6 +70,10 @@ fn walk(
             }
         }
         let Some(candidate) = candidate else {
+            if last_nz.1 == 0 {
+                // The file ended early (it shrank while being read).
+                break;
+            }
             at += last_nz.1;
             continue;
         };
