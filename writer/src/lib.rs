@@ -26,13 +26,18 @@ pub use dir_lock::{DirLock, DirLockError, LockMode, TRANSIENT_HOLDER_WAIT};
 pub use error::JournalError;
 pub use journal::{Journal, JournalStats, OpenReport};
 pub use mutants::{Mutant, MUTANTS_BUILT};
-pub use options::{Durability, IoPathChoice, JournalOptions, Preallocation, MAX_GROUPS_IN_FLIGHT};
+pub use options::{
+    Durability, IoPathChoice, JournalOptions, Preallocation, MAX_GROUPS_IN_FLIGHT,
+    MAX_STAGING_BYTES,
+};
 pub use recovery::{
-    recover, recover_visiting, recover_with, recover_with_storage, LogEnd, RecordView,
-    RecoveredRecord, Recovery, RecoverySummary, SegmentSummary, TruncatedTail,
+    recover, recover_visiting, recover_with, recover_with_options, recover_with_storage, LogEnd,
+    RecordView, RecoveredRecord, Recovery, RecoveryOptions, RecoverySummary, SegmentSummary,
+    TruncatedTail, MAX_SEGMENT_FILE_BYTES, SCAN_WINDOW_BYTES,
 };
 pub use storage::{
-    AlignedBuf, FaultPlan, FaultyStorage, IoPath, OpenFlags, RealStorage, SegmentFile, Storage,
+    AlignedBuf, FaultPlan, FaultyStorage, IoPath, OpenFlags, ReadFile, RealStorage, SegmentFile,
+    Storage, READ_ALIGN_BYTES,
 };
 
 /// Log sequence number: records are numbered 1, 2, 3, ... without holes.

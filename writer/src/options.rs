@@ -3,6 +3,11 @@
 /// Most group commits written at the same time (the largest `max_groups_in_flight`).
 pub const MAX_GROUPS_IN_FLIGHT: usize = 8;
 
+/// Most staging memory a journal uses: a larger `max_staging_bytes` is taken as this. It bounds
+/// how far past the end of the log a writer can have written, which is how far recovery reads
+/// past it (docs/journal-format.md, "How far recovery reads").
+pub const MAX_STAGING_BYTES: usize = 64 * 1024 * 1024;
+
 /// How a write is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -47,7 +52,8 @@ pub struct JournalOptions {
     pub preallocation: Preallocation,
     /// Reuse retired segment files (rename + directory fsync) instead of creating new ones.
     pub recycle_segments: bool,
-    /// Upper bound on the memory of the staging buffers (two buffers of half this size).
+    /// Upper bound on the memory of the staging buffers, shared by `max_groups_in_flight + 1`
+    /// buffers; at most [`MAX_STAGING_BYTES`] is used.
     pub max_staging_bytes: usize,
     /// Submission path.
     pub io_path: IoPathChoice,
@@ -92,7 +98,8 @@ impl JournalOptions {
     /// appends and one per group in flight, each a whole number of write blocks.
     pub fn staging_buffer_bytes(&self, write_block_bytes: usize) -> usize {
         let buffers = self.max_groups_in_flight.clamp(1, MAX_GROUPS_IN_FLIGHT) + 1;
-        (self.max_staging_bytes / buffers) / write_block_bytes * write_block_bytes
+        (self.max_staging_bytes.min(MAX_STAGING_BYTES) / buffers) / write_block_bytes
+            * write_block_bytes
     }
 
     /// The largest payload the engine accepts with these options on a device whose write block

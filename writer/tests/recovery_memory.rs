@@ -123,3 +123,29 @@ fn open_and_recovery_memory_does_not_grow_with_the_journal() {
         "{figures:?}"
     );
 }
+
+#[test]
+fn recovery_of_a_large_preallocated_segment_holds_only_its_read_window() {
+    let dir = scratch();
+    let options = JournalOptions {
+        segment_bytes: 1 << 30,
+        // Unwritten extents: the 1 GiB segment costs no writing.
+        preallocation: powercut_writer::Preallocation::Fallocate,
+        prepare_ahead: false,
+        ..JournalOptions::default()
+    };
+    let (journal, _) = Journal::open(dir.path(), options).unwrap();
+    for lsn in 1..=10 {
+        journal.append_durable(&payload(lsn, 1000)).unwrap();
+    }
+    journal.close().unwrap();
+    let mut records = 0u64;
+    let peak = peak_of(|| {
+        recover_visiting(dir.path(), None, &mut |_| records += 1).unwrap();
+    });
+    println!("recover peak bytes for a 1 GiB segment: {peak}");
+    assert_eq!(records, 10);
+    let window = powercut_writer::RecoveryOptions::default().read_chunk_bytes;
+    // The read window, the tail kept for the writer, and small change.
+    assert!(peak < 2 * window + (256 << 10), "{peak}");
+}

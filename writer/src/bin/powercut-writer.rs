@@ -1,9 +1,12 @@
-//! `powercut-writer`: serve, recover, bench. Flags are parsed by hand so the crate needs no
+//! `powercut-writer`: serve, recover, bench, bench-recovery. Flags are parsed by hand so the crate needs no
 //! command-line library. Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+#[path = "powercut-writer/bench_recovery.rs"]
+mod bench_recovery;
 
 use powercut_writer::bench::{self, BenchOptions};
 use powercut_writer::server::{self, ServeOptions};
@@ -18,6 +21,10 @@ const USAGE: &str = "usage:
                           [--json] [--segment-bytes N] [--preallocation zero|fallocate|none]
                           [--io-path auto|io_uring|pwritev2] [--max-staging-bytes N]
                           [--max-write-chunk-bytes N] [--groups-in-flight 1..8] [--keep-segments]
+  powercut-writer bench-recovery --dir D [--sizes-mib 64,256,1024] [--segment-bytes N]
+                          [--record-bytes N] [--runs R] [--json]
+  (bench-recovery builds journals under D, or reuses those a run before built, and times
+   recover beside a sequential read of the same files)
   (bench retires durable segments as it goes, so rotations recycle them, unless
    --keep-segments)
   (serve runs until SIGTERM or SIGINT, then answers new frames with status 6, lets appends
@@ -285,12 +292,59 @@ fn run(args: &[String]) -> Result<(), Failure> {
             }
             Ok(())
         }
+        "bench-recovery" => bench_recovery_command(rest),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
         }
         other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     }
+}
+
+fn bench_recovery_command(rest: &[String]) -> Result<(), Failure> {
+    let flags = Flags::parse(
+        rest,
+        &[
+            "--dir",
+            "--sizes-mib",
+            "--segment-bytes",
+            "--record-bytes",
+            "--runs",
+            "--json",
+        ],
+    )
+    .map_err(Failure::Usage)?;
+    let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
+    let sizes_mib = flags
+        .get("--sizes-mib")
+        .unwrap_or("64,256,1024")
+        .split(',')
+        .map(|n| n.trim().parse::<u64>().ok().filter(|&n| n > 0))
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(|| Failure::Usage("--sizes-mib: positive numbers, comma separated".into()))?;
+    let options = bench_recovery::Options {
+        dir,
+        sizes_mib,
+        segment_bytes: flags
+            .number("--segment-bytes")
+            .map_err(Failure::Usage)?
+            .unwrap_or(64 << 20),
+        record_bytes: flags
+            .number("--record-bytes")
+            .map_err(Failure::Usage)?
+            .unwrap_or(4096)
+            .max(1),
+        runs: flags.number("--runs").map_err(Failure::Usage)?.unwrap_or(3),
+    };
+    let figures = bench_recovery::run(&options).map_err(Failure::Run)?;
+    for figure in figures {
+        if flags.has("--json") {
+            println!("{}", figure.json());
+        } else {
+            println!("{}", figure.line());
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -795,6 +795,26 @@ impl Storage for SimStorage {
         Ok(data.to_vec())
     }
 
+    /// Reads share the file's current bytes (a copy on write of the live view): nothing is
+    /// copied whole.
+    fn open_read(
+        &self,
+        path: &Path,
+        limit_bytes: u64,
+    ) -> io::Result<Box<dyn crate::storage::ReadFile>> {
+        let state = lock(&self.shared);
+        let id = SimStorage::lookup(&state, path)?;
+        let data = &state
+            .inodes
+            .get(&id)
+            .ok_or_else(|| errno(libc::ESTALE))?
+            .live;
+        if data.len() as u64 > limit_bytes {
+            return Err(crate::storage::too_large(data.len() as u64, limit_bytes));
+        }
+        Ok(Box::new(crate::storage::BytesFile::new(Arc::clone(data))))
+    }
+
     /// Replaces the destination's live name; durable only after `sync_dir` (of both
     /// directories when they differ).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{AlignedBuf, IoPath, OpenFlags, SegmentFile, Storage, WriteOutcome};
+use super::{AlignedBuf, IoPath, OpenFlags, ReadFile, SegmentFile, Storage, WriteOutcome};
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
 
 /// Which operations a [`FaultyStorage`] fails. Counting starts at 1 and covers every file of
@@ -150,6 +150,9 @@ impl Storage for FaultyStorage {
     }
     fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
         self.inner.read_file(path, limit_bytes)
+    }
+    fn open_read(&self, path: &Path, limit_bytes: u64) -> io::Result<Box<dyn ReadFile>> {
+        self.inner.open_read(path, limit_bytes)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inner.rename(from, to)

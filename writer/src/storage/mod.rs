@@ -6,6 +6,7 @@
 use std::io;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
 pub use crate::sys::AlignedBuf;
@@ -75,6 +76,54 @@ pub trait SegmentFile: Send + Sync + std::fmt::Debug {
     fn direct_io(&self) -> bool;
 }
 
+/// Offsets, lengths and buffer addresses that are multiples of this make the fastest reads of a
+/// [`ReadFile`] (straight from the device into the buffer on O_DIRECT files).
+pub const READ_ALIGN_BYTES: usize = 4096;
+
+/// A file opened for reading with [`Storage::open_read`].
+pub trait ReadFile: Send + std::fmt::Debug {
+    /// Size of the file when it was opened.
+    fn len_bytes(&self) -> u64;
+    /// Reads at `offset` into `buf`; returns the bytes read, fewer than `buf.len()` only at the
+    /// end of the file. Any offset and length work; multiples of [`READ_ALIGN_BYTES`] into an
+    /// [`AlignedBuf`] are fastest.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+/// A [`ReadFile`] over bytes already in memory (shared, never copied whole).
+#[derive(Debug, Clone)]
+pub(crate) struct BytesFile {
+    data: Arc<Vec<u8>>,
+}
+
+impl BytesFile {
+    pub(crate) fn new(data: Arc<Vec<u8>>) -> BytesFile {
+        BytesFile { data }
+    }
+}
+
+impl ReadFile for BytesFile {
+    fn len_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        let count = buf.len().min(self.data.len() - start);
+        buf[..count].copy_from_slice(&self.data[start..start + count]);
+        Ok(count)
+    }
+}
+
+/// The error of a file larger than a reader's limit.
+pub(crate) fn too_large(len_bytes: u64, limit_bytes: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("file of {len_bytes} bytes exceeds the limit of {limit_bytes}"),
+    )
+}
+
 /// File-system operations of the journal.
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// mkdir -p.
@@ -85,6 +134,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn open(&self, path: &Path, flags: OpenFlags) -> io::Result<Box<dyn SegmentFile>>;
     /// Reads a whole file of at most `limit_bytes` (larger files are an error).
     fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>>;
+    /// Opens a file of at most `limit_bytes` (larger files are an error) to be read in pieces,
+    /// as recovery reads segments: from the device, like [`Storage::read_file`]. The default
+    /// reads the whole file with `read_file`, for storages with nothing better.
+    fn open_read(&self, path: &Path, limit_bytes: u64) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(BytesFile::new(Arc::new(
+            self.read_file(path, limit_bytes)?,
+        ))))
+    }
     /// rename(2).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsync of a directory.

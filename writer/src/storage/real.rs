@@ -3,9 +3,13 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{AlignedBuf, IoPath, OpenFlags, SegmentFile, Storage, WriteOutcome};
+use super::{
+    too_large, AlignedBuf, IoPath, OpenFlags, ReadFile, SegmentFile, Storage, WriteOutcome,
+    READ_ALIGN_BYTES,
+};
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
 use crate::options::IoPathChoice;
 use crate::sys;
@@ -107,7 +111,104 @@ impl SegmentFile for RealFile {
 
 /// Smallest alignment of O_DIRECT reads: a multiple of every common logical block size, so the
 /// reads are valid even where the device's block size could not be found.
-const DIRECT_READ_ALIGNMENT_BYTES: usize = 4096;
+const DIRECT_READ_ALIGNMENT_BYTES: usize = READ_ALIGN_BYTES;
+
+/// A file read in pieces from the device (O_DIRECT) where the file system allows it; see
+/// [`RealStorage::read_file`] for why never from the page cache.
+#[derive(Debug)]
+struct DeviceReader {
+    file: File,
+    len: u64,
+    /// O_DIRECT in effect; cleared when the device refuses the alignment (EINVAL).
+    direct: bool,
+    alignment: usize,
+}
+
+impl DeviceReader {
+    fn open(path: &Path, limit_bytes: u64) -> io::Result<DeviceReader> {
+        let (file, direct) = match sys::open_read_direct(path)? {
+            Some(file) => (file, true),
+            None => (sys::open_read(path)?, false),
+        };
+        let len = file.metadata()?.len();
+        if len > limit_bytes {
+            return Err(too_large(len, limit_bytes));
+        }
+        let (device_alignment, _) = crate::alignment::discover_alignment_bytes(path);
+        Ok(DeviceReader {
+            file,
+            len,
+            direct,
+            alignment: device_alignment.max(DIRECT_READ_ALIGNMENT_BYTES),
+        })
+    }
+
+    /// Reads `buf[..want]` at `offset`, `buf` aligned for O_DIRECT (its length too): the last
+    /// block is read whole and the kernel stops at the end of the file.
+    fn read_direct(&self, buf: &mut [u8], offset: u64, want: usize) -> io::Result<usize> {
+        let mut done = 0usize;
+        while done < want {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(done.min(want))
+    }
+
+    /// A direct read of `buf.len()` bytes at `offset`, through an aligned bounce buffer when
+    /// the caller's buffer or offset is not aligned.
+    fn read_aligned(&self, buf: &mut [u8], offset: u64, want: usize) -> io::Result<usize> {
+        let a = self.alignment;
+        if (buf.as_ptr() as usize).is_multiple_of(a)
+            && buf.len().is_multiple_of(a)
+            && offset.is_multiple_of(a as u64)
+        {
+            return self.read_direct(buf, offset, want);
+        }
+        let from = offset / a as u64 * a as u64;
+        let skip = (offset - from) as usize;
+        let mut bounce = AlignedBuf::new(skip + want, a);
+        let got = self.read_direct(&mut bounce, from, skip + want)?;
+        let count = got.saturating_sub(skip).min(want);
+        buf[..count].copy_from_slice(&bounce[skip..skip + count]);
+        Ok(count)
+    }
+}
+
+impl ReadFile for DeviceReader {
+    fn len_bytes(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.len.saturating_sub(offset)).unwrap_or(usize::MAX));
+        if self.direct {
+            match self.read_aligned(buf, offset, want) {
+                Ok(got) => return Ok(got),
+                // Alignments this code does not know (a device with larger blocks than it
+                // reports): drop what is cached, then read buffered.
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                    let _ = sys::drop_cached_pages(&self.file);
+                    self.direct = false;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        sys::read_at(&self.file, &mut buf[..want], offset)
+    }
+}
+
+impl Drop for DeviceReader {
+    fn drop(&mut self) {
+        // Stale pages would still be seen by buffered readers and by a partial-page write of
+        // the tail block: drop them (only clean pages go).
+        let _ = sys::drop_cached_pages(&self.file);
+    }
+}
 
 /// The size of an open file, or InvalidData when it exceeds `limit_bytes`.
 fn checked_len(file: &File, limit_bytes: u64) -> io::Result<usize> {
@@ -190,6 +291,9 @@ impl Storage for RealStorage {
         let got = sys::read_at(&file, &mut data, 0)?;
         data.truncate(got);
         Ok(data)
+    }
+    fn open_read(&self, path: &Path, limit_bytes: u64) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(DeviceReader::open(path, limit_bytes)?))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
