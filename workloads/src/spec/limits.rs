@@ -36,8 +36,8 @@ pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 pub const MAX_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
 /// Staging memory bounds.
 pub const MIN_STAGING_BYTES: u64 = 64 * 1024;
-/// Staging memory bounds.
-pub const MAX_STAGING_BYTES: u64 = 256 * 1024 * 1024;
+/// Staging memory bounds: the engine's own largest staging (which bounds how far recovery reads).
+pub const MAX_STAGING_BYTES: u64 = powercut_writer::MAX_STAGING_BYTES as u64;
 /// Bytes the engine adds to each record on disk, at most (header plus alignment padding); used
 /// only to estimate whether a workload fits on its disk.
 pub(super) const RECORD_OVERHEAD_BYTES: u64 = 64;
