@@ -17,5 +17,6 @@ pub use crate::recovery::{recovery_for, recovery_mutant};
 pub use args::{parse_duration, CheckArgs};
 pub use offline::{inspect, merge, replay, repro};
 pub use pipeline::{
-    check_fault_recording, check_recording, load_recorded_workload, run, GUEST_RUN_STATE_ID,
+    check_fault_recording, check_recording, guest_findings, load_recorded_workload, run,
+    GUEST_RUN_STATE_ID,
 };

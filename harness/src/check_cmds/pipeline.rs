@@ -158,7 +158,9 @@ pub fn run(
         if !forged_prior_acks.is_empty() {
             bail!("--forge-prior-ack needs a workload with a power cut");
         }
-        if workload.has_faults() {
+        // The guest's own findings (I7 under faults; a reopen that disagreed with the acks in
+        // any workload) join the report.
+        if workload.has_faults() || !outcome.summary.prior_violations.is_empty() {
             return run_with_faults(out, workload, args, &outcome, started);
         }
         let report = check_recording(out, workload, args)?;
@@ -322,9 +324,15 @@ fn run_with_faults(
     Ok(report)
 }
 
-/// `powercut check DIR` of a recording with fault steps: its crash states, plus the guest's I7
-/// findings that `record` kept in `record.json`.
+/// `powercut check DIR` of a recording with fault steps, or whose guest found something during
+/// the run: its crash states, plus the guest's findings that `record` kept in `record.json`.
 pub fn check_fault_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Result<Report> {
+    let findings = guest_findings(dir)?;
+    check_with_guest_findings(dir, workload, args, &findings)
+}
+
+/// The guest's findings during the recorded run, as `record` kept them in `DIR/record.json`.
+pub fn guest_findings(dir: &Path) -> Result<Vec<PriorViolation>> {
     let path = dir.join("record.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
@@ -337,7 +345,7 @@ pub fn check_fault_recording(dir: &Path, workload: &Workload, args: &CheckArgs) 
                 path.display()
             )
         })?;
-    check_with_guest_findings(dir, workload, args, &findings)
+    Ok(findings)
 }
 
 /// The crash states of the recording in `dir`, plus the guest's findings during the run (I7)
@@ -365,17 +373,15 @@ fn check_with_guest_findings(
             found: v.found.clone(),
         })
         .collect();
-    eprintln!(
-        "fault injection: {} guest findings (invariant {})",
-        findings.len(),
-        report::I7
-    );
+    eprintln!("guest findings during the run: {}", findings.len());
     if !findings.is_empty() {
         report.violations.extend(findings);
         println!("{}", report.summary());
     }
     let mut invariants = report::INVARIANTS.to_vec();
-    invariants.push(report::I7);
+    if workload.has_faults() {
+        invariants.push(report::I7);
+    }
     write_report_files(&report, args, &invariants)?;
     Ok(report)
 }

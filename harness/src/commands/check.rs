@@ -20,7 +20,10 @@ pub fn run(args: CheckRecordingArgs) -> Result<()> {
     let io = recording_inputs(Io::new(), "the recording", &args.dir);
     args.check.report_outputs(io).check()?;
     let workload = check_cmds::load_recorded_workload(&args.dir)?;
-    let report = if workload.has_faults() {
+    let guest_found = !check_cmds::guest_findings(&args.dir)
+        .unwrap_or_default()
+        .is_empty();
+    let report = if workload.has_faults() || guest_found {
         check_cmds::check_fault_recording(&args.dir, &workload, &args.check)?
     } else {
         check_cmds::check_recording(&args.dir, &workload, &args.check)?
