@@ -203,6 +203,21 @@ pub struct Finding {
     /// another crash state, or under another invariant, from one run to the next).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replays: Option<Replays>,
+    /// Sim tier: the shrunk reproducer (`minimal.yaml` beside `workload.yaml`), when shrinking
+    /// kept the invariant within its budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimal: Option<Minimal>,
+}
+
+/// A finding's shrunk workload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Minimal {
+    /// The shrunk workload file.
+    pub workload: PathBuf,
+    pub steps: usize,
+    pub records: u64,
+    /// The command that replays it.
+    pub repro: String,
 }
 
 /// Replays of a finding and how many showed its invariant again.
@@ -301,11 +316,26 @@ impl Findings {
             seconds: at.seconds,
             also_in: Vec::new(),
             replays,
+            minimal: None,
         };
         write_finding_dir(&finding, &at.generated.yaml, &lines)?;
         self.order.push(signature.clone());
         self.by_signature.insert(signature.clone(), finding);
         Ok((signature, true))
+    }
+
+    /// Records the shrunk reproducer of the finding `signature` and rewrites its `finding.json`.
+    pub fn set_minimal(&mut self, signature: &str, minimal: Minimal) -> Result<()> {
+        let Some(finding) = self.by_signature.get_mut(signature) else {
+            return Ok(());
+        };
+        finding.minimal = Some(minimal);
+        write_json(&finding.dir.join("finding.json"), finding)
+    }
+
+    /// The directory holding one directory per finding.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The findings in the order first met.

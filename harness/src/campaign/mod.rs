@@ -5,6 +5,7 @@
 //! and the campaign stops at its budget with a report of what it covered.
 
 mod findings;
+mod history;
 pub mod merge;
 mod report;
 mod tiers;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use powercut_workloads::generate::{Generated, Generator, GeneratorConfig, MAX_DEPTH};
-use powercut_workloads::spec::Filesystem;
+use powercut_workloads::spec::{Filesystem, Workload};
 use powercut_writer::sim::SplitMix64;
 use powercut_writer::Mutant;
 
@@ -107,6 +108,10 @@ pub struct CampaignArgs {
     /// Save each workload that showed a finding or a new combination of step kinds here (YAML).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
+    /// Append this campaign (seed, workloads, states, findings with when each was first seen)
+    /// to this JSON history (default with --corpus: CORPUS/history.json).
+    #[arg(long)]
+    pub history: Option<PathBuf>,
     /// Run a deliberately broken variant of the engine (needs a build with `--features
     /// mutants`); the workloads do not depend on it.
     #[arg(long)]
@@ -126,6 +131,8 @@ const CAMPAIGN_JSON: &str = "campaign.json";
 const SIM_REPLAYS: u32 = 3;
 /// Seconds between two progress lines of the sim tier.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Longest a new sim finding is shrunk (within what is left of the campaign's budget).
+const SHRINK_BUDGET: Duration = Duration::from_secs(5);
 
 /// `powercut campaign`.
 pub fn run(args: &CampaignArgs, progress: &Progress) -> Result<()> {
@@ -340,6 +347,9 @@ impl<'a> Campaign<'a> {
             TierKind::Vm => Ok(None),
         };
         let (signature, new) = self.findings.add(candidate, &outcome.kinds, at, replay)?;
+        if new && tier == TierKind::Sim {
+            self.shrink_sim_finding(&signature, generated, &candidate.invariant)?;
+        }
         if new {
             self.first_finding.get_or_insert(at.seconds);
             let finding = self.findings.all().last().expect("just added");
@@ -358,6 +368,56 @@ impl<'a> Campaign<'a> {
             );
         }
         Ok(signature)
+    }
+
+    /// Shrinks a new sim finding's workload while it keeps violating `invariant`, within
+    /// [`SHRINK_BUDGET`] and what is left of the campaign's budget, and keeps the result as
+    /// `minimal.yaml` in the finding's directory.
+    fn shrink_sim_finding(
+        &mut self,
+        signature: &str,
+        generated: &Generated,
+        invariant: &str,
+    ) -> Result<()> {
+        let left = self.args.budget.saturating_sub(self.started.elapsed());
+        let budget = SHRINK_BUDGET.min(left);
+        if budget.is_zero() {
+            return Ok(());
+        }
+        let mutant = self.args.mutant;
+        // A candidate the sim tier cannot run (e.g. nothing left to append) reproduces nothing.
+        let mut run = |candidate: &Workload, _attempt: usize| {
+            let first = crate::sim_tier::run(candidate, mutant, candidate.seed)
+                .ok()
+                .and_then(|report| report.violations.into_iter().next());
+            Ok(crate::shrink::Verdict {
+                invariant: first.as_ref().map(|v| v.invariant.name().to_string()),
+                repro: first.map(|v| v.to_string()),
+            })
+        };
+        // A finding that a race showed once may not show again: it stays unshrunk.
+        let shrunk = match crate::shrink::shrink(&generated.workload, budget, &mut run) {
+            Ok(shrunk) if shrunk.invariant == invariant => shrunk,
+            Ok(_) | Err(_) => {
+                eprintln!("campaign: {signature} not shrunk (its workload did not show it again)");
+                return Ok(());
+            }
+        };
+        let dir = self.findings.root().join(signature);
+        let path = crate::shrink::write_minimal(&shrunk, &dir.join("workload.yaml"), &dir)?;
+        let repro = format!(
+            "powercut sim {} --seed {}{}",
+            path.display(),
+            shrunk.workload.seed,
+            mutant.map(|m| format!(" --mutant {m}")).unwrap_or_default()
+        );
+        let minimal = findings::Minimal {
+            workload: path,
+            steps: shrunk.workload.steps.len(),
+            records: shrunk.workload.total_records(),
+            repro,
+        };
+        self.findings.set_minimal(signature, minimal)
     }
 
     fn progress_line(&mut self, always: bool) {
@@ -385,6 +445,7 @@ impl<'a> Campaign<'a> {
         };
         self.findings.finish()?;
         self.write_reports(generator, stopped_by)?;
+        self.append_history()?;
         if let Some(e) = error {
             return Err(e.context("the campaign stopped on a harness error"));
         }
@@ -404,6 +465,40 @@ impl<'a> Campaign<'a> {
                 self.out.join(CAMPAIGN_JSON).display()
             );
         }
+        Ok(())
+    }
+
+    /// Appends the campaign to `--history` (or the corpus's history).
+    fn append_history(&self) -> Result<()> {
+        let path = match (&self.args.history, &self.args.corpus) {
+            (Some(path), _) => path.clone(),
+            (None, Some(corpus)) => corpus.join("history.json"),
+            (None, None) => return Ok(()),
+        };
+        let mut log = history::History::load(&path)?;
+        let entry = history::Entry {
+            ended_unix_seconds: history::now_unix_seconds(),
+            seed: self.seed,
+            shard: self.args.shard.map(|(k, n)| format!("{k}/{n}")),
+            tier: self.args.tier.name().to_string(),
+            mutant: self.args.mutant.map(|m| m.name().to_string()),
+            workloads: self.coverage.workloads,
+            states_checked: self.coverage.states_checked,
+            seconds: self.started.elapsed().as_secs_f64(),
+            findings: Vec::new(),
+        };
+        let found: Vec<(String, String)> = self
+            .findings
+            .all()
+            .map(|f| (f.signature.clone(), f.invariant.clone()))
+            .collect();
+        log.add(entry, &found);
+        log.save(&path)?;
+        eprintln!(
+            "campaign: history of {} campaigns in {}",
+            log.campaigns.len(),
+            path.display()
+        );
         Ok(())
     }
 
@@ -491,6 +586,7 @@ mod tests {
             junit: None,
             html: None,
             corpus: None,
+            history: None,
             mutant: None,
             depth: 2,
             max_workloads: None,
