@@ -133,6 +133,8 @@ const SIM_REPLAYS: u32 = 3;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Longest a new sim finding is shrunk (within what is left of the campaign's budget).
 const SHRINK_BUDGET: Duration = Duration::from_secs(5);
+/// Longest a new vm finding is shrunk (each candidate is a recorded guest run).
+const SHRINK_BUDGET_VM: Duration = Duration::from_secs(120);
 
 /// `powercut campaign`.
 pub fn run(args: &CampaignArgs, progress: &Progress) -> Result<()> {
@@ -286,7 +288,7 @@ impl<'a> Campaign<'a> {
         };
         let seconds = started.elapsed();
         self.scheduler.spent(tier, seconds);
-        self.record(&generated, tier, outcome, seconds)
+        self.record(&generated, tier, outcome, seconds, progress)
     }
 
     fn record(
@@ -295,6 +297,7 @@ impl<'a> Campaign<'a> {
         tier: TierKind,
         outcome: Outcome,
         seconds: Duration,
+        progress: &Progress,
     ) -> Result<()> {
         let mut run = WorkloadRun {
             index: generated.index,
@@ -310,7 +313,8 @@ impl<'a> Campaign<'a> {
         };
         if let Some(candidate) = &outcome.candidate {
             run.invariants.clone_from(&candidate.invariants);
-            run.signature = Some(self.note_finding(generated, tier, &outcome, candidate)?);
+            run.signature =
+                Some(self.note_finding(generated, tier, &outcome, candidate, progress)?);
         }
         if let Some(corpus) = &mut self.corpus {
             corpus.offer(generated, !run.invariants.is_empty())?;
@@ -330,6 +334,7 @@ impl<'a> Campaign<'a> {
         tier: TierKind,
         outcome: &Outcome,
         candidate: &findings::Candidate,
+        progress: &Progress,
     ) -> Result<String> {
         let at = findings::Origin {
             generated,
@@ -347,8 +352,8 @@ impl<'a> Campaign<'a> {
             TierKind::Vm => Ok(None),
         };
         let (signature, new) = self.findings.add(candidate, &outcome.kinds, at, replay)?;
-        if new && tier == TierKind::Sim {
-            self.shrink_sim_finding(&signature, generated, &candidate.invariant)?;
+        if new {
+            self.shrink_finding(&signature, generated, tier, &candidate.invariant, progress)?;
         }
         if new {
             self.first_finding.get_or_insert(at.seconds);
@@ -370,23 +375,35 @@ impl<'a> Campaign<'a> {
         Ok(signature)
     }
 
-    /// Shrinks a new sim finding's workload while it keeps violating `invariant`, within
-    /// [`SHRINK_BUDGET`] and what is left of the campaign's budget, and keeps the result as
-    /// `minimal.yaml` in the finding's directory.
-    fn shrink_sim_finding(
+    /// Shrinks a new finding's workload while it keeps violating `invariant`, in its own tier,
+    /// within [`SHRINK_BUDGET`] (sim) or [`SHRINK_BUDGET_VM`] and what is left of the
+    /// campaign's budget, and keeps the result as `minimal.yaml` in the finding's directory.
+    fn shrink_finding(
         &mut self,
         signature: &str,
         generated: &Generated,
+        tier: TierKind,
         invariant: &str,
+        progress: &Progress,
     ) -> Result<()> {
         let left = self.args.budget.saturating_sub(self.started.elapsed());
-        let budget = SHRINK_BUDGET.min(left);
+        let budget = match tier {
+            TierKind::Sim => SHRINK_BUDGET,
+            TierKind::Vm => SHRINK_BUDGET_VM,
+        }
+        .min(left);
         if budget.is_zero() {
             return Ok(());
         }
         let mutant = self.args.mutant;
-        // A candidate the sim tier cannot run (e.g. nothing left to append) reproduces nothing.
-        let mut run = |candidate: &Workload, _attempt: usize| {
+        let shrink_dir = self.out.join("shrink").join(signature);
+        let vm = self.vm.as_ref();
+        // A candidate that cannot run (e.g. nothing left to append) reproduces nothing.
+        let mut run = |candidate: &Workload, attempt: usize| {
+            if let (TierKind::Vm, Some(vm)) = (tier, vm) {
+                let dir = shrink_dir.join(format!("run-{attempt}"));
+                return Ok(vm.verdict(candidate, &dir, budget, progress));
+            }
             let first = crate::sim_tier::run(candidate, mutant, candidate.seed)
                 .ok()
                 .and_then(|report| report.violations.into_iter().next());
@@ -405,8 +422,12 @@ impl<'a> Campaign<'a> {
         };
         let dir = self.findings.root().join(signature);
         let path = crate::shrink::write_minimal(&shrunk, &dir.join("workload.yaml"), &dir)?;
+        let command = match tier {
+            TierKind::Sim => "sim",
+            TierKind::Vm => "run",
+        };
         let repro = format!(
-            "powercut sim {} --seed {}{}",
+            "powercut {command} {} --seed {}{}",
             path.display(),
             shrunk.workload.seed,
             mutant.map(|m| format!(" --mutant {m}")).unwrap_or_default()

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use powercut_oracles::report::Report;
 use powercut_workloads::generate::{step_kind, Generated};
+use powercut_workloads::spec::Workload;
 use powercut_writer::sim::{SimPlan, SimStep};
 use powercut_writer::Mutant;
 
@@ -230,6 +231,37 @@ impl VmTier {
         };
         self.errors_in_a_row.set(0);
         Ok(vm_outcome(generated, &report, kinds, dir))
+    }
+}
+
+impl VmTier {
+    /// Records and checks a shrink candidate in `dir` as [`VmTier::run`] does and says which
+    /// invariant its first violation broke, if any. A candidate the VM cannot run reproduces
+    /// nothing.
+    pub fn verdict(
+        &self,
+        candidate: &Workload,
+        dir: &Path,
+        budget: Duration,
+        progress: &Progress,
+    ) -> crate::shrink::Verdict {
+        let mut workload = candidate.clone();
+        workload.writer.mutant = self.mutant;
+        let options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
+        let args = CheckArgs::defaults_with_budget(budget.max(MIN_VM_CHECK_BUDGET));
+        let report = check_cmds::run(&workload, dir, &options, &args, &[], progress).ok();
+        let first = report.as_ref().and_then(|r| r.all_violations().next());
+        crate::shrink::Verdict {
+            invariant: first.map(|v| v.invariant.clone()),
+            repro: first.map(|v| {
+                format!(
+                    "powercut repro {} --log {} --base {}",
+                    v.state_id,
+                    dir.join("log.bin").display(),
+                    dir.join("base.img").display()
+                )
+            }),
+        }
     }
 }
 
