@@ -527,3 +527,39 @@ fn log_inspect_of_a_fifo_fails_instead_of_hanging() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(stderr(&output).contains("is a FIFO"), "{}", text(&output));
 }
+
+#[test]
+fn replay_onto_a_fifo_base_fails_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.bin");
+    small_log(&log);
+    let fifo = dir.path().join("base-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut child = Command::new(POWERCUT)
+        .arg("replay")
+        .arg(&log)
+        .arg("--base")
+        .arg(&fifo)
+        .args(["--to", "end", "-o"])
+        .arg(dir.path().join("out.img"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("powercut replay onto a FIFO base hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        stderr(&output).contains("base-fifo") && stderr(&output).contains("not a regular file"),
+        "{}",
+        text(&output)
+    );
+}

@@ -301,6 +301,12 @@ pub fn clone_image(src: &Path, dst: &Path) -> Result<bool, ReplayError> {
         offset,
         source,
     };
+    // Opening a FIFO or a device for reading would block or read something else than an image.
+    let kind = std::fs::metadata(src).map_err(|e| io_err("stat source image", src, 0, e))?;
+    if !kind.is_file() {
+        let not_file = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(io_err("open source image", src, 0, not_file));
+    }
     let s = File::open(src).map_err(|e| io_err("open source image", src, 0, e))?;
     let d = OpenOptions::new()
         .read(true)
