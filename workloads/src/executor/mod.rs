@@ -92,6 +92,8 @@ pub struct PriorViolation {
     pub invariant: String,
     /// Label of the ack concerned, if one.
     pub step: Option<String>,
+    /// What the first run acknowledged (or the run promised).
     pub expected: String,
+    /// What the checked state holds instead.
     pub found: String,
 }
