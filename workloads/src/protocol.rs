@@ -15,7 +15,7 @@
 use std::io::Read;
 
 use crate::ack::Ack;
-use crate::executor::PriorViolation;
+use crate::executor::RunFinding;
 use crate::spec::Workload;
 
 /// Prefix of every agent line on the console.
@@ -67,7 +67,9 @@ pub enum GuestMessage {
     },
     /// After a power cut: the recovered state breaks an ack of the first run. Also, with
     /// invariant `I7`, a finding of the run itself after an injected fault.
-    PriorViolation(PriorViolation),
+    // The wire name predates the I7 and reopen findings; hosts and recordings parse it.
+    #[serde(rename = "prior_violation")]
+    RunFinding(RunFinding),
 }
 
 /// Key of the continuation envelope in the job JSON.

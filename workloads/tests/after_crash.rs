@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::{self, AckSink, PriorViolation};
+use powercut_workloads::executor::{self, AckSink, RunFinding};
 use powercut_workloads::payload;
 use powercut_workloads::protocol::{GuestMessage, Job};
 use powercut_workloads::spec::{self, SpecError, Step, Workload, AFTER_CRASH_WRITER_BASE};
@@ -13,7 +13,7 @@ use powercut_workloads::spec::{self, SpecError, Step, Workload, AFTER_CRASH_WRIT
 #[derive(Default)]
 struct Sink {
     acks: Mutex<Vec<Ack>>,
-    prior_violations: Mutex<Vec<PriorViolation>>,
+    prior_violations: Mutex<Vec<RunFinding>>,
 }
 
 impl AckSink for Sink {
@@ -22,7 +22,7 @@ impl AckSink for Sink {
         Ok(())
     }
 
-    fn prior_violation(&self, violation: &PriorViolation) {
+    fn prior_violation(&self, violation: &RunFinding) {
         self.prior_violations
             .lock()
             .unwrap()
@@ -276,7 +276,7 @@ fn continuation_jobs_round_trip_and_plain_jobs_stay_workloads() {
     assert!(Job::from_json("{\"continue_after_crash\": 3, \"workload\": {}}").is_err());
     assert!(Job::from_json("not json").is_err());
 
-    let message = GuestMessage::PriorViolation(PriorViolation {
+    let message = GuestMessage::RunFinding(RunFinding {
         invariant: "I1".into(),
         step: Some("r:3-3:00000000".into()),
         expected: "records 3..=3".into(),
@@ -284,4 +284,6 @@ fn continuation_jobs_round_trip_and_plain_jobs_stay_workloads() {
     });
     let line = format!("{}\r", message.to_line());
     assert_eq!(GuestMessage::parse_line(&line).unwrap().unwrap(), message);
+    // The wire name stays the one hosts and recordings know.
+    assert!(message.to_line().contains(r#""type":"prior_violation""#));
 }
