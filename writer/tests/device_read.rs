@@ -13,8 +13,8 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run;
 use powercut_writer::capability::runnable;
 use powercut_writer::{
     recover, Durability, IoPathChoice, Journal, JournalOptions, RealStorage, Storage,
@@ -90,36 +90,8 @@ fn read_file_returns_the_file_bytes_on_tmpfs() {
     check_read_file_in(dir.path());
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|err| format!("{program}: {err}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
 fn capability() -> Result<(), String> {
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
-        .unwrap_or(false);
-    if !is_root {
-        return Err("needs root for loop devices and mounts".into());
-    }
-    for tool in ["losetup", "mkfs.ext4", "mount", "umount"] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Err(format!("{tool} not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control".into());
-    }
-    Ok(())
+    common::loop_capability(&["losetup", "mkfs.ext4", "mount", "umount"])
 }
 
 /// ext4 on a loop device over an image file (buffered loop: the image file is what the device

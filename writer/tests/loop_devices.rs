@@ -4,24 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run;
 use powercut_writer::capability::runnable;
 use powercut_writer::{recover, Journal, JournalOptions};
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|err| format!("{program}: {err}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
 
 /// A loop device with a file system, mounted; unmounted and detached on drop, also when the
 /// test fails.
@@ -111,22 +97,7 @@ impl Drop for MountedLoop {
 }
 
 fn capability() -> Result<(), String> {
-    // /proc/self belongs to the effective user of the process.
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
-        .unwrap_or(false);
-    if !is_root {
-        return Err("needs root for loop devices and mounts".into());
-    }
-    for tool in ["losetup", "mkfs.ext4", "mkfs.xfs", "mount"] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Err(format!("{tool} not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control".into());
-    }
-    Ok(())
+    common::loop_capability(&["losetup", "mkfs.ext4", "mkfs.xfs", "mount"])
 }
 
 #[test]
