@@ -150,8 +150,11 @@ pub struct RecordSummary {
     pub continued_after_crash: bool,
     /// Continuation runs: acks of the first run the guest checked.
     pub prior_acks: u64,
-    /// Continuation runs: first-run acks the recovered state breaks, as the guest reported them.
-    pub prior_violations: Vec<RunFinding>,
+    /// What the guest found: on a continuation run, first-run acks the recovered state breaks;
+    /// on any run, I7 findings after injected faults and reopens that lost acked records. The
+    /// JSON key is older than the I7 findings.
+    #[serde(rename = "prior_violations")]
+    pub guest_findings: Vec<RunFinding>,
 }
 
 /// What [`record`] leaves behind.
@@ -274,7 +277,7 @@ pub fn record(
             .continue_after_crash
             .as_ref()
             .map_or(0, |a| a.len() as u64),
-        prior_violations: gathered.prior_violations,
+        guest_findings: gathered.guest_findings,
     };
     finish(out, summary, gathered.ledger, progress)
 }
@@ -452,7 +455,7 @@ struct Gathered {
     host_boot_to_agent_s: Option<f64>,
     done: Option<DoneReport>,
     guest_error: Option<String>,
-    prior_violations: Vec<RunFinding>,
+    guest_findings: Vec<RunFinding>,
     /// The host cut the power after the durable ack the workload names.
     killed: bool,
 }
@@ -554,7 +557,7 @@ impl Gathered {
                     "guest: {} {when}: expected {}; found {}",
                     finding.invariant, finding.expected, finding.found
                 ));
-                self.prior_violations.push(finding);
+                self.guest_findings.push(finding);
             }
             GuestMessage::Progress { .. } | GuestMessage::Ack { .. } => {}
         }

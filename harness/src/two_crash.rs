@@ -218,7 +218,7 @@ pub fn check_after_crash(
         prior_acks: prior.len() as u64,
         forged_prior_acks: forged.len() as u64,
         guest_recovery: guest_recovery(summary),
-        guest_prior_violations: summary.prior_violations.clone(),
+        guest_prior_violations: summary.guest_findings.clone(),
         acks: summary.acks,
         vm_s: summary.vm_s,
         report: report_as_i8(report),

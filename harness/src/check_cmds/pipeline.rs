@@ -317,7 +317,7 @@ fn run_with_faults(
     outcome: &record::RecordOutcome,
     started: Instant,
 ) -> Result<Report> {
-    let report = check_with_guest_findings(out, workload, args, &outcome.summary.prior_violations)?;
+    let report = check_with_guest_findings(out, workload, args, &outcome.summary.guest_findings)?;
     eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
     Ok(report)
 }
