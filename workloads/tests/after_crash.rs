@@ -1,9 +1,12 @@
 //! The run after a power cut (invariant I8): `after_crash:` in specs, the executor's
 //! continuation on an existing journal, and the job that carries the first run's acks.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Mutex;
 
+use common::scratch;
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::{self, AckSink, RunFinding};
 use powercut_workloads::payload;
@@ -31,13 +34,6 @@ impl AckSink for Sink {
 }
 
 const CUT: &str = "name: t\nseed: 5\nwriter: { segment_bytes: 64KiB }\nsteps:\n  - append: { count: 6, size: [100, 900], commit_every: 1 }\n  - file: { op: create, path: d/f, size: 700 }\n  - append: { count: 4, size: [100, 900], commit_every: 2 }\npower_cut: { at_ack: 5 }\n";
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("after-crash-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
 
 fn err(text: &str) -> spec::SpecDiagnostic {
     match spec::parse(text, "x.yaml") {
@@ -127,7 +123,7 @@ fn first_run(w: &Workload, root: &Path, durable: usize) -> Vec<Ack> {
 #[test]
 fn continuation_recovers_checks_and_appends_after_the_recovered_records() {
     let w = spec::parse(CUT, "x.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("after-crash-");
     let root = dir.path().join("pc");
     let prior = first_run(&w, &root, 5);
     let sink = Sink::default();
@@ -181,7 +177,7 @@ fn continuation_recovers_checks_and_appends_after_the_recovered_records() {
 #[test]
 fn continuation_reports_broken_prior_acks_instead_of_failing() {
     let w = spec::parse(CUT, "x.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("after-crash-");
     let root = dir.path().join("pc");
     let mut prior = first_run(&w, &root, 5);
     prior.push(Ack::Records {
@@ -227,7 +223,7 @@ fn continuation_reports_broken_prior_acks_instead_of_failing() {
 #[test]
 fn continuation_on_an_unopenable_journal_is_a_finding() {
     let w = spec::parse(CUT, "x.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("after-crash-");
     let root = dir.path().join("pc");
     let prior = first_run(&w, &root, 5);
     // A segment the engine cannot make sense of: garbage over the whole first segment.

@@ -50,11 +50,7 @@ fn many_concurrent_clients_get_durable_lsns() {
             })
         })
         .collect();
-    let mut acked: Vec<(u64, Vec<u8>)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    acked.sort();
+    let acked = join_acked(threads);
     server.shutdown();
     let recovery = recover(dir.path()).unwrap();
     assert_eq!(recovery.records.len(), 640);

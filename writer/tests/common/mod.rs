@@ -86,6 +86,20 @@ pub fn raw_reply(stream: &mut std::net::TcpStream) -> Option<[u8; 9]> {
     stream.read_exact(&mut reply).ok().map(|()| reply)
 }
 
+/// (LSN, payload) pairs acknowledged.
+pub type Acked = Vec<(u64, Vec<u8>)>;
+
+/// Joins threads that each return the (LSN, payload) pairs acknowledged to them; all of them,
+/// in LSN order.
+pub fn join_acked(threads: Vec<std::thread::JoinHandle<Acked>>) -> Acked {
+    let mut acked: Acked = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    acked.sort();
+    acked
+}
+
 /// Reads replies from `stream` in a thread until the server closes it (or 60 s pass without
 /// one); the thread returns them in order.
 pub fn read_replies(mut stream: std::net::TcpStream) -> std::thread::JoinHandle<Vec<[u8; 9]>> {
