@@ -14,7 +14,7 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::run;
+use common::run_tool;
 use powercut_writer::capability::runnable;
 use powercut_writer::{
     recover, Durability, IoPathChoice, Journal, JournalOptions, RealStorage, Storage,
@@ -111,7 +111,7 @@ impl MountedExt4 {
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(64 << 20))
             .map_err(|err| format!("create image: {err}"))?;
-        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()])?;
+        let device = run_tool("losetup", &["-f", "--show", image.to_str().unwrap()])?;
         let mut guard = MountedExt4 {
             image,
             device,
@@ -119,7 +119,7 @@ impl MountedExt4 {
             _image_dir: image_dir,
             mounted: false,
         };
-        run(
+        run_tool(
             "mkfs.ext4",
             &[
                 "-q",
@@ -129,7 +129,7 @@ impl MountedExt4 {
                 &guard.device,
             ],
         )?;
-        run(
+        run_tool(
             "mount",
             &[&guard.device, guard.mount_point.path().to_str().unwrap()],
         )?;
@@ -143,18 +143,18 @@ impl Drop for MountedExt4 {
         if self.mounted {
             let target = self.mount_point.path().to_str().unwrap().to_string();
             let unmounted = (0..100).any(|_| {
-                let ok = run("umount", &[&target]).is_ok();
+                let ok = run_tool("umount", &[&target]).is_ok();
                 if !ok {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 ok
             });
             if !unmounted {
-                let _ = run("umount", &["-l", &target]);
+                let _ = run_tool("umount", &["-l", &target]);
             }
         }
         for _ in 0..50 {
-            if run("losetup", &["-d", &self.device]).is_ok() {
+            if run_tool("losetup", &["-d", &self.device]).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));

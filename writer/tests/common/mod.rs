@@ -116,7 +116,7 @@ pub fn read_replies(mut stream: std::net::TcpStream) -> std::thread::JoinHandle<
 }
 
 /// Runs a tool; its trimmed stdout, or what it said on stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
+pub fn run_tool(program: &str, args: &[&str]) -> Result<String, String> {
     let output = Command::new(program)
         .args(args)
         .output()
@@ -141,7 +141,7 @@ pub fn loop_capability(tools: &[&str]) -> Result<(), String> {
         return Err("needs root for loop devices and mounts".into());
     }
     for tool in tools {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+        if run_tool("sh", &["-c", &format!("command -v {tool}")]).is_err() {
             return Err(format!("{tool} not installed"));
         }
     }
