@@ -425,37 +425,7 @@ fn print_table(summary: &Summary) {
 /// `powercut mutants`: see the module docs. Exit 1 ([`Escaped`]) unless every selected mutant
 /// was caught and the baseline is clean.
 pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> {
-    let mut selected: Vec<Mutant> = if args.only.is_empty() {
-        Mutant::ALL.to_vec()
-    } else {
-        args.only.clone()
-    };
-    if let Some(m) = selected.iter().find(|m| targets(**m).is_empty()) {
-        bail!(
-            "{m} has no bundled workload that targets it; search for it with generated \
-             workloads: powercut campaign --mutant {m} --budget 1m"
-        );
-    }
-    let mut seen = Vec::new();
-    selected.retain(|m| {
-        let first = !seen.contains(m);
-        seen.push(*m);
-        first
-    });
-    // Recovery mutants are judged by their own recovery on the host, and the sim tier runs
-    // the engine in this process: both need the broken variants in this binary. (A mutant
-    // with VM targets as well still runs there; its sim target then reports an error.)
-    if !powercut_writer::MUTANTS_BUILT {
-        let in_process =
-            |m: &Mutant| m.changes_recovery() || targets(*m).iter().all(|t| t.tier == Tier::Sim);
-        if let Some(m) = selected.iter().find(|m| in_process(m)) {
-            bail!(
-                "{m} runs in this process (a recovery mutant, or one only the sim tier catches), and \
-                 this powercut was built without the mutants (build with `cargo build -p \
-                 powercut --features mutants`, or leave it out with --only)"
-            );
-        }
-    }
+    let selected = select(args)?;
     let mut io = Io::new();
     for target in selected.iter().flat_map(|m| targets(*m)) {
         io = io.input("the bundled workload", target.path().as_path());
@@ -472,42 +442,7 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
         mutants.push(run_mutant(mutant, args, progress)?);
     }
 
-    // The real engine on every workload a mutant ran on.
-    let mut baseline_targets: Vec<Target> = Vec::new();
-    for &mutant in &selected {
-        let tried = mutants
-            .iter()
-            .find(|m| m.name == mutant.name())
-            .and_then(|m| m.workload.clone());
-        for &target in targets(mutant) {
-            if !baseline_targets.contains(&target) {
-                baseline_targets.push(target);
-            }
-            if tried.as_deref() == Some(target.label().as_str()) {
-                break;
-            }
-        }
-    }
-    let mut baseline = Vec::new();
-    for (i, target) in baseline_targets.iter().enumerate() {
-        let workload = target.load()?;
-        let out = args.out.join(format!("baseline-{}", target.dir_name()));
-        eprintln!(
-            "mutants: baseline [{}/{}] the real engine on {} -> {}",
-            i + 1,
-            baseline_targets.len(),
-            target.label(),
-            out.display()
-        );
-        let run = run_target(*target, &workload, &out, args, progress)
-            .with_context(|| format!("baseline run of {}", target.label()))?;
-        baseline.push(BaselineRun {
-            workload: target.label(),
-            states_checked: run.states_checked,
-            violations: run.violations,
-            first_violation: run.first.map(|f| f.line),
-        });
-    }
+    let baseline = run_baseline(&selected, &mutants, args, progress)?;
     let baseline_violations = baseline.iter().map(|b| b.violations).sum();
     let escaped: Vec<String> = mutants
         .iter()
@@ -547,6 +482,88 @@ pub fn run(args: &MutantsArgs, progress: &vm::progress::Progress) -> Result<()> 
         ));
     }
     Err(Escaped(problems.join("; ")).into())
+}
+
+/// The mutants `--only` selects (all without it), each once; refuses mutants no bundled
+/// workload targets and in-process mutants this binary was built without.
+fn select(args: &MutantsArgs) -> Result<Vec<Mutant>> {
+    let mut selected: Vec<Mutant> = if args.only.is_empty() {
+        Mutant::ALL.to_vec()
+    } else {
+        args.only.clone()
+    };
+    if let Some(m) = selected.iter().find(|m| targets(**m).is_empty()) {
+        bail!(
+            "{m} has no bundled workload that targets it; search for it with generated \
+             workloads: powercut campaign --mutant {m} --budget 1m"
+        );
+    }
+    let mut seen = Vec::new();
+    selected.retain(|m| {
+        let first = !seen.contains(m);
+        seen.push(*m);
+        first
+    });
+    // Recovery mutants are judged by their own recovery on the host, and the sim tier runs
+    // the engine in this process: both need the broken variants in this binary. (A mutant
+    // with VM targets as well still runs there; its sim target then reports an error.)
+    if !powercut_writer::MUTANTS_BUILT {
+        let in_process =
+            |m: &Mutant| m.changes_recovery() || targets(*m).iter().all(|t| t.tier == Tier::Sim);
+        if let Some(m) = selected.iter().find(|m| in_process(m)) {
+            bail!(
+                "{m} runs in this process (a recovery mutant, or one only the sim tier catches), and \
+                 this powercut was built without the mutants (build with `cargo build -p \
+                 powercut --features mutants`, or leave it out with --only)"
+            );
+        }
+    }
+    Ok(selected)
+}
+
+/// The real engine on every workload a mutant ran on.
+fn run_baseline(
+    selected: &[Mutant],
+    mutants: &[MutantOutcome],
+    args: &MutantsArgs,
+    progress: &vm::progress::Progress,
+) -> Result<Vec<BaselineRun>> {
+    let mut baseline_targets: Vec<Target> = Vec::new();
+    for &mutant in selected {
+        let tried = mutants
+            .iter()
+            .find(|m| m.name == mutant.name())
+            .and_then(|m| m.workload.clone());
+        for &target in targets(mutant) {
+            if !baseline_targets.contains(&target) {
+                baseline_targets.push(target);
+            }
+            if tried.as_deref() == Some(target.label().as_str()) {
+                break;
+            }
+        }
+    }
+    let mut baseline = Vec::new();
+    for (i, target) in baseline_targets.iter().enumerate() {
+        let workload = target.load()?;
+        let out = args.out.join(format!("baseline-{}", target.dir_name()));
+        eprintln!(
+            "mutants: baseline [{}/{}] the real engine on {} -> {}",
+            i + 1,
+            baseline_targets.len(),
+            target.label(),
+            out.display()
+        );
+        let run = run_target(*target, &workload, &out, args, progress)
+            .with_context(|| format!("baseline run of {}", target.label()))?;
+        baseline.push(BaselineRun {
+            workload: target.label(),
+            states_checked: run.states_checked,
+            violations: run.violations,
+            first_violation: run.first.map(|f| f.line),
+        });
+    }
+    Ok(baseline)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use powercut_oracles::blocklog::BlockLog;
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::PriorViolation;
+use powercut_workloads::executor::RunFinding;
 use powercut_workloads::guest::disks;
 use powercut_workloads::guest::fault::FLUSH_FAULT_RESERVE_SECTORS;
 use powercut_workloads::protocol::{self, DoneReport, GuestMessage, Job};
@@ -150,8 +150,11 @@ pub struct RecordSummary {
     pub continued_after_crash: bool,
     /// Continuation runs: acks of the first run the guest checked.
     pub prior_acks: u64,
-    /// Continuation runs: first-run acks the recovered state breaks, as the guest reported them.
-    pub prior_violations: Vec<PriorViolation>,
+    /// What the guest found: on a continuation run, first-run acks the recovered state breaks;
+    /// on any run, I7 findings after injected faults and reopens that lost acked records. The
+    /// JSON key is older than the I7 findings.
+    #[serde(rename = "prior_violations")]
+    pub guest_findings: Vec<RunFinding>,
 }
 
 /// What [`record`] leaves behind.
@@ -274,7 +277,7 @@ pub fn record(
             .continue_after_crash
             .as_ref()
             .map_or(0, |a| a.len() as u64),
-        prior_violations: gathered.prior_violations,
+        guest_findings: gathered.guest_findings,
     };
     finish(out, summary, gathered.ledger, progress)
 }
@@ -452,7 +455,7 @@ struct Gathered {
     host_boot_to_agent_s: Option<f64>,
     done: Option<DoneReport>,
     guest_error: Option<String>,
-    prior_violations: Vec<PriorViolation>,
+    guest_findings: Vec<RunFinding>,
     /// The host cut the power after the durable ack the workload names.
     killed: bool,
 }
@@ -542,19 +545,19 @@ impl Gathered {
             }
             GuestMessage::Done(report) => self.done = Some(report),
             GuestMessage::Error { message } => self.guest_error = Some(message),
-            GuestMessage::PriorViolation(violation) => {
+            GuestMessage::RunFinding(finding) => {
                 // I7 findings come from the run itself (fault injection), the others from the
                 // run after a power cut.
-                let when = if violation.invariant == "I7" {
+                let when = if finding.invariant == "I7" {
                     "during the run"
                 } else {
                     "after the crash"
                 };
                 progress.line(format!(
                     "guest: {} {when}: expected {}; found {}",
-                    violation.invariant, violation.expected, violation.found
+                    finding.invariant, finding.expected, finding.found
                 ));
-                self.prior_violations.push(violation);
+                self.guest_findings.push(finding);
             }
             GuestMessage::Progress { .. } | GuestMessage::Ack { .. } => {}
         }

@@ -18,7 +18,7 @@ use powercut_oracles::invariants::{self, Violation};
 use powercut_oracles::mount::FsType;
 use powercut_oracles::report::{CoverageReport, Report};
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::PriorViolation;
+use powercut_workloads::executor::RunFinding;
 use powercut_workloads::spec::Workload;
 
 use crate::record::{self, RecordOptions, RecordOutcome};
@@ -45,7 +45,7 @@ pub struct SecondCrash {
     /// What the guest's recovery found on the crash image (records, torn tail).
     pub guest_recovery: Option<serde_json::Value>,
     /// Acks of the first run that the guest found broken on reboot.
-    pub guest_prior_violations: Vec<PriorViolation>,
+    pub guest_prior_violations: Vec<RunFinding>,
     /// Acks the second run emitted.
     pub acks: u64,
     /// Host wall time of the second VM run.
@@ -78,7 +78,7 @@ pub fn as_i8(v: Violation) -> Violation {
 }
 
 /// A finding of the guest on reboot as an I8 violation.
-pub fn prior_violation_as_i8(v: &PriorViolation, seed: u64) -> Violation {
+pub fn run_finding_as_i8(v: &RunFinding, seed: u64) -> Violation {
     Violation {
         invariant: I8.into(),
         state_id: REBOOT_STATE_ID.into(),
@@ -147,7 +147,7 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
         second
             .guest_prior_violations
             .iter()
-            .map(|v| prior_violation_as_i8(v, first.seed)),
+            .map(|v| run_finding_as_i8(v, first.seed)),
     );
     out
 }
@@ -218,7 +218,7 @@ pub fn check_after_crash(
         prior_acks: prior.len() as u64,
         forged_prior_acks: forged.len() as u64,
         guest_recovery: guest_recovery(summary),
-        guest_prior_violations: summary.prior_violations.clone(),
+        guest_prior_violations: summary.guest_findings.clone(),
         acks: summary.acks,
         vm_s: summary.vm_s,
         report: report_as_i8(report),
@@ -335,7 +335,7 @@ mod tests {
             prior_acks: 4,
             forged_prior_acks: 0,
             guest_recovery: None,
-            guest_prior_violations: vec![PriorViolation {
+            guest_prior_violations: vec![RunFinding {
                 invariant: "I1".into(),
                 step: Some("r:9-9:00000000".into()),
                 expected: "records 9..=9".into(),

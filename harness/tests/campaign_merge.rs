@@ -3,21 +3,13 @@
 //! shard makes the merge incomplete, a repeated one is refused; malformed inputs and a mix of
 //! check and campaign reports are refused with the file named.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{output_text, POWERCUT};
 use serde_json::{json, Value};
-
-const POWERCUT: &str = env!("CARGO_BIN_EXE_powercut");
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn merge(args: &[&Path]) -> Output {
     Command::new(POWERCUT)
@@ -44,7 +36,7 @@ fn two_shards(dir: &Path) -> [PathBuf; 2] {
         })
         .collect();
     for output in &children {
-        assert_eq!(output.status.code(), Some(0), "{}", text(output));
+        assert_eq!(output.status.code(), Some(0), "{}", output_text(output));
     }
     [dir.join("s0.json"), dir.join("s1.json")]
 }
@@ -94,7 +86,7 @@ fn shards_of_a_sim_campaign_merge_into_the_whole() {
         Path::new("--junit"),
         &junit,
     ]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     let merged = read(&merged_path);
     let sum = |key: &str| r0[key].as_u64().unwrap() + r1[key].as_u64().unwrap();
     assert_eq!(merged["workloads"].as_u64(), Some(sum("workloads")));
@@ -116,16 +108,16 @@ fn shards_of_a_sim_campaign_merge_into_the_whole() {
 
     // One shard alone: merged, with a warning, and incomplete (exit 4).
     let output = merge(&[&s1]);
-    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
     assert!(
-        text(&output).contains("shard 0/2 missing"),
+        output_text(&output).contains("shard 0/2 missing"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     // The same shard twice: refused, both files named.
     let copy = write(&d.join("copy.json"), &r0);
     let output = merge(&[&s0, &s1, &copy]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
         err.contains("shard 0/2 of campaign seed 5")
@@ -139,16 +131,16 @@ fn shards_of_a_sim_campaign_merge_into_the_whole() {
     whole["shard"] = Value::Null;
     let whole = write(&d.join("whole.json"), &whole);
     let output = merge(&[&whole, &s1]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
-        text(&output).contains("is the whole campaign"),
+        output_text(&output).contains("is the whole campaign"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     // A merged report is not an input.
     let output = merge(&[&merged_path]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("already a merged campaign report"));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+    assert!(output_text(&output).contains("already a merged campaign report"));
 }
 
 #[test]
@@ -173,7 +165,7 @@ fn findings_are_kept_once_per_signature_with_every_shard_that_saw_them() {
     let c = write(&d.join("c.json"), &other);
     let merged_path = d.join("merged.json");
     let output = merge(&[&a, &b, &c, Path::new("-o"), &merged_path]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
     let merged = read(&merged_path);
     assert_eq!(merged["seeds"], json!([5, 6]));
     let findings = merged["findings"].as_array().unwrap();
@@ -213,7 +205,7 @@ fn malformed_and_mixed_inputs_are_refused_with_the_file_named() {
     });
     let good = write(&d.join("good.json"), &campaign);
     let output = merge(&[&good]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
 
     let cases: Vec<(&str, String, &str)> = vec![
         (
@@ -256,7 +248,12 @@ fn malformed_and_mixed_inputs_are_refused_with_the_file_named() {
         let path = d.join(name);
         std::fs::write(&path, content).unwrap();
         let output = merge(&[&good, &path]);
-        assert_eq!(output.status.code(), Some(2), "{name}: {}", text(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{name}: {}",
+            output_text(&output)
+        );
         let err = String::from_utf8_lossy(&output.stderr);
         assert!(err.contains(&*path.to_string_lossy()), "{name}: {err}");
         assert!(err.contains(expected), "{name}: {err}");
@@ -272,7 +269,7 @@ fn malformed_and_mixed_inputs_are_refused_with_the_file_named() {
     });
     let check = write(&d.join("check.json"), &check);
     let output = merge(&[&good, &check]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
         err.contains(&format!("{} is a check report but", check.display()))

@@ -2,14 +2,15 @@
 //! that do not cover a run, checks that checked nothing, report paths that cannot be written,
 //! labels with terminal escapes, a FIFO given as a log.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{output_text, POWERCUT};
 use powercut_oracles::blocklog::{LogWriter, FLAG_MARK};
 use powercut_oracles::report::Report;
-
-const POWERCUT: &str = env!("CARGO_BIN_EXE_powercut");
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,15 +21,6 @@ fn workspace() -> PathBuf {
 
 fn powercut<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(POWERCUT).args(args).output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn stderr(output: &Output) -> String {
@@ -80,7 +72,7 @@ fn replay_refuses_an_output_that_is_an_input() {
             Some(2),
             "-o {}: {}",
             out.display(),
-            text(&output)
+            output_text(&output)
         );
         let err = stderr(&output);
         assert!(
@@ -95,7 +87,7 @@ fn replay_refuses_an_output_that_is_an_input() {
     // A distinct output is written: the refusals above are not a replay that always fails.
     let fresh = d.join("out.img");
     let output = replay(&fresh);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     let replayed = std::fs::read(&fresh).unwrap();
     assert_eq!(&replayed[..512], &[5u8; 512][..]);
 }
@@ -149,16 +141,16 @@ fn merge_refuses_missing_and_duplicated_shards() {
 
     // One shard of four alone.
     let output = merge(&[&shards[1]]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
         stderr(&output).contains("missing 0/4, 2/4, 3/4"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     // The same shard four times.
     let s0 = shards[0].as_path();
     let output = merge(&[s0, s0, s0, s0]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     let err = stderr(&output);
     assert!(
         err.contains("missing 1/4, 2/4, 3/4") && err.contains("given more than once 0/4"),
@@ -168,20 +160,20 @@ fn merge_refuses_missing_and_duplicated_shards() {
     // A whole run's report among shards.
     let whole = write_report(d, "whole.json", &shard_report(None, 5, 5));
     let output = merge(&[&whole, &shards[0]]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
         stderr(&output).contains("is not a shard"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 
     // Every shard once passes; alone, a whole run's report passes as it is.
     let refs: Vec<&Path> = shards.iter().map(PathBuf::as_path).collect();
     let output = merge(&refs);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("all invariants held"));
     let output = merge(&[&whole]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
 }
 
 #[test]
@@ -191,7 +183,7 @@ fn merge_of_a_shard_whose_budget_ran_out_is_incomplete() {
     let a = write_report(d, "a.json", &shard_report(Some("0/2"), 5, 5));
     let b = write_report(d, "b.json", &shard_report(Some("1/2"), 0, 6));
     let output = merge(&[&a, &b]);
-    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains("all invariants held"), "{stdout}");
     assert!(
@@ -212,7 +204,7 @@ fn merge_of_a_shard_whose_budget_ran_out_is_incomplete() {
         });
     let a = write_report(d, "a.json", &failing);
     let output = merge(&[&a, &b]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
 }
 
 #[test]
@@ -226,14 +218,14 @@ fn merge_refuses_an_output_that_is_an_input() {
     for flag in ["-o", "--junit"] {
         for input in [&a, &b] {
             let output = merge(&[&a, &b, Path::new(flag), input]);
-            assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+            assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
             assert!(
                 stderr(&output).contains(&format!(
                     "same file as the shard report {}",
                     input.display()
                 )),
                 "{}",
-                text(&output)
+                output_text(&output)
             );
             assert_eq!(std::fs::read(&a).unwrap(), a_bytes);
             assert_eq!(std::fs::read(&b).unwrap(), b_bytes);
@@ -241,7 +233,7 @@ fn merge_refuses_an_output_that_is_an_input() {
     }
     let merged = d.join("merged.json");
     let output = merge(&[&a, &b, Path::new("-o"), &merged]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     let back: Report = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
     assert_eq!(back.states_checked, 10);
 }
@@ -259,11 +251,11 @@ fn sim_and_shrink_refuse_to_write_over_their_workload() {
         "--json".as_ref(),
         workload.as_os_str(),
     ]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
         stderr(&output).contains("same file as the workload"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     // Shrinking a minimal workload into the directory it came from would overwrite it.
     let output = powercut(&[
@@ -274,11 +266,11 @@ fn sim_and_shrink_refuse_to_write_over_their_workload() {
         "--out".as_ref(),
         d.as_os_str(),
     ]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
         stderr(&output).contains("minimal.yaml of the shrink output (--out)"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     assert_eq!(std::fs::read(&workload).unwrap(), before);
 }
@@ -286,13 +278,13 @@ fn sim_and_shrink_refuse_to_write_over_their_workload() {
 #[test]
 fn workload_check_without_files_is_a_usage_error() {
     let output = powercut(&["workload", "check"]);
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     let output = powercut(&[
         "workload".as_ref(),
         "check".as_ref(),
         workspace().join("workloads/smoke.yaml").as_os_str(),
     ]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
 }
 
 #[test]
@@ -360,7 +352,7 @@ fn check_refuses_unwritable_report_paths_before_checking() {
             Some(2),
             "{flag} {}: {}",
             path.display(),
-            text(&output)
+            output_text(&output)
         );
         let err = stderr(&output);
         assert!(err.contains(why), "{why:?} not in {err}");
@@ -407,14 +399,14 @@ fn check_with_no_budget_left_is_incomplete_not_a_pass() {
         "--json".as_ref(),
         json.as_os_str(),
     ]);
-    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains("all invariants held"), "{stdout}");
     assert!(stdout.contains("INCOMPLETE: none of the"), "{stdout}");
     assert!(
         stderr(&output).contains("powercut: incomplete:"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["states_checked"], 0, "{report}");
@@ -442,11 +434,11 @@ fn log_inspect_escapes_labels_and_says_why_the_scan_stopped() {
         powercut(&args)
     };
     let output = inspect(&["--list"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     assert!(
         !output.stdout.contains(&0x1b) && !output.stdout.contains(&0x07),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -459,9 +451,9 @@ fn log_inspect_escapes_labels_and_says_why_the_scan_stopped() {
     );
 
     let output = inspect(&["--list", "--json"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", text(&output)));
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", output_text(&output)));
     assert_eq!(doc["entries"], 4, "{doc}");
     assert_eq!(doc["marks"], 1, "{doc}");
     assert_eq!(doc["entries_past_nr_entries"], 2, "{doc}");
@@ -485,7 +477,7 @@ fn log_inspect_escapes_labels_and_says_why_the_scan_stopped() {
         String::from_utf8_lossy(&output.stdout)
             .contains("the scan stopped at a header with invalid flags"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
     let output = inspect(&["--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -498,7 +490,7 @@ fn log_inspect_escapes_labels_and_says_why_the_scan_stopped() {
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("the scan stopped at the end of the file"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 }
 
@@ -524,8 +516,12 @@ fn log_inspect_of_a_fifo_fails_instead_of_hanging() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(stderr(&output).contains("is a FIFO"), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
+    assert!(
+        stderr(&output).contains("is a FIFO"),
+        "{}",
+        output_text(&output)
+    );
 }
 
 #[test]

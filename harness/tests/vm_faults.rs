@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{image_ready, workspace, POWERCUT};
+use common::{assert_clean_report, assert_succeeded, image_ready, read_json, workspace, POWERCUT};
 use powercut_writer::capability::runnable;
 
 use std::path::Path;
@@ -54,27 +54,15 @@ fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
         .current_dir(workspace())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "powercut run {name} on {filesystem} failed:\n{stdout}\n{stderr}"
-    );
+    assert_succeeded(&output, &format!("powercut run {name} on {filesystem}"));
     let console = std::fs::read_to_string(out.join("console.log")).unwrap();
     assert!(
         console.contains(workload.armed),
         "no fault armed in {}",
         out.join("console.log").display()
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(
-        report["violations"].as_array().unwrap().len(),
-        0,
-        "{report}"
-    );
-    assert!(report["states_checked"].as_u64().unwrap() > 10, "{report}");
-    assert_eq!(report["coverage"]["acks_uncovered"], 0, "{report}");
+    let report = read_json(&json);
+    assert_clean_report(&report);
 
     // The poisoning happened: a write failed, the journal refused the calls after it, and the
     // acked records are exactly LSN 1..=n with n below what the workload asked for.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{image_ready, workspace, POWERCUT};
+use common::{assert_succeeded, image_ready, read_json, workspace, POWERCUT};
 use powercut_writer::capability::runnable;
 
 use std::process::Command;
@@ -34,15 +34,9 @@ fn vm_mutants_m1_is_caught_and_the_baseline_is_clean() {
         .current_dir(workspace())
         .output()
         .unwrap();
+    assert_succeeded(&output, "powercut mutants --only M1");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "powercut mutants --only M1 failed:\n{stdout}\n{stderr}"
-    );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let summary = read_json(&json);
     let mutants = summary["mutants"].as_array().unwrap();
     assert_eq!(mutants.len(), 1, "{summary}");
     let m1 = &mutants[0];

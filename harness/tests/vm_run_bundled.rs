@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{image_ready, workspace, POWERCUT};
+use common::{assert_clean_report, assert_succeeded, image_ready, read_json, workspace, POWERCUT};
 use powercut_writer::capability::runnable;
 
 use std::path::Path;
@@ -44,21 +44,9 @@ fn run_clean(workload: &str, filesystem: Option<&str>, out: &Path) -> serde_json
         args.extend([os("--filesystem"), os(fs)]);
     }
     let output = powercut(&args);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "powercut run {workload} failed:\n{stdout}\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(
-        report["violations"].as_array().unwrap().len(),
-        0,
-        "{report}"
-    );
-    assert!(report["states_checked"].as_u64().unwrap() > 10, "{report}");
-    assert_eq!(report["coverage"]["acks_uncovered"], 0, "{report}");
+    assert_succeeded(&output, &format!("powercut run {workload}"));
+    let report = read_json(&json);
+    assert_clean_report(&report);
     println!(
         "{workload} ({}): {} states checked, {:.1} states/s",
         report["fs"],

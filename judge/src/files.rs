@@ -8,20 +8,32 @@ use crate::{Finding, Invariant};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilePromise {
     /// `path` exists with contents whose crc32c is `crc32c`.
-    Create { path: String, crc32c: u32 },
+    Create {
+        /// Path relative to the files directory.
+        path: String,
+        /// crc32c of the contents.
+        crc32c: u32,
+    },
     /// `from` is gone and `to` exists with contents whose crc32c is `crc32c`.
     Rename {
+        /// The path renamed away.
         from: String,
+        /// The path renamed to.
         to: String,
+        /// crc32c of the contents at `to`.
         crc32c: u32,
     },
     /// `path` is gone.
-    Remove { path: String },
+    Remove {
+        /// Path relative to the files directory.
+        path: String,
+    },
 }
 
 /// What a path holds in the state checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileSeen {
+    /// Nothing is at the path.
     Absent,
     /// A file with contents of this crc32c.
     Contents(u32),

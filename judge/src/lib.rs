@@ -112,10 +112,13 @@ impl fmt::Display for Invariant {
 /// One broken invariant, as the judge words it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// The invariant broken.
     pub invariant: Invariant,
     /// Index of the promise the finding is about in the caller's list, if it is about one.
     pub promise: Option<usize>,
+    /// What the invariant required.
     pub expected: String,
+    /// What the state showed instead.
     pub found: String,
 }
 

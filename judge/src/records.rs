@@ -11,9 +11,13 @@ use crate::{Finding, Invariant, MAX_FINDINGS_PER_INVARIANT};
 /// (I8), or a reopen's recovery (I9: what recovery returned must be durable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordPromise {
+    /// First LSN promised.
     pub first_lsn: u64,
+    /// Last LSN promised (inclusive).
     pub last_lsn: u64,
+    /// crc32c of the promised payloads, concatenated in LSN order.
     pub crc32c: u32,
+    /// Which invariant the promise belongs to (who made it).
     pub invariant: Invariant,
 }
 
@@ -48,7 +52,9 @@ pub trait Provenance {
 /// One record as recovery returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredRecord<'a> {
+    /// The record's LSN.
     pub lsn: u64,
+    /// The record's payload.
     pub payload: &'a [u8],
 }
 
@@ -60,6 +66,7 @@ pub struct RecordRules<'a> {
     /// Records below this LSN may have been retired (the largest retirement acknowledged or in
     /// flight): the log may start later, at most here. `None`: nothing was retired.
     pub retired_before: Option<u64>,
+    /// Where recovered payloads may come from (I3).
     pub provenance: &'a dyn Provenance,
 }
 

@@ -48,27 +48,66 @@ const ALL_FLAGS: u64 = FLAG_FLUSH | FLAG_FUA | FLAG_DISCARD | FLAG_MARK | FLAG_M
 /// What went wrong reading a log. Every variant names the file and where.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// Reading or opening the log failed.
     #[error("{op} {path}: {source}")]
     Io {
+        /// The operation.
         op: &'static str,
+        /// The log file.
         path: PathBuf,
+        /// Cause.
         source: io::Error,
     },
+    /// The super block's magic is not dm-log-writes'.
     #[error("{path}: not a block log: bad magic {magic:#x} at byte 0")]
-    BadMagic { path: PathBuf, magic: u64 },
+    BadMagic {
+        /// The log file.
+        path: PathBuf,
+        /// The magic found.
+        magic: u64,
+    },
+    /// The super block's version is not supported.
     #[error("{path}: unsupported block log version {version} at byte 8")]
-    BadVersion { path: PathBuf, version: u64 },
+    BadVersion {
+        /// The log file.
+        path: PathBuf,
+        /// The version found.
+        version: u64,
+    },
+    /// The super block's sector size is neither 512 nor 4096 bytes.
     #[error("{path}: sectorsize {sectorsize} at byte 24 is neither 512 nor 4096")]
-    BadSectorSize { path: PathBuf, sectorsize: u32 },
+    BadSectorSize {
+        /// The log file.
+        path: PathBuf,
+        /// The sector size found, in bytes.
+        sectorsize: u32,
+    },
+    /// The file is too short to hold a super block.
     #[error("{path}: file of {len_bytes} bytes is shorter than the super block")]
-    NoSuper { path: PathBuf, len_bytes: u64 },
+    NoSuper {
+        /// The log file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len_bytes: u64,
+    },
+    /// The path is neither a regular file nor a block device.
     #[error("{path} is a {kind}: a block log is a regular file or a block device")]
-    NotALogFile { path: PathBuf, kind: &'static str },
+    NotALogFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// An entry cannot be read.
     #[error("{path}: entry {index} at byte {offset}: {reason}")]
     BadEntry {
+        /// The log file.
         path: PathBuf,
+        /// The entry's index, from 0.
         index: u64,
+        /// Byte offset of the entry in the log.
         offset: u64,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -115,18 +154,23 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether the entry is a FLUSH.
     pub fn is_flush(&self) -> bool {
         self.flags & FLAG_FLUSH != 0
     }
+    /// Whether the entry is a FUA write.
     pub fn is_fua(&self) -> bool {
         self.flags & FLAG_FUA != 0
     }
+    /// Whether the entry is a discard.
     pub fn is_discard(&self) -> bool {
         self.flags & FLAG_DISCARD != 0
     }
+    /// Whether the entry is a MARK.
     pub fn is_mark(&self) -> bool {
         self.flags & FLAG_MARK != 0
     }
+    /// Whether the entry is flagged as file system metadata.
     pub fn is_metadata(&self) -> bool {
         self.flags & FLAG_METADATA != 0
     }
@@ -182,18 +226,26 @@ impl fmt::Display for Entry {
 /// Counts for `powercut log inspect` (JSON keys are part of the CLI contract).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogStats {
+    /// Entries in the log.
     pub entries: u64,
+    /// Entries that write data.
     pub writes: u64,
+    /// FLUSH entries.
     pub flushes: u64,
+    /// FUA writes.
     pub fua: u64,
+    /// Discards.
     pub discards: u64,
+    /// MARK entries.
     pub marks: u64,
+    /// Bytes of data written.
     pub data_bytes: u64,
     /// Flushes + 1: the epochs the flushes delimit, the last one possibly empty.
     pub epochs: u64,
     /// Filled by the coverage check when it ran.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub acks_covered: Option<u64>,
+    /// Acks whose durable state was not shown on any state checked (filled with `acks_covered`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub acks_uncovered: Option<u64>,
 }
@@ -520,9 +572,11 @@ impl BlockLog {
         Ok(())
     }
 
+    /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The log's length in bytes.
     pub fn len_bytes(&self) -> u64 {
         self.len_bytes
     }
@@ -551,9 +605,11 @@ impl BlockLog {
     pub fn entries_past_nr_entries(&self) -> u64 {
         (self.entries.len() as u64).saturating_sub(self.nr_entries_in_super)
     }
+    /// How the scan for entries ended.
     pub fn scan_end(&self) -> ScanEnd {
         self.scan_end
     }
+    /// The entries, in log order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -689,6 +745,7 @@ impl LogWriter {
         b
     }
 
+    /// Sector size of the log, in bytes.
     pub fn sectorsize(&self) -> u32 {
         self.sectorsize
     }
@@ -737,10 +794,12 @@ impl LogWriter {
         self.raw_entry(0, 0, FLAG_FLUSH, &[], &[])
     }
 
+    /// A discard of `nr_sectors` sectors at `sector`; returns the entry's index.
     pub fn discard(&mut self, sector: u64, nr_sectors: u64) -> io::Result<u64> {
         self.raw_entry(sector, nr_sectors, FLAG_DISCARD, &[], &[])
     }
 
+    /// A MARK carrying `label`; returns the entry's index.
     pub fn mark(&mut self, label: &str) -> io::Result<u64> {
         self.raw_entry(0, 0, FLAG_MARK, label.as_bytes(), &[])
     }

@@ -38,8 +38,11 @@ pub enum Subset {
 /// `unit_sectors` log sectors: the device's atomic write size (a tear never splits a unit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tear {
+    /// Index of the torn entry.
     pub entry: u64,
+    /// Sectors of one atomic unit.
     pub unit_sectors: u64,
+    /// Seed of the mask of units kept.
     pub mask_seed: u64,
 }
 
@@ -56,9 +59,13 @@ impl Tear {
 /// Printable, parseable name of a crash state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateId {
+    /// Hash of the log the state belongs to.
     pub log_hash: u32,
+    /// Entries `[0, cut)` completed before the power cut.
     pub cut: u64,
+    /// Which volatile writes of the cut's epoch are applied.
     pub subset: Subset,
+    /// The write applied torn, if one.
     pub tear: Option<Tear>,
 }
 
@@ -66,13 +73,18 @@ pub struct StateId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateKind {
+    /// Every volatile write of the cut applied.
     Prefix,
+    /// An explicit list of volatile writes applied.
     Subset,
+    /// A seeded random subset of the volatile writes applied.
     Sampled,
+    /// One write applied torn.
     Torn,
 }
 
 impl StateKind {
+    /// The kind's name in reports.
     pub fn as_str(self) -> &'static str {
         match self {
             StateKind::Prefix => "prefix",
@@ -84,6 +96,7 @@ impl StateKind {
 }
 
 impl StateId {
+    /// The kind of state this id names.
     pub fn kind(&self) -> StateKind {
         match (&self.tear, &self.subset) {
             (Some(_), _) => StateKind::Torn,
@@ -145,7 +158,9 @@ impl fmt::Display for StateId {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad state id {id:?}: {reason}")]
 pub struct StateIdError {
+    /// The text given.
     pub id: String,
+    /// Why it is not a state id.
     pub reason: &'static str,
 }
 
@@ -249,30 +264,57 @@ impl serde::Serialize for StateId {
 /// A state id that does not fit the log it is applied to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
+    /// The state id belongs to another log.
     #[error("state {id} belongs to log {id_hash:08x}, this log is {log_hash:08x}")]
     WrongLog {
+        /// The state id.
         id: String,
+        /// Log hash in the id.
         id_hash: u32,
+        /// Hash of the log given.
         log_hash: u32,
     },
+    /// The cut is past the end of the log.
     #[error("state {id}: cut {cut} is past the end of the log ({entries} entries)")]
-    CutPastEnd { id: String, cut: u64, entries: u64 },
+    CutPastEnd {
+        /// The state id.
+        id: String,
+        /// The cut in the id.
+        cut: u64,
+        /// Entries in the log.
+        entries: u64,
+    },
+    /// The id names an entry that is not a volatile write of the cut.
     #[error("state {id}: entry {entry} is not a volatile write of this cut")]
-    NotVolatile { id: String, entry: u64 },
+    NotVolatile {
+        /// The state id.
+        id: String,
+        /// The entry named.
+        entry: u64,
+    },
+    /// The id tears an entry shorter than two sectors.
     #[error("state {id}: entry {entry} cannot be torn (fewer than 2 sectors)")]
-    NotTearable { id: String, entry: u64 },
+    NotTearable {
+        /// The state id.
+        id: String,
+        /// The entry named.
+        entry: u64,
+    },
 }
 
 /// One entry applied on top of the durable prefix; `mask` is per sectorsize unit when torn.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppliedEntry {
+    /// Index of the entry in the log.
     pub index: u64,
+    /// Units kept (true) per sectorsize unit, when torn.
     pub mask: Option<Vec<bool>>,
 }
 
 /// A resolved crash state: how to build its image.
 #[derive(Debug, Clone)]
 pub struct CrashState {
+    /// The state's id.
     pub id: StateId,
     /// Entries `[0, prefix_len)` applied whole.
     pub prefix_len: u64,

@@ -18,8 +18,11 @@ use crate::blocklog::BlockLog;
 /// Where recovery found the end of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TailInfo {
+    /// Segment number where the journal ends.
     pub segment: u64,
+    /// Byte offset in that segment where the journal ends.
     pub offset: u64,
+    /// Bytes of torn tail recovery dropped.
     pub discarded_bytes: u64,
 }
 
@@ -40,12 +43,15 @@ pub type RecoverFn = dyn Fn(&Path) -> Result<RecoveredJournal, String> + Sync;
 pub struct Violation {
     /// "I1" .. "I6".
     pub invariant: String,
+    /// Id of the crash state.
     pub state_id: String,
     /// Workload seed.
     pub seed: u64,
     /// The ack label (workload step) the violation is about, if any.
     pub step: Option<String>,
+    /// What the invariant required.
     pub expected: String,
+    /// What the state showed instead.
     pub found: String,
 }
 
@@ -70,7 +76,9 @@ impl Default for InvariantConfig {
 /// What a state must show.
 #[derive(Debug, Clone, Copy)]
 pub struct Expectation<'a> {
+    /// Id of the crash state.
     pub state_id: &'a str,
+    /// Workload seed.
     pub seed: u64,
     /// Acks marked before the cut, in log order.
     pub acks: &'a [Ack],
@@ -194,8 +202,11 @@ pub enum MidLogProbe {
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path}: {source}")]
 pub struct ProbeError {
+    /// The operation.
     pub op: &'static str,
+    /// The file.
     pub path: PathBuf,
+    /// Cause.
     pub source: std::io::Error,
 }
 

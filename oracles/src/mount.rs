@@ -14,11 +14,14 @@ use crate::sys::LoopDevice;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
+    /// ext4.
     Ext4,
+    /// XFS.
     Xfs,
 }
 
 impl FsType {
+    /// The name mount(2) and mkfs know it by.
     pub fn as_str(self) -> &'static str {
         match self {
             FsType::Ext4 => "ext4",
@@ -47,30 +50,46 @@ impl FromStr for FsType {
 /// Mounting failures.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// The process is not root.
     #[error("mounting crash images needs root (loop devices and mount(2)): run powercut as root")]
     NeedsRoot,
+    /// Loop devices are missing (why).
     #[error("no loop device support: {0}")]
     NoLoop(String),
+    /// Attaching an image to a loop device failed.
     #[error("attach {image} to a loop device: {source}")]
     Loop {
+        /// The image.
         image: PathBuf,
+        /// Cause.
         source: std::io::Error,
     },
+    /// Mounting failed.
     #[error("mount {device} ({fs}) on {mountpoint}: {source}")]
     Mount {
+        /// The loop device.
         device: PathBuf,
+        /// The mount point.
         mountpoint: PathBuf,
+        /// The file system type.
         fs: FsType,
+        /// Cause.
         source: nix::errno::Errno,
     },
+    /// Unmounting failed.
     #[error("unmount {mountpoint}: {source}")]
     Umount {
+        /// The mount point.
         mountpoint: PathBuf,
+        /// Cause.
         source: nix::errno::Errno,
     },
+    /// Creating the mount point failed.
     #[error("create mount point {path}: {source}")]
     MountPoint {
+        /// The mount point.
         path: PathBuf,
+        /// Cause.
         source: std::io::Error,
     },
 }

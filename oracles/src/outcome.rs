@@ -18,28 +18,45 @@ use crate::replay::ReplayError;
 /// Failures of the harness itself (not findings).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    /// Reading the block log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Building a crash image failed.
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// Mounting a crash image failed.
     #[error(transparent)]
     Mount(#[from] MountError),
+    /// A MARK label is not an ack.
     #[error("ack ledger in the log: {0}")]
     Ledger(#[from] AckLabelError),
+    /// A state id does not parse.
     #[error(transparent)]
     StateId(#[from] StateIdError),
+    /// A state id does not fit the log.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// The I5 probe failed.
     #[error("mid-log corruption probe: {0}")]
     Probe(#[from] ProbeError),
+    /// Other I/O failed.
     #[error("{op} {path}: {source}")]
     Io {
+        /// The operation.
         op: &'static str,
+        /// The file.
         path: PathBuf,
+        /// Cause.
         source: std::io::Error,
     },
+    /// The shard is not one of `0..n`.
     #[error("bad shard {k}/{n}")]
-    BadShard { k: u32, n: u32 },
+    BadShard {
+        /// The shard's index.
+        k: u32,
+        /// Shards in all.
+        n: u32,
+    },
 }
 
 /// A `map_err` for I/O on `path`.
@@ -51,11 +68,17 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
 /// What checking one state found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StateOutcome {
+    /// Id of the crash state.
     pub state_id: String,
+    /// How the state was chosen.
     pub kind: StateKind,
+    /// Invariants the state broke.
     pub violations: Vec<Violation>,
+    /// Records recovery returned, when it ran.
     pub records_recovered: Option<usize>,
+    /// The torn tail recovery truncated, if any.
     pub truncated_tail: Option<TailInfo>,
+    /// Why recovery failed, when it did.
     pub recovery_error: Option<String>,
     /// I5 probe result, when it ran: "refused", "violated" or "not applicable: why".
     pub mid_log_probe: Option<String>,

@@ -17,31 +17,48 @@ use crate::blocklog::{BlockLog, Entry, LogError};
 /// Replay failures, naming the entry, image and offset.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// Reading the block log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Reading or writing failed.
     #[error("{op} {path} at byte {offset}: {source}")]
     Io {
+        /// The operation.
         op: &'static str,
+        /// The file.
         path: PathBuf,
+        /// Byte offset of the I/O.
         offset: u64,
+        /// Cause.
         source: io::Error,
     },
     #[error(
         "entry {index} writes bytes {offset}..{end} past the end of image {path} ({image_len} bytes): wrong base image for this log?"
     )]
+    /// An entry writes past the end of the image.
     PastImageEnd {
+        /// The entry's index.
         index: u64,
+        /// Byte offset of the write in the image.
         offset: u64,
+        /// Byte offset where the write ends.
         end: u64,
+        /// The image's length in bytes.
         image_len: u64,
+        /// The image.
         path: PathBuf,
     },
+    /// The replay target (an entry or a position) is past the log or behind the replayer.
     #[error("replay target {0} not found in the log")]
     TargetNotFound(String),
+    /// A tear mask does not fit its entry.
     #[error("tear mask of entry {index} has {mask_units} units, the entry has {entry_units}")]
     BadMask {
+        /// The entry's index.
         index: u64,
+        /// Units in the mask.
         mask_units: usize,
+        /// Units of the entry.
         entry_units: u64,
     },
 }
@@ -49,8 +66,11 @@ pub enum ReplayError {
 /// Bytes moved by a replay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayStats {
+    /// Entries applied.
     pub entries_applied: u64,
+    /// Bytes written to the image.
     pub bytes_written: u64,
+    /// Bytes discarded in the image.
     pub bytes_discarded: u64,
 }
 
@@ -236,10 +256,12 @@ impl<'a> Replayer<'a> {
         self.position
     }
 
+    /// The image replayed into.
     pub fn image_path(&self) -> &Path {
         &self.image_path
     }
 
+    /// The image's length in bytes.
     pub fn image_len(&self) -> u64 {
         self.image_len
     }
@@ -412,7 +434,9 @@ pub enum ReplayTarget {
 pub struct ReplaySummary {
     /// Entries applied: the image is the state after entries `[0, entries)`.
     pub entries: u64,
+    /// Bytes moved.
     pub stats: ReplayStats,
+    /// Whether the image was a reflink clone of the base.
     pub reflinked: bool,
 }
 

@@ -8,13 +8,16 @@ use crate::invariants::Violation;
 /// Result of the coverage check (every ack on the state "everything durable at its mark").
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CoverageReport {
+    /// Acks shown on the state that has everything up to their mark durable.
     pub acks_covered: u64,
+    /// Acks not shown there.
     pub acks_uncovered: u64,
     /// Acks whose durable state was not checked before the budget ran out.
     #[serde(default)]
     pub acks_unchecked: u64,
     /// Labels of the uncovered acks (first ones).
     pub uncovered: Vec<String>,
+    /// Violations found by the coverage check.
     pub violations: Vec<Violation>,
 }
 
@@ -35,6 +38,7 @@ pub struct Report {
     pub seed: u64,
     /// Workload name (from the `s:NAME` mark), "unknown" if the log has none.
     pub workload: String,
+    /// File system of the recording.
     pub fs: String,
     /// Log hash (8 hex digits), the prefix of every state id.
     pub log_hash: String,
@@ -44,18 +48,25 @@ pub struct Report {
     pub shard: Option<String>,
     /// States in this shard after deduplication.
     pub states_total: u64,
+    /// States checked.
     pub states_checked: u64,
+    /// States skipped as identical to one already checked.
     pub duplicates_skipped: u64,
     /// States equal to one the coverage pass checked (same image, same expected acks): counted
     /// as checked with that outcome, not mounted again.
     #[serde(default)]
     pub states_from_coverage: u64,
+    /// States checked, by kind.
     pub states_by_kind: BTreeMap<String, u64>,
+    /// States checked per second.
     pub states_per_second: f64,
+    /// Wall time of the check, in seconds.
     pub elapsed_seconds: f64,
     /// States on which the I5 probe corrupted a record.
     pub mid_log_probes: u64,
+    /// Violations found.
     pub violations: Vec<Violation>,
+    /// The coverage check's result, when it ran.
     pub coverage: Option<CoverageReport>,
     /// The time budget ran out before every state was checked.
     pub budget_exhausted: bool,
@@ -71,12 +82,17 @@ pub struct Report {
 /// Reports that cannot be merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
+    /// No report was given.
     #[error("no reports to merge")]
     Empty,
+    /// Two reports are of different runs.
     #[error("reports disagree on {field}: {a} vs {b}")]
     Mismatch {
+        /// The field that differs.
         field: &'static str,
+        /// Its value in the first report.
         a: String,
+        /// Its value in the other.
         b: String,
     },
     /// A report of a whole run (no `shard`) among others: it would be counted twice.
@@ -84,16 +100,29 @@ pub enum MergeError {
         "report {index} (from 0) is not a shard (no `shard` K/N): a whole run's report can only \
          be merged alone"
     )]
-    Unsharded { index: usize },
+    Unsharded {
+        /// The report's position, from 0.
+        index: usize,
+    },
+    /// A report's shard does not parse.
     #[error("report {index} (from 0): {source}")]
-    BadShard { index: usize, source: BadShard },
+    BadShard {
+        /// The report's position, from 0.
+        index: usize,
+        /// Cause.
+        source: BadShard,
+    },
     /// The shards given are not each of 0..n exactly once: the merge would not cover the run.
     /// `missing` lists the first missing shards, `missing_count` counts them all.
     #[error("{}", shard_set_problem(*n, missing, *missing_count, duplicated))]
     ShardSet {
+        /// Shards in all.
         n: u32,
+        /// The first shards missing.
         missing: Vec<u32>,
+        /// Shards missing in all.
         missing_count: u32,
+        /// Shards given more than once.
         duplicated: Vec<u32>,
     },
 }

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::{
-    make_base_fs, record_log, runnable, toy_recover, toy_recover_lenient, xfs_capability, Engine,
-    SEED,
+    check_seeded, make_base_fs, record_log, runnable, toy_recover, toy_recover_lenient,
+    xfs_capability, Engine,
 };
 use powercut_oracles::blocklog::BlockLog;
-use powercut_oracles::check::{check_log, CheckConfig};
+use powercut_oracles::check::CheckConfig;
 use powercut_oracles::crash::EnumConfig;
 use powercut_oracles::invariants::RecoverFn;
 use powercut_oracles::keep::KEPT_LOG_NAME;
@@ -45,16 +45,8 @@ fn verdict(case: &Case, workers: usize) -> Verdict {
         workers,
         ..CheckConfig::default()
     };
-    let report = check_log(
-        &case.log,
-        &case.base,
-        case.fs,
-        SEED,
-        &config,
-        case.recover,
-        &mut |_| {},
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let report = check_seeded(&case.log, &case.base, case.fs, &config, case.recover)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     let mut found: BTreeSet<_> = report
         .violations
         .iter()

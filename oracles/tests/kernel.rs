@@ -4,6 +4,7 @@
 mod common;
 
 use common::capability;
+use common::check_seeded;
 use common::{
     make_base, make_base_fs, record_log, record_log_without_marks, runnable, toy_recover,
     toy_recover_lenient, xfs_capability, Engine, SEED,
@@ -96,16 +97,7 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
     let cov = check_coverage(&log, &base.image, FsType::Ext4, SEED, &c, &toy_recover).unwrap();
     assert_eq!(cov.acks_covered, 0);
     assert_eq!(cov.acks_uncovered, 3);
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap();
     assert!(
         report.violations.iter().any(|v| v.invariant == "I1"),
         "{}",
@@ -163,16 +155,7 @@ fn lenient_recovery_fails_the_mid_log_probe_and_shards_partition() {
     let base = make_base(dir.path(), 32);
     let (log, _) = record_log(dir.path(), &base, &[2, 2, 2], Engine::Correct);
     let c = cfg(dir.path());
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover_lenient,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover_lenient).unwrap();
     let i5: Vec<_> = report
         .violations
         .iter()
@@ -187,18 +170,7 @@ fn lenient_recovery_fails_the_mid_log_probe_and_shards_partition() {
             mid_log_corruption: false,
             ..cfg(dir.path())
         };
-        parts.push(
-            check_log(
-                &log,
-                &base.image,
-                FsType::Ext4,
-                SEED,
-                &c,
-                &toy_recover,
-                &mut |_| {},
-            )
-            .unwrap(),
-        );
+        parts.push(check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap());
     }
     let merged = powercut_oracles::report::merge(&parts).unwrap();
     assert_eq!(merged.states_checked, report.states_checked);
@@ -209,16 +181,7 @@ fn lenient_recovery_fails_the_mid_log_probe_and_shards_partition() {
         coverage: false,
         ..cfg(dir.path())
     };
-    let r = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let r = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap();
     assert!(r.budget_exhausted);
     assert_eq!(r.states_checked, 0);
 }
@@ -231,28 +194,24 @@ fn xfs_crash_states_mount_and_pass() {
     let dir = tempfile::tempdir().unwrap();
     let base = make_base_fs(dir.path(), 320, FsType::Xfs);
     let (log, _) = record_log(dir.path(), &base, &[2, 5, 1], Engine::Correct);
-    let report = check_log(
+    let report = check_seeded(
         &log,
         &base.image,
         FsType::Xfs,
-        SEED,
         &cfg(dir.path()),
         &toy_recover,
-        &mut |_| {},
     )
     .unwrap();
     assert!(report.passed(), "{}", report.summary());
     assert_eq!(report.fs, "xfs");
     assert!(report.states_checked >= 10);
     let (bad, _) = record_log(dir.path(), &base, &[2, 5, 1], Engine::AckBeforeSync);
-    let report = check_log(
+    let report = check_seeded(
         &bad,
         &base.image,
         FsType::Xfs,
-        SEED,
         &cfg(dir.path()),
         &toy_recover,
-        &mut |_| {},
     )
     .unwrap();
     assert!(report.violations.iter().any(|v| v.invariant == "I1"));
@@ -273,16 +232,7 @@ fn logs_without_marks_use_given_acks() {
         acks: Some(acks),
         ..cfg(dir.path())
     };
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap();
     assert!(report.passed(), "{}", report.summary());
     assert_eq!(report.workload, "toy");
     assert_eq!(report.coverage.as_ref().unwrap().acks_covered, 3);
@@ -291,16 +241,7 @@ fn logs_without_marks_use_given_acks() {
         acks: Some(acks),
         ..cfg(dir.path())
     };
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap();
     assert_eq!(
         report.coverage.as_ref().unwrap().acks_uncovered,
         3,
@@ -322,16 +263,7 @@ fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
     let base = make_base(dir.path(), 32);
     let (log, _) = record_log(dir.path(), &base, &[4, 3, 5], Engine::AckBeforeSync);
     let c = cfg(dir.path());
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap();
     let block_log = powercut_oracles::blocklog::BlockLog::open(&log).unwrap();
     let dropped = |id: &str| {
         let id: StateId = id.parse().unwrap();
@@ -406,16 +338,7 @@ fn a_check_that_copies_images_says_why_once() {
             coverage: false,
             ..cfg(dir.path())
         };
-        check_log(
-            &log,
-            &base.image,
-            FsType::Ext4,
-            SEED,
-            &config,
-            &toy_recover,
-            &mut |_| {},
-        )
-        .unwrap()
+        check_seeded(&log, &base.image, FsType::Ext4, &config, &toy_recover).unwrap()
     };
     // On a scratch directory that cannot reflink, the XFS scratch file system gives clones.
     if powercut_oracles::replay::reflink_supported(dir.path()) {
@@ -447,16 +370,7 @@ fn the_budget_bounds_the_coverage_pass_too() {
         budget: Some(std::time::Duration::ZERO),
         ..cfg(dir.path())
     };
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &config,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_seeded(&log, &base.image, FsType::Ext4, &config, &toy_recover).unwrap();
     let cov = report.coverage.as_ref().unwrap();
     // Acks the budget did not reach are unchecked, never "uncovered" (a false finding).
     assert_eq!((cov.acks_covered, cov.acks_uncovered), (0, 0));

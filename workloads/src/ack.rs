@@ -37,42 +37,70 @@ pub const MAX_LABEL_BYTES: usize = 479;
 pub enum Ack {
     /// Records `first_lsn..=last_lsn` were acknowledged durable.
     Records {
+        /// First LSN acknowledged.
         first_lsn: u64,
+        /// Last LSN acknowledged (inclusive).
         last_lsn: u64,
+        /// crc32c of the payloads, concatenated in LSN order.
         crc32c: u32,
     },
     /// A file was created (or overwritten) and acknowledged durable, file and directory fsynced.
-    FileCreate { path: String, crc32c: u32 },
+    FileCreate {
+        /// Path relative to the files directory.
+        path: String,
+        /// crc32c of the contents.
+        crc32c: u32,
+    },
     /// A rename was acknowledged durable (directory fsynced).
     FileRename {
+        /// The path renamed away.
         from: String,
+        /// The path renamed to.
         to: String,
+        /// crc32c of the contents at `to`.
         crc32c: u32,
     },
     /// A removal was acknowledged durable (directory fsynced).
-    FileRemove { path: String },
+    FileRemove {
+        /// Path relative to the files directory.
+        path: String,
+    },
     /// Sealed segments whose records are all below `before_lsn` were retired (the renames and
     /// the directory fsync returned): recovery may start after them from here on.
-    Retired { before_lsn: u64 },
+    Retired {
+        /// Every record below this LSN may be gone.
+        before_lsn: u64,
+    },
     /// A reopen's recovery returned records `first_lsn..=last_lsn`, none when `last_lsn` is
     /// `first_lsn - 1` (I9: recovered implies durable, so every later crash state holds them
     /// unless a later retirement removed them).
     Recovered {
+        /// First LSN recovered.
         first_lsn: u64,
+        /// Last LSN recovered (inclusive; `first_lsn - 1` when none).
         last_lsn: u64,
+        /// crc32c of the recovered payloads, concatenated in LSN order.
         crc32c: u32,
     },
     /// The workload started.
-    Start { name: String },
+    Start {
+        /// The workload's name.
+        name: String,
+    },
     /// The workload ended cleanly.
-    End { name: String },
+    End {
+        /// The workload's name.
+        name: String,
+    },
 }
 
 /// A label that is not one of the forms above.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad ack label {label:?}: {reason}")]
 pub struct AckLabelError {
+    /// The label as read.
     pub label: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 

@@ -41,7 +41,9 @@ pub fn derive(seed: u64, writer: u32, sequence: u64, len_bytes: usize) -> Vec<u8
 /// Who wrote a payload, as decoded from its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PayloadOrigin {
+    /// The writer's number (the main writer is 0).
     pub writer: u32,
+    /// The payload's sequence number within that writer.
     pub sequence: u64,
 }
 

@@ -15,7 +15,7 @@
 use std::io::Read;
 
 use crate::ack::Ack;
-use crate::executor::PriorViolation;
+use crate::executor::RunFinding;
 use crate::spec::Workload;
 
 /// Prefix of every agent line on the console.
@@ -36,25 +36,40 @@ const MAX_HEADER_BYTES: usize = 64;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GuestMessage {
     /// The agent started; `uptime_s` is the guest kernel's uptime at that moment (boot-to-agent).
-    Ready { uptime_s: f64, kernel: String },
+    Ready {
+        /// Guest kernel uptime when the agent started, in seconds.
+        uptime_s: f64,
+        /// The guest kernel's release.
+        kernel: String,
+    },
     /// A step of the agent or of the executor (free-form, shown to the user).
     Progress {
+        /// What is being done.
         what: String,
+        /// Details, free-form JSON.
         detail: serde_json::Value,
     },
     /// Acknowledgement number `index` (from 1), already written as a MARK into the block log.
     Ack {
+        /// The ack's number, from 1.
         index: u64,
+        /// The MARK label written into the block log.
         label: String,
+        /// The fact acknowledged.
         ack: crate::ack::Ack,
     },
     /// The workload finished, the file system is unmounted and the log device removed.
     Done(DoneReport),
     /// The agent failed; `message` names the failed operation.
-    Error { message: String },
+    Error {
+        /// What failed, naming the operation.
+        message: String,
+    },
     /// After a power cut: the recovered state breaks an ack of the first run. Also, with
     /// invariant `I7`, a finding of the run itself after an injected fault.
-    PriorViolation(PriorViolation),
+    // The wire name predates the I7 and reopen findings; hosts and recordings parse it.
+    #[serde(rename = "prior_violation")]
+    RunFinding(RunFinding),
 }
 
 /// Key of the continuation envelope in the job JSON.
@@ -68,7 +83,9 @@ pub enum Job {
     /// Reboot on a crash image: recover, check `prior_acks` (the first run's acks), run the
     /// workload's after-crash steps.
     ContinueAfterCrash {
+        /// The workload whose after-crash steps run.
         workload: Workload,
+        /// The acks of the first run, to check on the recovered state.
         prior_acks: Vec<Ack>,
     },
 }
@@ -175,16 +192,40 @@ impl GuestMessage {
 /// Errors of the job disk and console protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// A console line is not a message.
     #[error("agent console line {line:?} is not a valid message: {reason}")]
-    BadLine { line: String, reason: String },
+    BadLine {
+        /// The line.
+        line: String,
+        /// Why it is not a message.
+        reason: String,
+    },
+    /// The job disk header is invalid.
     #[error("job disk header at offset 0 is invalid: {reason}")]
-    BadJobHeader { reason: String },
+    BadJobHeader {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The job is larger than MAX_JOB_BYTES.
     #[error("job of {len_bytes} bytes exceeds the limit of {MAX_JOB_BYTES} bytes")]
-    JobTooLarge { len_bytes: u64 },
+    JobTooLarge {
+        /// The job's length from the header.
+        len_bytes: u64,
+    },
+    /// The job JSON is invalid.
     #[error("job JSON: {reason}")]
-    BadJob { reason: String },
+    BadJob {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading the job disk failed.
     #[error("reading the job disk at offset {offset}: {source}")]
-    Read { offset: u64, source: std::io::Error },
+    Read {
+        /// Byte offset of the read.
+        offset: u64,
+        /// Cause.
+        source: std::io::Error,
+    },
 }
 
 /// The job disk image for `job_json`: header line, JSON, zeros up to a multiple of 512 bytes.

@@ -1,11 +1,14 @@
 //! The run after a power cut (invariant I8): `after_crash:` in specs, the executor's
 //! continuation on an existing journal, and the job that carries the first run's acks.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Mutex;
 
+use common::scratch;
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::{self, AckSink, PriorViolation};
+use powercut_workloads::executor::{self, AckSink, RunFinding};
 use powercut_workloads::payload;
 use powercut_workloads::protocol::{GuestMessage, Job};
 use powercut_workloads::spec::{self, SpecError, Step, Workload, AFTER_CRASH_WRITER_BASE};
@@ -13,7 +16,7 @@ use powercut_workloads::spec::{self, SpecError, Step, Workload, AFTER_CRASH_WRIT
 #[derive(Default)]
 struct Sink {
     acks: Mutex<Vec<Ack>>,
-    prior_violations: Mutex<Vec<PriorViolation>>,
+    prior_violations: Mutex<Vec<RunFinding>>,
 }
 
 impl AckSink for Sink {
@@ -22,7 +25,7 @@ impl AckSink for Sink {
         Ok(())
     }
 
-    fn prior_violation(&self, violation: &PriorViolation) {
+    fn prior_violation(&self, violation: &RunFinding) {
         self.prior_violations
             .lock()
             .unwrap()
@@ -31,13 +34,6 @@ impl AckSink for Sink {
 }
 
 const CUT: &str = "name: t\nseed: 5\nwriter: { segment_bytes: 64KiB }\nsteps:\n  - append: { count: 6, size: [100, 900], commit_every: 1 }\n  - file: { op: create, path: d/f, size: 700 }\n  - append: { count: 4, size: [100, 900], commit_every: 2 }\npower_cut: { at_ack: 5 }\n";
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("after-crash-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-}
 
 fn err(text: &str) -> spec::SpecDiagnostic {
     match spec::parse(text, "x.yaml") {
@@ -127,7 +123,7 @@ fn first_run(w: &Workload, root: &Path, durable: usize) -> Vec<Ack> {
 #[test]
 fn continuation_recovers_checks_and_appends_after_the_recovered_records() {
     let w = spec::parse(CUT, "x.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("after-crash-");
     let root = dir.path().join("pc");
     let prior = first_run(&w, &root, 5);
     let sink = Sink::default();
@@ -181,7 +177,7 @@ fn continuation_recovers_checks_and_appends_after_the_recovered_records() {
 #[test]
 fn continuation_reports_broken_prior_acks_instead_of_failing() {
     let w = spec::parse(CUT, "x.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("after-crash-");
     let root = dir.path().join("pc");
     let mut prior = first_run(&w, &root, 5);
     prior.push(Ack::Records {
@@ -227,7 +223,7 @@ fn continuation_reports_broken_prior_acks_instead_of_failing() {
 #[test]
 fn continuation_on_an_unopenable_journal_is_a_finding() {
     let w = spec::parse(CUT, "x.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("after-crash-");
     let root = dir.path().join("pc");
     let prior = first_run(&w, &root, 5);
     // A segment the engine cannot make sense of: garbage over the whole first segment.
@@ -276,7 +272,7 @@ fn continuation_jobs_round_trip_and_plain_jobs_stay_workloads() {
     assert!(Job::from_json("{\"continue_after_crash\": 3, \"workload\": {}}").is_err());
     assert!(Job::from_json("not json").is_err());
 
-    let message = GuestMessage::PriorViolation(PriorViolation {
+    let message = GuestMessage::RunFinding(RunFinding {
         invariant: "I1".into(),
         step: Some("r:3-3:00000000".into()),
         expected: "records 3..=3".into(),
@@ -284,4 +280,6 @@ fn continuation_jobs_round_trip_and_plain_jobs_stay_workloads() {
     });
     let line = format!("{}\r", message.to_line());
     assert_eq!(GuestMessage::parse_line(&line).unwrap().unwrap(), message);
+    // The wire name stays the one hosts and recordings know.
+    assert!(message.to_line().contains(r#""type":"prior_violation""#));
 }

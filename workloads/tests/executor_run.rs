@@ -1,11 +1,14 @@
 //! The executor on a real directory: every bundled workload runs, the journal recovers exactly
 //! the acknowledged records, acknowledged files hold on disk, and a seed reproduces a run.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use common::scratch;
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::{self, AckSink, ExecError, Phase, ProgressEvent};
 use powercut_workloads::payload;
@@ -44,14 +47,6 @@ fn bundled_names() -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// A scratch directory on the disk the target dir lives on (not tmpfs, so O_DIRECT is used).
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("executor-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
 }
 
 fn run(workload: &Workload, root: &Path) -> Vec<Ack> {
@@ -202,7 +197,7 @@ fn every_bundled_workload_runs_and_recovers_exactly_its_acks() {
         if workload.has_faults() {
             continue;
         }
-        let dir = scratch();
+        let dir = scratch("executor-");
         let acks = run(&workload, dir.path());
         check_against_acks(&workload, dir.path(), &acks);
     }
@@ -211,7 +206,7 @@ fn every_bundled_workload_runs_and_recovers_exactly_its_acks() {
 #[test]
 fn dir_ops_acks_only_fully_synced_operations() {
     let workload = bundled("dir-ops");
-    let dir = scratch();
+    let dir = scratch("executor-");
     let acks = run(&workload, dir.path());
     let file_acks: Vec<&Ack> = acks
         .iter()
@@ -259,7 +254,11 @@ fn dir_ops_acks_only_fully_synced_operations() {
 #[test]
 fn same_seed_same_acks_other_seed_other_acks() {
     let workload = bundled("smoke");
-    let (a, b, c) = (scratch(), scratch(), scratch());
+    let (a, b, c) = (
+        scratch("executor-"),
+        scratch("executor-"),
+        scratch("executor-"),
+    );
     let first = run(&workload, a.path());
     let second = run(&workload, b.path());
     assert_eq!(first, second);
@@ -278,7 +277,7 @@ fn ingest_with_one_client_is_reproducible_and_with_several_the_set_is() {
                 { count: 3, size: [24, 500] }\n  - ingest: { clients: 1, records_per_client: 10, \
                 size: [24, 2000] }\n  - append: { count: 4, size: 100, commit_every: 2 }\n";
     let workload = spec::parse(text, "one-client.yaml").unwrap();
-    let (a, b) = (scratch(), scratch());
+    let (a, b) = (scratch("executor-"), scratch("executor-"));
     let first = run(&workload, a.path());
     assert_eq!(first, run(&workload, b.path()));
     check_against_acks(&workload, a.path(), &first);
@@ -286,7 +285,7 @@ fn ingest_with_one_client_is_reproducible_and_with_several_the_set_is() {
     // Several clients race for LSNs: the LSN order may differ between runs, but the set of
     // records (crc of each single-record ack) and the acks before the ingest step do not.
     let workload = bundled("ingest-clients");
-    let (a, b) = (scratch(), scratch());
+    let (a, b) = (scratch("executor-"), scratch("executor-"));
     let first = run(&workload, a.path());
     let second = run(&workload, b.path());
     let crcs = |acks: &[Ack]| -> Vec<u32> {
@@ -325,7 +324,7 @@ fn a_refusing_sink_stops_the_run_at_its_step() {
         }
     }
     let workload = bundled("smoke");
-    let dir = scratch();
+    let dir = scratch("executor-");
     let err = executor::execute(&workload, dir.path(), &Refuse(AtomicUsize::new(0))).unwrap_err();
     match &err {
         ExecError::Sink {
@@ -347,7 +346,7 @@ fn a_refusing_sink_stops_the_run_at_its_step() {
 
 #[test]
 fn a_journal_dir_with_contents_is_refused() {
-    let dir = scratch();
+    let dir = scratch("executor-");
     std::fs::create_dir_all(dir.path().join("journal")).unwrap();
     std::fs::write(dir.path().join("journal/leftover"), b"x").unwrap();
     let err =
@@ -385,7 +384,7 @@ fn reopen_detects_a_journal_damaged_behind_the_engine() {
                 append: { count: 4, size: 100 }\n  - reopen: {}\n  - append: { count: 1, size: \
                 100 }\n";
     let workload = spec::parse(text, "vandal.yaml").unwrap();
-    let dir = scratch();
+    let dir = scratch("executor-");
     let summary = executor::execute(
         &workload,
         dir.path(),
@@ -408,7 +407,7 @@ fn reopen_detects_a_journal_damaged_behind_the_engine() {
 fn invalid_workloads_are_refused_before_anything_runs() {
     let mut workload = bundled("smoke");
     workload.name = "two words".into();
-    let dir = scratch();
+    let dir = scratch("executor-");
     let err = executor::execute(&workload, dir.path(), &RecordingSink::default()).unwrap_err();
     assert!(matches!(err, ExecError::InvalidWorkload(_)), "{err}");
     assert!(!dir.path().join("journal").exists());

@@ -29,7 +29,10 @@ pub struct DirLock {
 #[derive(Debug)]
 pub enum DirLockError {
     /// Another open file description holds a conflicting lock; its process id if /proc knows it.
-    Held { holder_pid: Option<u32> },
+    Held {
+        /// Process id of the holder, if /proc names it.
+        holder_pid: Option<u32>,
+    },
     /// Opening or locking the directory failed.
     Io(io::Error),
 }

@@ -13,8 +13,8 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run_tool;
 use powercut_writer::capability::runnable;
 use powercut_writer::{
     recover, Durability, IoPathChoice, Journal, JournalOptions, RealStorage, Storage,
@@ -90,36 +90,8 @@ fn read_file_returns_the_file_bytes_on_tmpfs() {
     check_read_file_in(dir.path());
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|err| format!("{program}: {err}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
 fn capability() -> Result<(), String> {
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
-        .unwrap_or(false);
-    if !is_root {
-        return Err("needs root for loop devices and mounts".into());
-    }
-    for tool in ["losetup", "mkfs.ext4", "mount", "umount"] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Err(format!("{tool} not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control".into());
-    }
-    Ok(())
+    common::loop_capability(&["losetup", "mkfs.ext4", "mount", "umount"])
 }
 
 /// ext4 on a loop device over an image file (buffered loop: the image file is what the device
@@ -139,7 +111,7 @@ impl MountedExt4 {
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(64 << 20))
             .map_err(|err| format!("create image: {err}"))?;
-        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()])?;
+        let device = run_tool("losetup", &["-f", "--show", image.to_str().unwrap()])?;
         let mut guard = MountedExt4 {
             image,
             device,
@@ -147,7 +119,7 @@ impl MountedExt4 {
             _image_dir: image_dir,
             mounted: false,
         };
-        run(
+        run_tool(
             "mkfs.ext4",
             &[
                 "-q",
@@ -157,7 +129,7 @@ impl MountedExt4 {
                 &guard.device,
             ],
         )?;
-        run(
+        run_tool(
             "mount",
             &[&guard.device, guard.mount_point.path().to_str().unwrap()],
         )?;
@@ -171,18 +143,18 @@ impl Drop for MountedExt4 {
         if self.mounted {
             let target = self.mount_point.path().to_str().unwrap().to_string();
             let unmounted = (0..100).any(|_| {
-                let ok = run("umount", &[&target]).is_ok();
+                let ok = run_tool("umount", &[&target]).is_ok();
                 if !ok {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 ok
             });
             if !unmounted {
-                let _ = run("umount", &["-l", &target]);
+                let _ = run_tool("umount", &["-l", &target]);
             }
         }
         for _ in 0..50 {
-            if run("losetup", &["-d", &self.device]).is_ok() {
+            if run_tool("losetup", &["-d", &self.device]).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -1,29 +1,16 @@
 //! Basic behaviour of the journal on the host's file system.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{join_acked, scratch, small_options};
 use powercut_writer::{recover, Durability, IoPathChoice, Journal, JournalOptions, Preallocation};
-
-fn small_options() -> JournalOptions {
-    JournalOptions {
-        segment_bytes: 256 * 1024,
-        max_staging_bytes: 128 * 1024,
-        ..JournalOptions::default()
-    }
-}
 
 fn payload(lsn: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (lsn as usize * 31 + i * 7) as u8)
         .collect()
-}
-
-fn scratch() -> tempfile::TempDir {
-    // /var/tmp is on the root disk here (not tmpfs), so O_DIRECT is exercised.
-    tempfile::Builder::new()
-        .prefix("powercut-writer-")
-        .tempdir_in("/var/tmp")
-        .unwrap()
 }
 
 #[test]
@@ -120,11 +107,7 @@ fn concurrent_appenders_share_group_commits() {
                     })
                 })
                 .collect();
-            let mut all: Vec<(u64, Vec<u8>)> = threads
-                .into_iter()
-                .flat_map(|t| t.join().unwrap())
-                .collect();
-            all.sort();
+            let all = join_acked(threads);
             let stats = journal.stats();
             println!("{durability:?} depth {max_groups_in_flight}: {stats:?}");
             assert_eq!(stats.records, 1200);

@@ -4,24 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::run_tool;
 use powercut_writer::capability::runnable;
 use powercut_writer::{recover, Journal, JournalOptions};
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|err| format!("{program}: {err}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
 
 /// A loop device with a file system, mounted; unmounted and detached on drop, also when the
 /// test fails.
@@ -40,7 +26,7 @@ impl MountedLoop {
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(size_bytes))
             .map_err(|err| format!("create image: {err}"))?;
-        let device = run(
+        let device = run_tool(
             "losetup",
             &[
                 "--sector-size",
@@ -58,8 +44,8 @@ impl MountedLoop {
             mounted: false,
         };
         match fs {
-            "xfs" => run("mkfs.xfs", &["-q", "-f", &guard.device])?,
-            _ => run(
+            "xfs" => run_tool("mkfs.xfs", &["-q", "-f", &guard.device])?,
+            _ => run_tool(
                 "mkfs.ext4",
                 &[
                     "-q",
@@ -70,7 +56,7 @@ impl MountedLoop {
                 ],
             )?,
         };
-        run(
+        run_tool(
             "mount",
             &[&guard.device, guard.mount_point.path().to_str().unwrap()],
         )?;
@@ -87,13 +73,13 @@ impl MountedLoop {
 /// rings releases their files asynchronously), then detaching lazily as a last resort.
 fn unmount(target: &str) {
     for _ in 0..100 {
-        if run("umount", &[target]).is_ok() {
+        if run_tool("umount", &[target]).is_ok() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     eprintln!("umount {target} kept failing; detaching lazily");
-    let _ = run("umount", &["-l", target]);
+    let _ = run_tool("umount", &["-l", target]);
 }
 
 impl Drop for MountedLoop {
@@ -102,7 +88,7 @@ impl Drop for MountedLoop {
             unmount(self.mount_point.path().to_str().unwrap());
         }
         for _ in 0..50 {
-            if run("losetup", &["-d", &self.device]).is_ok() {
+            if run_tool("losetup", &["-d", &self.device]).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -111,22 +97,7 @@ impl Drop for MountedLoop {
 }
 
 fn capability() -> Result<(), String> {
-    // /proc/self belongs to the effective user of the process.
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
-        .unwrap_or(false);
-    if !is_root {
-        return Err("needs root for loop devices and mounts".into());
-    }
-    for tool in ["losetup", "mkfs.ext4", "mkfs.xfs", "mount"] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Err(format!("{tool} not installed"));
-        }
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control".into());
-    }
-    Ok(())
+    common::loop_capability(&["losetup", "mkfs.ext4", "mkfs.xfs", "mount"])
 }
 
 #[test]
@@ -180,7 +151,7 @@ fn memory_file_systems_fall_back_to_buffered_io() {
 fn journal_on_memory_fs(fs: &str) -> bool {
     let mount_point = tempfile::tempdir().unwrap();
     let target = mount_point.path().to_str().unwrap().to_string();
-    run("mount", &["-t", fs, "-o", "size=64m", fs, &target]).unwrap();
+    run_tool("mount", &["-t", fs, "-o", "size=64m", fs, &target]).unwrap();
     struct Unmount(String);
     impl Drop for Unmount {
         fn drop(&mut self) {

@@ -56,11 +56,7 @@ fn run_until_fault(durability: Durability, plan_after: FaultPlan, clients: usize
             })
         })
         .collect();
-    let mut acked: Vec<(u64, Vec<u8>)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    acked.sort();
+    let acked = join_acked(threads);
     assert!(journal.is_poisoned(), "the fault must have been hit");
     let durable = journal.durable_lsn();
     assert!(

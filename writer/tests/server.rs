@@ -50,11 +50,7 @@ fn many_concurrent_clients_get_durable_lsns() {
             })
         })
         .collect();
-    let mut acked: Vec<(u64, Vec<u8>)> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    acked.sort();
+    let acked = join_acked(threads);
     server.shutdown();
     let recovery = recover(dir.path()).unwrap();
     assert_eq!(recovery.records.len(), 640);
@@ -387,7 +383,7 @@ fn shutdown_answers_idle_connections_and_late_frames_with_status_6() {
     assert_eq!(idle.append(b"before").unwrap(), 1);
     // A pipelining client that keeps sending until the server closes the connection.
     let mut sender = Client::connect(addr).unwrap();
-    let mut receiver = sender.stream_mut().try_clone().unwrap();
+    let receiver = sender.stream_mut().try_clone().unwrap();
     let sending = std::thread::spawn(move || {
         let mut sent = 0u64;
         while sender.send(&payload(1000 + sent, 50)).is_ok() && sent < 100_000 {
@@ -395,16 +391,7 @@ fn shutdown_answers_idle_connections_and_late_frames_with_status_6() {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
-    let receiving = std::thread::spawn(move || {
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut replies = Vec::new();
-        while let Some(reply) = raw_reply(&mut receiver) {
-            replies.push(reply);
-        }
-        replies
-    });
+    let receiving = read_replies(receiver);
     std::thread::sleep(Duration::from_millis(300));
     server.shutdown();
     match idle.receive() {

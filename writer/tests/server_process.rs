@@ -116,7 +116,7 @@ fn stop_with(signal: Signal) {
     }
     // A pipelining client that keeps sending until the server closes the connection.
     let mut sender = Client::connect(served.addr).unwrap();
-    let mut receiver = sender.stream_mut().try_clone().unwrap();
+    let receiver = sender.stream_mut().try_clone().unwrap();
     let sending = std::thread::spawn(move || {
         let mut sent = Vec::new();
         loop {
@@ -128,16 +128,7 @@ fn stop_with(signal: Signal) {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
-    let receiving = std::thread::spawn(move || {
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut replies = Vec::new();
-        while let Some(reply) = raw_reply(&mut receiver) {
-            replies.push(reply);
-        }
-        replies
-    });
+    let receiving = read_replies(receiver);
     std::thread::sleep(Duration::from_millis(300));
 
     served.signal(signal);

@@ -12,6 +12,7 @@ use powercut_oracles::coverage;
 use powercut_oracles::mount::FsType;
 use powercut_oracles::replay::{self, ReplayTarget};
 use powercut_oracles::report::{self, Report};
+use powercut_workloads::spec::Workload;
 
 use super::output::printable;
 use super::pipeline::load_recorded_workload;
@@ -21,6 +22,29 @@ use crate::recovery::{
 };
 use crate::two_crash;
 
+/// The workload recorded beside the log (`workload.json`), if readable, and the file system and
+/// seed of a check: as given, else the recorded ones; `missing` says what is missing when
+/// neither has it (fs, then seed).
+fn recorded_fs_and_seed(
+    log: &Path,
+    fs: Option<FsType>,
+    seed: Option<u64>,
+    missing: [&'static str; 2],
+) -> Result<(Option<Workload>, FsType, u64)> {
+    let recorded = log
+        .parent()
+        .map(load_recorded_workload)
+        .transpose()
+        .ok()
+        .flatten();
+    let fs = fs
+        .or(recorded.as_ref().map(|w| fs_type(w.filesystem)))
+        .context(missing[0])?;
+    let seed = seed
+        .or(recorded.as_ref().map(|w| w.seed))
+        .context(missing[1])?;
+    Ok((recorded, fs, seed))
+}
 /// `powercut repro STATE_ID --log LOG --base BASE`: rebuild one state offline and check it.
 pub fn repro(
     state_id: &str,
@@ -30,18 +54,15 @@ pub fn repro(
     seed: Option<u64>,
     keep: &Path,
 ) -> Result<bool> {
-    let recorded = log
-        .parent()
-        .map(load_recorded_workload)
-        .transpose()
-        .ok()
-        .flatten();
-    let fs = fs
-        .or(recorded.as_ref().map(|w| fs_type(w.filesystem)))
-        .context("no --fs given and no workload.json beside the log to take it from")?;
-    let seed = seed
-        .or(recorded.as_ref().map(|w| w.seed))
-        .context("no --seed given and no workload.json beside the log to take it from")?;
+    let (recorded, fs, seed) = recorded_fs_and_seed(
+        log,
+        fs,
+        seed,
+        [
+            "no --fs given and no workload.json beside the log to take it from",
+            "no --seed given and no workload.json beside the log to take it from",
+        ],
+    )?;
     let config = CheckConfig {
         keep_dir: Some(keep.to_path_buf()),
         invariants: guest_invariant_config(),
@@ -168,18 +189,15 @@ fn ack_coverage(
     fs: Option<FsType>,
     seed: Option<u64>,
 ) -> Result<report::CoverageReport> {
-    let recorded = log_path
-        .parent()
-        .map(load_recorded_workload)
-        .transpose()
-        .ok()
-        .flatten();
-    let fs = fs
-        .or(recorded.as_ref().map(|w| fs_type(w.filesystem)))
-        .context("--base needs --fs (or a workload.json beside the log)")?;
-    let seed = seed
-        .or(recorded.as_ref().map(|w| w.seed))
-        .context("--base needs --seed (or a workload.json beside the log)")?;
+    let (recorded, fs, seed) = recorded_fs_and_seed(
+        log_path,
+        fs,
+        seed,
+        [
+            "--base needs --fs (or a workload.json beside the log)",
+            "--base needs --seed (or a workload.json beside the log)",
+        ],
+    )?;
     let config = CheckConfig {
         invariants: guest_invariant_config(),
         ..CheckConfig::default()

@@ -12,7 +12,7 @@ use powercut_oracles::invariants::Violation;
 use powercut_oracles::mount::FsType;
 use powercut_oracles::report::{self, Report};
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::PriorViolation;
+use powercut_workloads::executor::RunFinding;
 use powercut_workloads::spec::Workload;
 
 use super::args::CheckArgs;
@@ -319,7 +319,7 @@ fn run_with_faults(
     outcome: &record::RecordOutcome,
     started: Instant,
 ) -> Result<Report> {
-    let report = check_with_guest_findings(out, workload, args, &outcome.summary.prior_violations)?;
+    let report = check_with_guest_findings(out, workload, args, &outcome.summary.guest_findings)?;
     eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
     Ok(report)
 }
@@ -338,7 +338,7 @@ pub fn guest_findings(dir: &Path) -> Result<Vec<PriorViolation>> {
         .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
     let summary: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let findings: Vec<PriorViolation> = serde_json::from_value(summary["prior_violations"].clone())
+    let findings: Vec<RunFinding> = serde_json::from_value(summary["prior_violations"].clone())
         .with_context(|| {
             format!(
                 "{}: `prior_violations` is not a list of findings",
@@ -354,7 +354,7 @@ fn check_with_guest_findings(
     dir: &Path,
     workload: &Workload,
     args: &CheckArgs,
-    guest_findings: &[PriorViolation],
+    guest_findings: &[RunFinding],
 ) -> Result<Report> {
     let quiet = CheckArgs {
         json: None,

@@ -377,19 +377,12 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
         .with_context(|| format!("reading the agent {}", agent.binary.display()))?;
     let agent_sha256 = sha256_hex(&agent_bytes);
 
-    let mut key_input = format!(
-        "format {IMAGE_FORMAT_VERSION}\nkernel {kernel_package} {kernel_version}\n\
-         busybox {busybox_version}\nagent {agent_sha256}\n"
+    let key = image_key(
+        options,
+        &agent,
+        &format!("kernel {kernel_package} {kernel_version}\nbusybox {busybox_version}\n"),
+        &agent_sha256,
     );
-    for library in &agent.libraries {
-        key_input.push_str(&format!("lib {}\n", library.display()));
-    }
-    if options.mutants {
-        key_input.push_str("mutants\n");
-    }
-    key_input.push_str(INIT_SCRIPT);
-    key_input.push_str(MODULE_LIST);
-    let key = sha256_hex(key_input.as_bytes())[..16].to_string();
     let variant = if options.mutants { "-mutants" } else { "" };
     let image_dir = cache
         .join("images")
@@ -413,9 +406,61 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
         return Ok(image);
     }
 
+    let (kernel_root, busybox) = fetch_packages(
+        &cache,
+        &kernel_package,
+        &kernel_version,
+        &busybox_version,
+        progress,
+    )?;
+    let modules = modules_dir(&kernel_root, &release)?;
+    let load_order = module_load_order(&modules, &kernel_root, &release, &busybox, progress)?;
+
+    progress.step("writing the initramfs", || -> Result<()> {
+        let archive = initramfs(&busybox, &agent, &agent_bytes, &modules, &load_order)?;
+        install(&image_dir, &kernel_root, &release, &archive, &image)?;
+        progress.line(format!(
+            "initramfs: {} modules, {:.1} MiB",
+            load_order.len(),
+            archive.len() as f64 / (1 << 20) as f64
+        ));
+        Ok(())
+    })?;
+    prune_old_images(&cache.join("images"), options.flavor, &image_dir);
+    progress.line(format!(
+        "image {} built ({})",
+        image.key,
+        image_dir.display()
+    ));
+    Ok(image)
+}
+
+/// The cache key of an image: a hash of every input that changes its bytes.
+fn image_key(options: &BuildOptions, agent: &Agent, packages: &str, agent_sha256: &str) -> String {
+    let mut key_input = format!("format {IMAGE_FORMAT_VERSION}\n{packages}agent {agent_sha256}\n");
+    for library in &agent.libraries {
+        key_input.push_str(&format!("lib {}\n", library.display()));
+    }
+    if options.mutants {
+        key_input.push_str("mutants\n");
+    }
+    key_input.push_str(INIT_SCRIPT);
+    key_input.push_str(MODULE_LIST);
+    sha256_hex(key_input.as_bytes())[..16].to_string()
+}
+
+/// Downloads and unpacks the kernel and busybox packages; returns the kernel package's root and
+/// the busybox binary.
+fn fetch_packages(
+    cache: &Path,
+    kernel_package: &str,
+    kernel_version: &str,
+    busybox_version: &str,
+    progress: &Progress,
+) -> Result<(PathBuf, PathBuf)> {
     let debs = cache.join("debs");
-    let kernel_deb = provision::download_deb(&kernel_package, &kernel_version, &debs, progress)?;
-    let busybox_deb = provision::download_deb("busybox-static", &busybox_version, &debs, progress)?;
+    let kernel_deb = provision::download_deb(kernel_package, kernel_version, &debs, progress)?;
+    let busybox_deb = provision::download_deb("busybox-static", busybox_version, &debs, progress)?;
     let kernel_root = cache
         .join("pkgs")
         .join(format!("{kernel_package}_{kernel_version}"));
@@ -431,16 +476,26 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
             busybox_root.display()
         );
     }
+    Ok((kernel_root, busybox))
+}
 
-    let modules = modules_dir(&kernel_root, &release)?;
+/// The modules to load, dependencies first; runs busybox depmod when the package has no
+/// modules.dep.
+fn module_load_order(
+    modules: &Path,
+    kernel_root: &Path,
+    release: &str,
+    busybox: &Path,
+    progress: &Progress,
+) -> Result<Vec<String>> {
     if !modules.join("modules.dep").is_file() {
         progress.step("busybox depmod", || {
             provision::run(
-                Command::new(&busybox)
+                Command::new(busybox)
                     .arg("depmod")
                     .arg("-b")
-                    .arg(&kernel_root)
-                    .arg(&release),
+                    .arg(kernel_root)
+                    .arg(release),
             )
         })?;
         if !modules.join("modules.dep").is_file() {
@@ -450,113 +505,117 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
     let modules_dep = std::fs::read_to_string(modules.join("modules.dep"))?;
     let modules_builtin =
         std::fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
-    let load_order = resolve_modules(&modules_dep, &modules_builtin, &wanted_modules())?;
+    resolve_modules(&modules_dep, &modules_builtin, &wanted_modules())
+}
 
-    progress.step("writing the initramfs", || -> Result<()> {
-        let mut cpio = CpioWriter::new();
-        for dir in [
-            "bin",
-            "dev",
-            "dev/mapper",
-            "etc",
-            "lib",
-            "lib/modules",
-            "mnt",
-            "proc",
-            "run",
-            "sys",
-            "tmp",
-        ] {
-            cpio.dir(dir);
-        }
-        // The kernel opens /dev/console for init before anything is mounted.
-        cpio.char_device("dev/console", 5, 1, 0o600);
-        cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox)?);
-        cpio.symlink("bin/sh", "busybox");
-        cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
-        cpio.file(&format!("bin/{AGENT_BIN}"), 0o755, &agent_bytes);
-        let mut made_dirs = BTreeSet::new();
-        for library in &agent.libraries {
-            let inside = library
-                .to_string_lossy()
-                .trim_start_matches('/')
-                .to_string();
-            let mut parent = String::new();
-            for part in inside
-                .split('/')
-                .rev()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                parent = if parent.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{parent}/{part}")
-                };
-                if made_dirs.insert(parent.clone()) && !["lib", "bin"].contains(&parent.as_str()) {
-                    cpio.dir(&parent);
-                }
+/// The initramfs: busybox, the init script, the agent and its libraries, the modules.
+fn initramfs(
+    busybox: &Path,
+    agent: &Agent,
+    agent_bytes: &[u8],
+    modules: &Path,
+    load_order: &[String],
+) -> Result<Vec<u8>> {
+    let mut cpio = CpioWriter::new();
+    for dir in [
+        "bin",
+        "dev",
+        "dev/mapper",
+        "etc",
+        "lib",
+        "lib/modules",
+        "mnt",
+        "proc",
+        "run",
+        "sys",
+        "tmp",
+    ] {
+        cpio.dir(dir);
+    }
+    // The kernel opens /dev/console for init before anything is mounted.
+    cpio.char_device("dev/console", 5, 1, 0o600);
+    cpio.file("bin/busybox", 0o755, &std::fs::read(busybox)?);
+    cpio.symlink("bin/sh", "busybox");
+    cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    cpio.file(&format!("bin/{AGENT_BIN}"), 0o755, agent_bytes);
+    let mut made_dirs = BTreeSet::new();
+    for library in &agent.libraries {
+        let inside = library
+            .to_string_lossy()
+            .trim_start_matches('/')
+            .to_string();
+        let mut parent = String::new();
+        for part in inside
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            parent = if parent.is_empty() {
+                part.to_string()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if made_dirs.insert(parent.clone()) && !["lib", "bin"].contains(&parent.as_str()) {
+                cpio.dir(&parent);
             }
-            let bytes =
-                std::fs::read(library).with_context(|| format!("reading {}", library.display()))?;
-            cpio.file(&inside, 0o755, &bytes);
         }
-        let mut load_list = String::new();
-        for module in &load_order {
-            let file = module.rsplit('/').next().unwrap_or(module);
-            if !file.ends_with(".ko") {
-                bail!("module {module} is compressed; only plain .ko modules are supported");
-            }
-            let bytes = std::fs::read(modules.join(module))
-                .with_context(|| format!("reading module {module}"))?;
-            cpio.file(&format!("lib/modules/{file}"), 0o644, &bytes);
-            load_list.push_str(file);
-            load_list.push('\n');
+        let bytes =
+            std::fs::read(library).with_context(|| format!("reading {}", library.display()))?;
+        cpio.file(&inside, 0o755, &bytes);
+    }
+    let mut load_list = String::new();
+    for module in load_order {
+        let file = module.rsplit('/').next().unwrap_or(module);
+        if !file.ends_with(".ko") {
+            bail!("module {module} is compressed; only plain .ko modules are supported");
         }
-        cpio.file("etc/modules.load", 0o644, load_list.as_bytes());
-        let archive = cpio.finish();
+        let bytes = std::fs::read(modules.join(module))
+            .with_context(|| format!("reading module {module}"))?;
+        cpio.file(&format!("lib/modules/{file}"), 0o644, &bytes);
+        load_list.push_str(file);
+        load_list.push('\n');
+    }
+    cpio.file("etc/modules.load", 0o644, load_list.as_bytes());
+    Ok(cpio.finish())
+}
 
-        // Per process: concurrent builds of the same image must not share a staging directory.
-        let staging = image_dir.with_extension(format!("partial-{}", std::process::id()));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
+/// Moves the kernel, the initramfs and `image.json` into `image_dir`, through a staging
+/// directory so that a reader never sees half an image.
+fn install(
+    image_dir: &Path,
+    kernel_root: &Path,
+    release: &str,
+    archive: &[u8],
+    image: &GuestImage,
+) -> Result<()> {
+    // Per process: concurrent builds of the same image must not share a staging directory.
+    let staging = image_dir.with_extension(format!("partial-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    let vmlinuz = kernel_root.join("boot").join(format!("vmlinuz-{release}"));
+    std::fs::copy(&vmlinuz, staging.join("vmlinuz"))
+        .with_context(|| format!("copying {}", vmlinuz.display()))?;
+    std::fs::write(staging.join("initramfs.cpio"), archive)?;
+    std::fs::write(
+        staging.join("image.json"),
+        serde_json::to_vec_pretty(image)?,
+    )?;
+    if image_dir.exists() && !image_dir.join("initramfs.cpio").is_file() {
+        std::fs::remove_dir_all(image_dir)?;
+    }
+    if let Err(e) = std::fs::rename(&staging, image_dir) {
+        // Another build of the same key finished first: its image is identical.
+        std::fs::remove_dir_all(&staging)?;
+        if !image_dir.join("initramfs.cpio").is_file() {
+            return Err(e).with_context(|| format!("moving the image to {}", image_dir.display()));
         }
-        std::fs::create_dir_all(&staging)?;
-        let vmlinuz = kernel_root.join("boot").join(format!("vmlinuz-{release}"));
-        std::fs::copy(&vmlinuz, staging.join("vmlinuz"))
-            .with_context(|| format!("copying {}", vmlinuz.display()))?;
-        std::fs::write(staging.join("initramfs.cpio"), &archive)?;
-        std::fs::write(
-            staging.join("image.json"),
-            serde_json::to_vec_pretty(&image)?,
-        )?;
-        if image_dir.exists() && !image_dir.join("initramfs.cpio").is_file() {
-            std::fs::remove_dir_all(&image_dir)?;
-        }
-        if let Err(e) = std::fs::rename(&staging, &image_dir) {
-            // Another build of the same key finished first: its image is identical.
-            std::fs::remove_dir_all(&staging)?;
-            if !image_dir.join("initramfs.cpio").is_file() {
-                return Err(e)
-                    .with_context(|| format!("moving the image to {}", image_dir.display()));
-            }
-        }
-        progress.line(format!(
-            "initramfs: {} modules, {:.1} MiB",
-            load_order.len(),
-            archive.len() as f64 / (1 << 20) as f64
-        ));
-        Ok(())
-    })?;
-    prune_old_images(&cache.join("images"), options.flavor, &image_dir);
-    progress.line(format!(
-        "image {} built ({})",
-        image.key,
-        image_dir.display()
-    ));
-    Ok(image)
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,11 +2,10 @@
 
 use std::time::Instant;
 
-/// Prints `[  12.3s] message` lines; quiet in tests that do not want the noise.
+/// Prints `[  12.3s] message` lines.
 #[derive(Debug)]
 pub struct Progress {
     start: Instant,
-    quiet: bool,
 }
 
 impl Progress {
@@ -14,24 +13,12 @@ impl Progress {
     pub fn stderr() -> Self {
         Progress {
             start: Instant::now(),
-            quiet: false,
-        }
-    }
-
-    /// No output.
-    #[allow(dead_code)]
-    pub fn quiet() -> Self {
-        Progress {
-            start: Instant::now(),
-            quiet: true,
         }
     }
 
     /// One progress line.
     pub fn line(&self, message: impl std::fmt::Display) {
-        if !self.quiet {
-            eprintln!("[{:7.1}s] {message}", self.start.elapsed().as_secs_f64());
-        }
+        eprintln!("[{:7.1}s] {message}", self.start.elapsed().as_secs_f64());
     }
 
     /// Runs one step, printing its start and its duration.

@@ -1,4 +1,5 @@
-//! What the QEMU tests share: capability checks and the one image build per test binary.
+//! What the CLI tests share: capability checks, the one image build per test binary, and how
+//! they show and read what `powercut` wrote.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,6 +38,7 @@ fn is_root() -> bool {
 /// Builds the guest image once per test binary. `Err(reason)`: the test prints
 /// "SKIPPED: reason" and returns. A build that fails for another reason fails the test: CI has
 /// every capability, so a broken agent must not pass as a skip.
+#[allow(dead_code)] // not every test binary needs it
 pub fn image_ready() -> Result<(), String> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     READY
@@ -57,4 +59,46 @@ pub fn image_ready() -> Result<(), String> {
             }
         })
         .clone()
+}
+
+/// Asserts that `powercut` exited 0, showing `what` and its output otherwise.
+#[allow(dead_code)] // not every test binary needs it
+pub fn assert_succeeded(output: &std::process::Output, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The JSON file at `path`.
+#[allow(dead_code)] // not every test binary needs it
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Asserts that a run's report found nothing: no violation, more than 10 states checked, every
+/// ack covered.
+#[allow(dead_code)] // not every test binary needs it
+pub fn assert_clean_report(report: &serde_json::Value) {
+    assert_eq!(
+        report["violations"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert!(report["states_checked"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["coverage"]["acks_uncovered"], 0, "{report}");
+}
+
+/// The exit code, stdout and stderr of a `powercut` run, for assertion messages.
+#[allow(dead_code)] // not every test binary needs it
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }

@@ -26,7 +26,9 @@ pub struct CheckConfig {
     /// Where images are built (default: a temporary directory). A reflink-capable file system
     /// (XFS, btrfs) makes each state a FICLONE instead of a copy.
     pub scratch_dir: Option<PathBuf>,
+    /// Threads that check states in parallel.
     pub workers: usize,
+    /// Where the engine's files live in the mounted file system.
     pub invariants: InvariantConfig,
     /// Run the I5 probe on the last full-prefix state.
     pub mid_log_corruption: bool,

@@ -21,9 +21,13 @@ use crate::replay::{clone_image, Replayer};
 /// Progress callback payload.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// States checked so far.
     pub states_done: u64,
+    /// States to check in all.
     pub states_total: u64,
+    /// Violations found so far.
     pub violations: u64,
+    /// Time since the check started.
     pub elapsed: Duration,
 }
 

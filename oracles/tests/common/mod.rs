@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use powercut_oracles::blocklog::LogWriter;
-use powercut_oracles::invariants::{RecoveredJournal, TailInfo};
+use powercut_oracles::check::{check_log, CheckConfig, CheckError};
+use powercut_oracles::invariants::{RecoverFn, RecoveredJournal, TailInfo};
 use powercut_oracles::mount::{can_mount, with_mounted, FsType};
+use powercut_oracles::report::Report;
 use powercut_workloads::ack::Ack;
 use powercut_workloads::payload::derive;
 
@@ -17,6 +19,17 @@ pub const BLOCK: usize = 4096;
 pub const SEG_BYTES: usize = 256 * 1024;
 const MAGIC: &[u8; 4] = b"TJR1";
 const HEADER: usize = 20;
+
+/// Checks a log with the scenario's seed and no progress callback.
+pub fn check_seeded(
+    log: &Path,
+    base_image: &Path,
+    fs: FsType,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+) -> Result<Report, CheckError> {
+    check_log(log, base_image, fs, SEED, config, recover, &mut |_| {})
+}
 
 /// The base image and where each 4 KiB block of `journal/seg0` sits in it.
 pub struct Base {

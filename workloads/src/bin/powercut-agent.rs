@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use powercut_workloads::ack::Ack;
-use powercut_workloads::executor::{self, AckSink, FaultAction, PriorViolation, ProgressEvent};
+use powercut_workloads::executor::{self, AckSink, FaultAction, ProgressEvent, RunFinding};
 use powercut_workloads::guest::disks::{self, BlockDisk};
 use powercut_workloads::guest::dm::{self, DmControl, LogWritesStatus, SuspendFlags};
 use powercut_workloads::guest::fault::{self as fault_dev, SectorRange};
@@ -219,16 +219,16 @@ impl AckSink for MarkSink<'_> {
         Ok(())
     }
 
-    fn finding(&self, finding: &PriorViolation) {
+    fn finding(&self, finding: &RunFinding) {
         let _ = self
             .console
-            .send(&GuestMessage::PriorViolation(finding.clone()));
+            .send(&GuestMessage::RunFinding(finding.clone()));
     }
 
-    fn prior_violation(&self, violation: &PriorViolation) {
+    fn prior_violation(&self, violation: &RunFinding) {
         let _ = self
             .console
-            .send(&GuestMessage::PriorViolation(violation.clone()));
+            .send(&GuestMessage::RunFinding(violation.clone()));
     }
 
     fn progress(&self, event: &ProgressEvent) {

@@ -11,7 +11,7 @@ use powercut_writer::{JournalError, Recovery};
 use super::error::{ExecError, Phase};
 use super::ledger::{RecordIdentity, Shared};
 use super::run::{describe_open, open_collecting, Run};
-use super::{AckSink, ExecutionSummary, PriorViolation};
+use super::{AckSink, ExecutionSummary, RunFinding};
 use crate::ack::Ack;
 use crate::promises;
 use crate::spec::{Workload, AFTER_CRASH_WRITER_BASE};
@@ -27,7 +27,7 @@ pub struct ContinuationSummary {
     /// The recovery's torn tail, as text.
     pub truncated_tail: Option<String>,
     /// Acks of the first run that the recovered state breaks (empty: all held).
-    pub prior_violations: Vec<PriorViolation>,
+    pub prior_violations: Vec<RunFinding>,
     /// The after-crash steps; `None` when the journal could not be opened at all.
     pub execution: Option<ExecutionSummary>,
 }
@@ -84,7 +84,7 @@ pub fn continue_after_crash(
 
 /// The journal of the crash image does not open: an I4 violation, and no steps run.
 fn journal_did_not_open(sink: &dyn AckSink, error: &JournalError) -> ContinuationSummary {
-    let violation = PriorViolation {
+    let violation = RunFinding {
         invariant: "I4".into(),
         step: None,
         expected: "the journal of the crash image opens (recovery succeeds)".into(),
@@ -120,15 +120,15 @@ pub fn check_prior_records(
     seed: u64,
     prior_acks: &[Ack],
     recovery: &powercut_writer::Recovery,
-) -> Vec<PriorViolation> {
+) -> Vec<RunFinding> {
     let records = recovery.judged_records();
     let findings = promises::judge_records(seed, prior_acks, None, Ok(&records));
-    findings.into_iter().map(prior_violation).collect()
+    findings.into_iter().map(run_finding).collect()
 }
 
 /// A finding about the run before the power cut.
-fn prior_violation((finding, about): (Finding, Option<&Ack>)) -> PriorViolation {
-    PriorViolation {
+fn run_finding((finding, about): (Finding, Option<&Ack>)) -> RunFinding {
+    RunFinding {
         invariant: finding.invariant.name().into(),
         step: about.map(Ack::to_label),
         expected: finding.expected,
@@ -137,11 +137,11 @@ fn prior_violation((finding, about): (Finding, Option<&Ack>)) -> PriorViolation 
 }
 
 /// I6 on the files of the run before the power cut.
-fn check_prior_files(files_dir: &Path, prior_acks: &[Ack]) -> Vec<PriorViolation> {
+fn check_prior_files(files_dir: &Path, prior_acks: &[Ack]) -> Vec<RunFinding> {
     let mut look = |path: &str| promises::file_seen(&files_dir.join(path));
     promises::judge_acked_files(prior_acks, None, &mut look)
         .into_iter()
-        .map(prior_violation)
+        .map(run_finding)
         .collect()
 }
 

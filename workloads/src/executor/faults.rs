@@ -9,7 +9,7 @@ use powercut_writer::{JournalError, Recovery};
 use super::error::{ExecError, Phase};
 use super::ledger::RecordIdentity;
 use super::run::Run;
-use super::{FaultAction, PriorViolation, MAIN_WRITER};
+use super::{FaultAction, RunFinding, MAIN_WRITER};
 use crate::payload;
 use crate::spec::FaultSpec;
 
@@ -105,7 +105,7 @@ impl Run<'_, '_> {
 
     /// Records an I7 finding and sends it to the sink.
     fn find(&mut self, phase: &Phase, expected: String, found: String) {
-        self.report_finding(PriorViolation {
+        self.report_finding(RunFinding {
             invariant: Invariant::I7.name().into(),
             step: Some(phase.to_string()),
             expected,
@@ -114,7 +114,7 @@ impl Run<'_, '_> {
     }
 
     /// Sends a finding of the run to the sink and keeps it in the summary; the run goes on.
-    pub(super) fn report_finding(&mut self, finding: PriorViolation) {
+    pub(super) fn report_finding(&mut self, finding: RunFinding) {
         self.shared.sink.finding(&finding);
         self.summary.findings.push(finding);
     }

@@ -11,7 +11,11 @@ use crate::ack::Ack;
 use crate::spec::FileOp;
 
 /// The error of file operation `op` on `path`, for `map_err`.
-fn file_err(phase: &Phase, op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExecError {
+pub(super) fn file_err(
+    phase: &Phase,
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> ExecError {
     let phase = phase.clone();
     let path = path.to_path_buf();
     move |source| ExecError::File {

@@ -11,7 +11,7 @@ use powercut_writer::{RecoveredRecord, Recovery};
 
 use super::error::{ExecError, Phase};
 use super::run::Run;
-use super::{AckSink, PriorViolation};
+use super::{AckSink, RunFinding};
 use crate::ack::Ack;
 use crate::payload;
 use crate::spec::Workload;
@@ -133,7 +133,7 @@ impl Run<'_, '_> {
     pub(super) fn check_recovery(&mut self, phase: &Phase, recovery: &Recovery) {
         let mut findings = self.judge_reopen(phase, Invariant::I1, recovery, false);
         if let Some(tail) = recovery.truncated_tail {
-            findings.push(PriorViolation {
+            findings.push(RunFinding {
                 invariant: Invariant::I2.name().into(),
                 step: Some(phase.to_string()),
                 expected: "a cleanly closed journal ends without a torn tail".into(),
@@ -159,7 +159,7 @@ impl Run<'_, '_> {
         invariant: Invariant,
         recovery: &Recovery,
         unacknowledged_allowed: bool,
-    ) -> Vec<PriorViolation> {
+    ) -> Vec<RunFinding> {
         let ledger = self.shared.ledger();
         let promises: Vec<RecordPromise> = ledger
             .iter()
@@ -184,7 +184,7 @@ impl Run<'_, '_> {
         let records = recovery.judged_records();
         judge_recovery(&rules, Ok(&records))
             .into_iter()
-            .map(|finding| PriorViolation {
+            .map(|finding| RunFinding {
                 invariant: finding.invariant.name().into(),
                 step: Some(phase.to_string()),
                 expected: finding.expected,

@@ -67,7 +67,7 @@ pub struct ExecutionSummary {
     /// Calls the poisoned journal refused with `Poisoned`, as it must after a failed write.
     pub poisoned_refusals: u64,
     /// Invariant I7 findings (also sent to [`AckSink::finding`]).
-    pub findings: Vec<PriorViolation>,
+    pub findings: Vec<RunFinding>,
 }
 
 /// Runs `workload` under `root` (created if missing; its `journal` directory must be absent or
@@ -85,13 +85,17 @@ pub fn execute(
     run.run_steps(&shared, sink, started)
 }
 
-/// Something the run after a crash found wrong with what the first run acknowledged.
+/// Something a run found wrong: after a crash, an ack of the first run the recovered state
+/// breaks; during a run, an I7 finding after an injected fault, or a reopen whose recovery
+/// differs from what was acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PriorViolation {
-    /// The invariant that failed on the recovered journal (I1, I2, I3, I4, I6).
+pub struct RunFinding {
+    /// The invariant that failed (I1, I2, I3, I4, I6 on a recovered journal; I7 during a run).
     pub invariant: String,
     /// Label of the ack concerned, if one.
     pub step: Option<String>,
+    /// What the first run acknowledged (or the run promised).
     pub expected: String,
+    /// What the checked state holds instead.
     pub found: String,
 }

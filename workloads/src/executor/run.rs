@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::error::{ExecError, Phase};
-use super::files::fsync_dir;
+use super::files::{file_err, fsync_dir};
 use super::ledger::Shared;
 use super::{AckSink, ExecutionSummary, ProgressEvent};
 use crate::ack::Ack;
@@ -165,21 +165,11 @@ impl<'a, 's> Run<'a, 's> {
     /// Creates the root, `journal` and `files` (fsyncing each new name). `fresh`: the journal
     /// directory must be absent or empty (a run from nothing).
     pub(super) fn create_dirs(&mut self, fresh: bool) -> Result<(), ExecError> {
-        let phase = Phase::Setup;
-        let file_err = |op, path: &Path| {
-            let phase = phase.clone();
-            let path = path.to_path_buf();
-            move |source| ExecError::File {
-                phase,
-                op,
-                path,
-                source,
-            }
-        };
-        fs::create_dir_all(&self.root).map_err(file_err("create directory", &self.root))?;
+        let setup_err = |op, path: &Path| file_err(&Phase::Setup, op, path);
+        fs::create_dir_all(&self.root).map_err(setup_err("create directory", &self.root))?;
         // The root's own name must be durable too (callers often create it just before).
         if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent).map_err(file_err("fsync directory", parent))?;
+            fsync_dir(parent).map_err(setup_err("fsync directory", parent))?;
         }
         for dir in [&self.journal_dir, &self.files_dir] {
             match fs::read_dir(dir) {
@@ -189,13 +179,13 @@ impl<'a, 's> Run<'a, 's> {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    fs::create_dir(dir).map_err(file_err("create directory", dir))?;
+                    fs::create_dir(dir).map_err(setup_err("create directory", dir))?;
                 }
-                Err(e) => return Err(file_err("read directory", dir)(e)),
+                Err(e) => return Err(setup_err("read directory", dir)(e)),
             }
-            fsync_dir(dir).map_err(file_err("fsync directory", dir))?;
+            fsync_dir(dir).map_err(setup_err("fsync directory", dir))?;
         }
-        fsync_dir(&self.root).map_err(file_err("fsync directory", &self.root))?;
+        fsync_dir(&self.root).map_err(setup_err("fsync directory", &self.root))?;
         Ok(())
     }
 

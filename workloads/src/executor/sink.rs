@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::PriorViolation;
+use super::RunFinding;
 use crate::ack::Ack;
 use crate::spec::FaultSpec;
 
@@ -23,7 +23,7 @@ pub trait AckSink: Sync {
     /// Reports an ack of the first run that the state after a crash breaks (see
     /// [`continue_after_crash`](super::continue_after_crash)), before the after-crash steps
     /// run; the default ignores it.
-    fn prior_violation(&self, violation: &PriorViolation) {
+    fn prior_violation(&self, violation: &RunFinding) {
         let _ = violation;
     }
 
@@ -40,7 +40,7 @@ pub trait AckSink: Sync {
 
     /// Reports a finding of the run itself (invariant I7 after an injected fault); the
     /// default ignores it. The run goes on.
-    fn finding(&self, finding: &PriorViolation) {
+    fn finding(&self, finding: &RunFinding) {
         let _ = finding;
     }
 }

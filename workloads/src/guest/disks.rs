@@ -26,15 +26,30 @@ pub struct BlockDisk {
 /// A disk that could not be found or described.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// No disk carries the serial.
     #[error("no block device with virtio serial {serial:?} under {sysfs}")]
-    NotFound { serial: String, sysfs: PathBuf },
+    NotFound {
+        /// The virtio serial looked for.
+        serial: String,
+        /// The sysfs directory searched.
+        sysfs: PathBuf,
+    },
+    /// Reading a sysfs attribute failed.
     #[error("reading {path}: {source}")]
     Read {
+        /// The attribute read.
         path: PathBuf,
+        /// Cause.
         source: std::io::Error,
     },
+    /// A sysfs attribute is not a number.
     #[error("{path} holds {content:?}, not a number")]
-    Parse { path: PathBuf, content: String },
+    Parse {
+        /// The attribute read.
+        path: PathBuf,
+        /// What it holds.
+        content: String,
+    },
 }
 
 fn read_trimmed(path: &Path) -> Result<String, DiskError> {

@@ -52,42 +52,67 @@ pub const CONTROL_PATH: &str = "/dev/mapper/control";
 /// A device-mapper failure, naming the command and the device.
 #[derive(Debug, thiserror::Error)]
 pub enum DmError {
+    /// Opening the dm control device failed.
     #[error("opening {path}: {source}")]
     Open {
+        /// The device opened.
         path: PathBuf,
+        /// Cause.
         source: std::io::Error,
     },
+    /// A dm ioctl failed.
     #[error("dm {op} on device {name:?}: {source}")]
     Ioctl {
+        /// The dm command.
         op: &'static str,
+        /// The dm device's name.
         name: String,
+        /// Cause.
         source: nix::Error,
     },
+    /// A dm reply makes no sense.
     #[error("dm {op} on device {name:?}: {reason}")]
     Invalid {
+        /// The dm command.
         op: &'static str,
+        /// The dm device's name.
         name: String,
+        /// What is wrong with the reply.
         reason: String,
     },
+    /// Creating the device node failed.
     #[error("creating device node {path}: {source}")]
-    Node { path: PathBuf, source: nix::Error },
+    Node {
+        /// The node's path.
+        path: PathBuf,
+        /// Cause.
+        source: nix::Error,
+    },
 }
 
 /// One line of a dm table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// First sector covered, in 512-byte sectors.
     pub start_sector: u64,
+    /// Sectors covered.
     pub length_sectors: u64,
+    /// Target type (`linear`, `log-writes`, `error`, ...).
     pub target_type: String,
+    /// Target parameters, as in a dm table line.
     pub params: String,
 }
 
 /// Status of one target (`dmsetup status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetStatus {
+    /// First sector covered, in 512-byte sectors.
     pub start_sector: u64,
+    /// Sectors covered.
     pub length_sectors: u64,
+    /// Target type (`linear`, `log-writes`, `error`, ...).
     pub target_type: String,
+    /// The target's status line.
     pub status: String,
 }
 
@@ -389,8 +414,11 @@ pub fn log_writes_table(data: &str, log: &str, length_sectors: u64) -> Vec<Targe
 /// Parsed dm-log-writes status (`<logged entries> <highest allocated sector> [logging_disabled]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogWritesStatus {
+    /// Entries logged so far.
     pub logged_entries: u64,
+    /// Highest sector of the log device allocated so far.
     pub last_sector: u64,
+    /// Whether the target stopped logging (its log device is full or failed).
     pub logging_disabled: bool,
 }
 

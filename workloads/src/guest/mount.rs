@@ -8,18 +8,32 @@ use nix::mount::{MntFlags, MsFlags};
 /// A mount or unmount that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// Mounting failed.
     #[error("mounting {device} ({fstype}) on {target}: {source}")]
     Mount {
+        /// The block device.
         device: PathBuf,
+        /// The mount point.
         target: PathBuf,
+        /// The file system type.
         fstype: String,
+        /// Cause.
         source: nix::Error,
     },
+    /// Unmounting failed.
     #[error("unmounting {target}: {source}")]
-    Unmount { target: PathBuf, source: nix::Error },
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// Cause.
+        source: nix::Error,
+    },
+    /// Creating the mount point failed.
     #[error("creating mount point {target}: {source}")]
     MountPoint {
+        /// The mount point.
         target: PathBuf,
+        /// Cause.
         source: std::io::Error,
     },
 }

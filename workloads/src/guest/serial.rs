@@ -13,6 +13,7 @@ pub struct Console<W: Write + Send> {
 }
 
 impl<W: Write + Send> Console<W> {
+    /// A console writing to `out`.
     pub fn new(out: W) -> Self {
         Console {
             out: Mutex::new(out),

@@ -117,181 +117,9 @@ fn run(args: &[String]) -> Result<(), Failure> {
     };
     let rest = &args[1..];
     match command.as_str() {
-        "serve" => {
-            let flags = Flags::parse(
-                rest,
-                &[
-                    "--dir",
-                    "--listen",
-                    "--mode",
-                    "--max-frame-bytes",
-                    "--max-connections",
-                    "--idle-timeout-seconds",
-                    "--frame-timeout-seconds",
-                ],
-            )
-            .map_err(Failure::Usage)?;
-            let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
-            let mut journal = JournalOptions::default();
-            if let Some(mode) = durability(&flags).map_err(Failure::Usage)? {
-                journal.durability = mode;
-            }
-            let mut options = ServeOptions::default();
-            if let Some(listen) = flags.get("--listen") {
-                options.listen = listen.to_string();
-            }
-            if let Some(n) = flags.number("--max-frame-bytes").map_err(Failure::Usage)? {
-                options.max_frame_bytes = n;
-            }
-            if let Some(n) = flags.number("--max-connections").map_err(Failure::Usage)? {
-                options.max_connections = n;
-            }
-            if let Some(seconds) = positive_seconds(&flags, "--idle-timeout-seconds")? {
-                options.idle_timeout = seconds;
-            }
-            if let Some(seconds) = positive_seconds(&flags, "--frame-timeout-seconds")? {
-                options.frame_timeout = seconds;
-            }
-            server::serve(&dir, journal, options).map_err(|err| Failure::Run(err.to_string()))
-        }
-        "recover" => {
-            let flags = Flags::parse(rest, &["--dir", "--json"]).map_err(Failure::Usage)?;
-            let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
-            // The library reads a missing directory as an empty journal (a crash state from
-            // before its creation); asked about a given directory, that is a typo.
-            match std::fs::metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(Failure::Run(format!(
-                        "{} is not a directory",
-                        dir.display()
-                    )))
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Failure::Run(format!(
-                        "journal directory {} does not exist",
-                        dir.display()
-                    )))
-                }
-                Err(err) => return Err(Failure::Run(format!("{}: {err}", dir.display()))),
-            }
-            // Streamed: memory stays bounded by a segment, whatever the journal's length.
-            let recovery = recover_visiting(&dir, None, &mut |_| {})
-                .map_err(|err| Failure::Run(err.to_string()))?;
-            if flags.has("--json") {
-                println!("{}", recovery.to_json());
-            } else {
-                println!("{recovery}");
-            }
-            Ok(())
-        }
-        "bench" => {
-            let flags = Flags::parse(
-                rest,
-                &[
-                    "--dir",
-                    "--mode",
-                    "--record-bytes",
-                    "--clients",
-                    "--seconds",
-                    "--json",
-                    "--segment-bytes",
-                    "--preallocation",
-                    "--io-path",
-                    "--max-staging-bytes",
-                    "--max-write-chunk-bytes",
-                    "--keep-segments",
-                    "--groups-in-flight",
-                ],
-            )
-            .map_err(Failure::Usage)?;
-            let usage = Failure::Usage;
-            let dir = PathBuf::from(flags.required("--dir").map_err(usage)?);
-            let mut journal = JournalOptions {
-                durability: durability(&flags)
-                    .map_err(Failure::Usage)?
-                    .ok_or_else(|| Failure::Usage("--mode is required".into()))?,
-                segment_bytes: 64 * 1024 * 1024,
-                ..JournalOptions::default()
-            };
-            let need = |name: &str| -> Result<u64, Failure> {
-                flags
-                    .number::<u64>(name)
-                    .map_err(Failure::Usage)?
-                    .ok_or_else(|| Failure::Usage(format!("{name} is required")))
-            };
-            let record_bytes = need("--record-bytes")? as usize;
-            let clients = need("--clients")? as usize;
-            let seconds = need("--seconds")?;
-            if clients == 0 || clients > 4096 {
-                return Err(Failure::Usage(
-                    "--clients must be between 1 and 4096".into(),
-                ));
-            }
-            if seconds == 0 {
-                return Err(Failure::Usage("--seconds must be positive".into()));
-            }
-            if let Some(n) = flags.number("--segment-bytes").map_err(Failure::Usage)? {
-                journal.segment_bytes = n;
-            }
-            if let Some(n) = flags
-                .number("--max-staging-bytes")
-                .map_err(Failure::Usage)?
-            {
-                journal.max_staging_bytes = n;
-            }
-            if let Some(n) = flags
-                .number("--max-write-chunk-bytes")
-                .map_err(Failure::Usage)?
-            {
-                journal.max_write_chunk_bytes = n;
-            }
-            if let Some(n) = flags
-                .number::<usize>("--groups-in-flight")
-                .map_err(Failure::Usage)?
-            {
-                if !(1..=powercut_writer::MAX_GROUPS_IN_FLIGHT).contains(&n) {
-                    return Err(Failure::Usage(format!(
-                        "--groups-in-flight must be between 1 and {}",
-                        powercut_writer::MAX_GROUPS_IN_FLIGHT
-                    )));
-                }
-                journal.max_groups_in_flight = n;
-            }
-            if let Some(text) = flags.get("--preallocation") {
-                journal.preallocation = Preallocation::parse(text).ok_or_else(|| {
-                    Failure::Usage(format!(
-                        "--preallocation: {text:?} is not zero, fallocate or none"
-                    ))
-                })?;
-            }
-            if let Some(text) = flags.get("--io-path") {
-                journal.io_path = match text {
-                    "auto" => IoPathChoice::Auto,
-                    "io_uring" => IoPathChoice::IoUring,
-                    "pwritev2" => IoPathChoice::Pwritev2,
-                    _ => {
-                        return Err(Failure::Usage(format!(
-                            "--io-path: {text:?} is not auto, io_uring or pwritev2"
-                        )))
-                    }
-                };
-            }
-            let options = BenchOptions {
-                record_bytes,
-                clients,
-                duration: Duration::from_secs(seconds),
-                journal,
-                retire: !flags.has("--keep-segments"),
-            };
-            let result = bench::run(&dir, &options).map_err(|err| Failure::Run(err.to_string()))?;
-            if flags.has("--json") {
-                println!("{}", result.to_json());
-            } else {
-                println!("{result}");
-            }
-            Ok(())
-        }
+        "serve" => serve_command(rest),
+        "recover" => recover_command(rest),
+        "bench" => bench_command(rest),
         "bench-recovery" => bench_recovery_command(rest),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
@@ -299,6 +127,190 @@ fn run(args: &[String]) -> Result<(), Failure> {
         }
         other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     }
+}
+
+/// Prints a result as JSON with `--json`, else as its human form.
+fn print_result(flags: &Flags, json: impl FnOnce() -> String, human: impl std::fmt::Display) {
+    if flags.has("--json") {
+        println!("{}", json());
+    } else {
+        println!("{human}");
+    }
+}
+
+fn serve_command(rest: &[String]) -> Result<(), Failure> {
+    let flags = Flags::parse(
+        rest,
+        &[
+            "--dir",
+            "--listen",
+            "--mode",
+            "--max-frame-bytes",
+            "--max-connections",
+            "--idle-timeout-seconds",
+            "--frame-timeout-seconds",
+        ],
+    )
+    .map_err(Failure::Usage)?;
+    let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
+    let mut journal = JournalOptions::default();
+    if let Some(mode) = durability(&flags).map_err(Failure::Usage)? {
+        journal.durability = mode;
+    }
+    let mut options = ServeOptions::default();
+    if let Some(listen) = flags.get("--listen") {
+        options.listen = listen.to_string();
+    }
+    if let Some(n) = flags.number("--max-frame-bytes").map_err(Failure::Usage)? {
+        options.max_frame_bytes = n;
+    }
+    if let Some(n) = flags.number("--max-connections").map_err(Failure::Usage)? {
+        options.max_connections = n;
+    }
+    if let Some(seconds) = positive_seconds(&flags, "--idle-timeout-seconds")? {
+        options.idle_timeout = seconds;
+    }
+    if let Some(seconds) = positive_seconds(&flags, "--frame-timeout-seconds")? {
+        options.frame_timeout = seconds;
+    }
+    server::serve(&dir, journal, options).map_err(|err| Failure::Run(err.to_string()))
+}
+
+fn recover_command(rest: &[String]) -> Result<(), Failure> {
+    let flags = Flags::parse(rest, &["--dir", "--json"]).map_err(Failure::Usage)?;
+    let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
+    // The library reads a missing directory as an empty journal (a crash state from
+    // before its creation); asked about a given directory, that is a typo.
+    match std::fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(Failure::Run(format!(
+                "{} is not a directory",
+                dir.display()
+            )))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::Run(format!(
+                "journal directory {} does not exist",
+                dir.display()
+            )))
+        }
+        Err(err) => return Err(Failure::Run(format!("{}: {err}", dir.display()))),
+    }
+    // Streamed: memory stays bounded by a segment, whatever the journal's length.
+    let recovery =
+        recover_visiting(&dir, None, &mut |_| {}).map_err(|err| Failure::Run(err.to_string()))?;
+    print_result(&flags, || recovery.to_json(), &recovery);
+    Ok(())
+}
+
+fn bench_command(rest: &[String]) -> Result<(), Failure> {
+    let flags = Flags::parse(
+        rest,
+        &[
+            "--dir",
+            "--mode",
+            "--record-bytes",
+            "--clients",
+            "--seconds",
+            "--json",
+            "--segment-bytes",
+            "--preallocation",
+            "--io-path",
+            "--max-staging-bytes",
+            "--max-write-chunk-bytes",
+            "--keep-segments",
+            "--groups-in-flight",
+        ],
+    )
+    .map_err(Failure::Usage)?;
+    let dir = PathBuf::from(flags.required("--dir").map_err(Failure::Usage)?);
+    let mode = durability(&flags)
+        .map_err(Failure::Usage)?
+        .ok_or_else(|| Failure::Usage("--mode is required".into()))?;
+    let need = |name: &str| -> Result<u64, Failure> {
+        flags
+            .number::<u64>(name)
+            .map_err(Failure::Usage)?
+            .ok_or_else(|| Failure::Usage(format!("{name} is required")))
+    };
+    let record_bytes = need("--record-bytes")? as usize;
+    let clients = need("--clients")? as usize;
+    let seconds = need("--seconds")?;
+    if clients == 0 || clients > 4096 {
+        return Err(Failure::Usage(
+            "--clients must be between 1 and 4096".into(),
+        ));
+    }
+    if seconds == 0 {
+        return Err(Failure::Usage("--seconds must be positive".into()));
+    }
+    let options = BenchOptions {
+        record_bytes,
+        clients,
+        duration: Duration::from_secs(seconds),
+        journal: bench_journal_options(&flags, mode)?,
+        retire: !flags.has("--keep-segments"),
+    };
+    let result = bench::run(&dir, &options).map_err(|err| Failure::Run(err.to_string()))?;
+    print_result(&flags, || result.to_json(), &result);
+    Ok(())
+}
+
+/// The journal options of `bench` (segments of 64 MiB unless `--segment-bytes` says otherwise).
+fn bench_journal_options(flags: &Flags, durability: Durability) -> Result<JournalOptions, Failure> {
+    let mut journal = JournalOptions {
+        durability,
+        segment_bytes: 64 * 1024 * 1024,
+        ..JournalOptions::default()
+    };
+    if let Some(n) = flags.number("--segment-bytes").map_err(Failure::Usage)? {
+        journal.segment_bytes = n;
+    }
+    if let Some(n) = flags
+        .number("--max-staging-bytes")
+        .map_err(Failure::Usage)?
+    {
+        journal.max_staging_bytes = n;
+    }
+    if let Some(n) = flags
+        .number("--max-write-chunk-bytes")
+        .map_err(Failure::Usage)?
+    {
+        journal.max_write_chunk_bytes = n;
+    }
+    if let Some(n) = flags
+        .number::<usize>("--groups-in-flight")
+        .map_err(Failure::Usage)?
+    {
+        if !(1..=powercut_writer::MAX_GROUPS_IN_FLIGHT).contains(&n) {
+            return Err(Failure::Usage(format!(
+                "--groups-in-flight must be between 1 and {}",
+                powercut_writer::MAX_GROUPS_IN_FLIGHT
+            )));
+        }
+        journal.max_groups_in_flight = n;
+    }
+    if let Some(text) = flags.get("--preallocation") {
+        journal.preallocation = Preallocation::parse(text).ok_or_else(|| {
+            Failure::Usage(format!(
+                "--preallocation: {text:?} is not zero, fallocate or none"
+            ))
+        })?;
+    }
+    if let Some(text) = flags.get("--io-path") {
+        journal.io_path = match text {
+            "auto" => IoPathChoice::Auto,
+            "io_uring" => IoPathChoice::IoUring,
+            "pwritev2" => IoPathChoice::Pwritev2,
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "--io-path: {text:?} is not auto, io_uring or pwritev2"
+                )))
+            }
+        };
+    }
+    Ok(journal)
 }
 
 fn bench_recovery_command(rest: &[String]) -> Result<(), Failure> {
@@ -338,11 +350,7 @@ fn bench_recovery_command(rest: &[String]) -> Result<(), Failure> {
     };
     let figures = bench_recovery::run(&options).map_err(Failure::Run)?;
     for figure in figures {
-        if flags.has("--json") {
-            println!("{}", figure.json());
-        } else {
-            println!("{}", figure.line());
-        }
+        print_result(&flags, || figure.json(), figure.line());
     }
     Ok(())
 }

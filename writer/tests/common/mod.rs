@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use powercut_writer::JournalOptions;
 
@@ -83,4 +84,69 @@ pub fn raw_reply(stream: &mut std::net::TcpStream) -> Option<[u8; 9]> {
     use std::io::Read;
     let mut reply = [0u8; 9];
     stream.read_exact(&mut reply).ok().map(|()| reply)
+}
+
+/// (LSN, payload) pairs acknowledged.
+pub type Acked = Vec<(u64, Vec<u8>)>;
+
+/// Joins threads that each return the (LSN, payload) pairs acknowledged to them; all of them,
+/// in LSN order.
+pub fn join_acked(threads: Vec<std::thread::JoinHandle<Acked>>) -> Acked {
+    let mut acked: Acked = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    acked.sort();
+    acked
+}
+
+/// Reads replies from `stream` in a thread until the server closes it (or 60 s pass without
+/// one); the thread returns them in order.
+pub fn read_replies(mut stream: std::net::TcpStream) -> std::thread::JoinHandle<Vec<[u8; 9]>> {
+    std::thread::spawn(move || {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut replies = Vec::new();
+        while let Some(reply) = raw_reply(&mut stream) {
+            replies.push(reply);
+        }
+        replies
+    })
+}
+
+/// Runs a tool; its trimmed stdout, or what it said on stderr.
+pub fn run_tool(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|err| format!("{program}: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Ok when this process may attach loop devices and mount (root, /dev/loop-control) and has
+/// `tools`; otherwise what is missing.
+pub fn loop_capability(tools: &[&str]) -> Result<(), String> {
+    // /proc/self belongs to the effective user of the process.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == 0)
+        .unwrap_or(false);
+    if !is_root {
+        return Err("needs root for loop devices and mounts".into());
+    }
+    for tool in tools {
+        if run_tool("sh", &["-c", &format!("command -v {tool}")]).is_err() {
+            return Err(format!("{tool} not installed"));
+        }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Err("no /dev/loop-control".into());
+    }
+    Ok(())
 }
