@@ -552,10 +552,10 @@ fn replay_onto_a_fifo_base_fails_instead_of_hanging() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
         stderr(&output).contains("base-fifo") && stderr(&output).contains("not a regular file"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 }

@@ -160,7 +160,7 @@ pub fn run(
         }
         // The guest's own findings (I7 under faults; a reopen that disagreed with the acks in
         // any workload) join the report.
-        if workload.has_faults() || !outcome.summary.prior_violations.is_empty() {
+        if workload.has_faults() || !outcome.summary.guest_findings.is_empty() {
             return run_with_faults(out, workload, args, &outcome, started);
         }
         let report = check_recording(out, workload, args)?;
@@ -332,7 +332,7 @@ pub fn check_fault_recording(dir: &Path, workload: &Workload, args: &CheckArgs) 
 }
 
 /// The guest's findings during the recorded run, as `record` kept them in `DIR/record.json`.
-pub fn guest_findings(dir: &Path) -> Result<Vec<PriorViolation>> {
+pub fn guest_findings(dir: &Path) -> Result<Vec<RunFinding>> {
     let path = dir.join("record.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (written by `powercut record`)", path.display()))?;
