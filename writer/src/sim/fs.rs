@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::fault::{self, ArmedFault, SimFault};
 use super::rng::SplitMix64;
 use super::SimError;
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
@@ -120,6 +121,11 @@ struct Inode {
     live: Arc<Vec<u8>>,
     /// Contents as of the last sync (plus O_DSYNC writes with nothing unsynced before them).
     synced: Arc<Vec<u8>>,
+    /// Changes whose write-back failed (a sync returned EIO): no longer pending, so no later
+    /// sync writes them, and never durable either. A crash keeps, drops or tears each; parts
+    /// that a later durable change overwrote are cut away (see `Inode::settle`). Older than
+    /// every change in `pending`.
+    lost: Vec<Pending>,
     /// Changes since `synced`, in order.
     pending: Vec<Pending>,
 }
@@ -130,6 +136,7 @@ impl Inode {
         Inode {
             live: Arc::clone(&data),
             synced: data,
+            lost: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -141,18 +148,73 @@ impl Inode {
         self.pending.push(op);
         if self.pending.len() > MAX_PENDING_OPS {
             let oldest = self.pending.remove(0);
-            let synced = Arc::make_mut(&mut self.synced);
-            match oldest {
-                Pending::Write { offset, bytes, .. } => write_into(synced, offset, &bytes),
-                Pending::SetLen { len_bytes } => synced.resize(len_bytes as usize, 0),
-                Pending::Extend { len_bytes } => {
-                    if synced.len() < len_bytes as usize {
-                        synced.resize(len_bytes as usize, 0);
-                    }
+            self.settle(oldest);
+        }
+        self.fold_durable_prefix();
+    }
+
+    /// Makes one change durable: applies it to the synced contents and cuts what it replaces
+    /// out of the lost changes, which a crash must not replay over it. Lost size changes are
+    /// dropped once any later change is durable (as if they never reached the disk: one of
+    /// the outcomes a crash could show anyway), so that none cuts a durable write short.
+    fn settle(&mut self, op: Pending) {
+        let synced = Arc::make_mut(&mut self.synced);
+        match op {
+            Pending::Write { offset, bytes, .. } => {
+                write_into(synced, offset, &bytes);
+                if !self.lost.is_empty() {
+                    let end = offset + bytes.len() as u64;
+                    self.lost = std::mem::take(&mut self.lost)
+                        .into_iter()
+                        .flat_map(|lost| cut_out(lost, offset..end))
+                        .collect();
+                }
+            }
+            Pending::SetLen { len_bytes } => {
+                synced.resize(len_bytes as usize, 0);
+                self.lost = std::mem::take(&mut self.lost)
+                    .into_iter()
+                    .flat_map(|lost| cut_out(lost, len_bytes..u64::MAX))
+                    .collect();
+            }
+            Pending::Extend { len_bytes } => {
+                if synced.len() < len_bytes as usize {
+                    synced.resize(len_bytes as usize, 0);
                 }
             }
         }
-        self.fold_durable_prefix();
+        self.lost
+            .retain(|lost| matches!(lost, Pending::Write { .. }));
+    }
+
+    /// fdatasync: every pending change becomes durable.
+    fn sync(&mut self) {
+        if self.lost.is_empty() {
+            self.synced = Arc::clone(&self.live);
+            self.pending.clear();
+            return;
+        }
+        // The live view holds the lost changes too: rebuild the durable one without them.
+        for op in std::mem::take(&mut self.pending) {
+            self.settle(op);
+        }
+    }
+
+    /// A sync that returned EIO (fsyncgate): the pending changes were not written back, and
+    /// no later sync will write them, but reads still see them.
+    fn fail_write_back(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.lost.extend(pending.into_iter().map(|op| match op {
+            Pending::Write {
+                offset, bytes, op, ..
+            } => Pending::Write {
+                offset,
+                bytes,
+                durable: false,
+                op,
+            },
+            other => other,
+        }));
     }
 
     /// Moves leading O_DSYNC writes into the synced contents: nothing before them can be
@@ -166,13 +228,51 @@ impl Inode {
         if count == 0 {
             return;
         }
-        let synced = Arc::make_mut(&mut self.synced);
-        for op in self.pending.drain(..count) {
-            if let Pending::Write { offset, bytes, .. } = op {
-                write_into(synced, offset, &bytes);
-            }
+        let folded: Vec<Pending> = self.pending.drain(..count).collect();
+        for op in folded {
+            self.settle(op);
         }
     }
+}
+
+/// What is left of a lost change once bytes `range` of the file are durably replaced: up to
+/// two pieces of a write, a size change as is.
+fn cut_out(lost: Pending, range: Range<u64>) -> Vec<Pending> {
+    let Pending::Write {
+        offset, bytes, op, ..
+    } = lost
+    else {
+        return vec![lost];
+    };
+    let end = offset + bytes.len() as u64;
+    if end <= range.start || range.end <= offset {
+        return vec![Pending::Write {
+            offset,
+            bytes,
+            durable: false,
+            op,
+        }];
+    }
+    let mut pieces = Vec::new();
+    if offset < range.start {
+        let keep = (range.start - offset) as usize;
+        pieces.push(Pending::Write {
+            offset,
+            bytes: Arc::from(&bytes[..keep]),
+            durable: false,
+            op,
+        });
+    }
+    if range.end < end {
+        let skip = (range.end - offset) as usize;
+        pieces.push(Pending::Write {
+            offset: range.end,
+            bytes: Arc::from(&bytes[skip..]),
+            durable: false,
+            op,
+        });
+    }
+    pieces
 }
 
 #[derive(Debug, Clone, Default)]
@@ -192,6 +292,10 @@ struct FsState {
     snapshots: Option<Vec<SimStorage>>,
     /// Snapshots not kept because the buffer was full.
     snapshots_dropped: u64,
+    /// The EIO fault armed, if any (never carried into snapshots or crash states).
+    fault: Option<ArmedFault>,
+    /// Operations failed by injected faults so far.
+    fault_hits: u64,
 }
 
 /// Most snapshots buffered between two [`SimStorage::take_op_snapshots`].
@@ -209,6 +313,8 @@ impl FsState {
                 ops: self.ops,
                 snapshots: None,
                 snapshots_dropped: 0,
+                fault: None,
+                fault_hits: 0,
             },
         )
     }
@@ -270,6 +376,20 @@ fn lock(shared: &Shared) -> MutexGuard<'_, FsState> {
         .unwrap_or_else(|poison| poison.into_inner())
 }
 
+/// Asks the armed fault whether an operation fails (`decide` returns what the failure does)
+/// and counts the failures.
+fn injected<T>(
+    shared: &Shared,
+    decide: impl FnOnce(&mut Option<ArmedFault>) -> Option<T>,
+) -> Option<T> {
+    let mut state = lock(shared);
+    let hit = decide(&mut state.fault);
+    if hit.is_some() {
+        state.fault_hits += 1;
+    }
+    hit
+}
+
 fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -311,18 +431,21 @@ enum Fate {
     Torn,
 }
 
-/// Replays a file's pending changes onto its synced contents as a crash leaves them: O_DSYNC
-/// writes always, the others as `rng` decides (none at all without a generator).
+/// Replays a file's lost and pending changes onto its synced contents as a crash leaves them:
+/// O_DSYNC writes always, the others as `rng` decides (none at all without a generator).
 fn crash_contents(inode: &Inode, mut rng: Option<&mut SplitMix64>) -> Arc<Vec<u8>> {
     let no_durable_pending = !inode
         .pending
         .iter()
         .any(|op| matches!(op, Pending::Write { durable: true, .. }));
-    if inode.pending.is_empty() || (rng.is_none() && no_durable_pending) {
+    let nothing_unsynced = inode.lost.is_empty() && inode.pending.is_empty();
+    if nothing_unsynced || (rng.is_none() && no_durable_pending) {
         return Arc::clone(&inode.synced);
     }
     let mut data = (*inode.synced).clone();
-    for op in &inode.pending {
+    // Lost changes are older than pending ones and never durable: each may or may not be on
+    // the disk, like an unsynced write.
+    for op in inode.lost.iter().chain(&inode.pending) {
         let fate = match (op, rng.as_deref_mut()) {
             (Pending::Write { durable: true, .. }, _) => Fate::Kept,
             (_, None) => Fate::Dropped,
@@ -432,6 +555,27 @@ impl SimStorage {
         self.shared.hold_back_seed.store(seed, Ordering::SeqCst);
     }
 
+    /// Arms `fault` (replacing any armed one): from now on the operations it names fail
+    /// with EIO, see the [`SimFault`] fields and the model in `sim/fault.rs`.
+    pub fn arm_fault(&self, fault: SimFault) {
+        lock(&self.shared).fault = Some(ArmedFault::new(fault));
+    }
+
+    /// Disarms the fault, if one is armed. What failed stays as it was left.
+    pub fn clear_fault(&self) {
+        lock(&self.shared).fault = None;
+    }
+
+    /// Whether a fault is armed (a transient one disarms itself when it fires).
+    pub fn fault_armed(&self) -> bool {
+        lock(&self.shared).fault.is_some()
+    }
+
+    /// Operations failed by injected faults so far.
+    pub fn fault_hits(&self) -> u64 {
+        lock(&self.shared).fault_hits
+    }
+
     /// Snapshots not kept because the buffer was full.
     pub fn snapshots_dropped(&self) -> u64 {
         lock(&self.shared).snapshots_dropped
@@ -488,6 +632,7 @@ impl SimStorage {
                 Inode {
                     live: Arc::clone(&data),
                     synced: data,
+                    lost: Vec::new(),
                     pending: Vec::new(),
                 },
             );
@@ -501,6 +646,8 @@ impl SimStorage {
                 ops: state.ops,
                 snapshots: None,
                 snapshots_dropped: 0,
+                fault: None,
+                fault_hits: 0,
             },
         )
     }
@@ -607,6 +754,13 @@ impl SimFile {
     fn write(&self, offset: u64, buf: &AlignedBuf, range: Range<usize>) -> io::Result<()> {
         let bytes = buf.get(range).ok_or_else(|| errno(libc::EINVAL))?;
         self.maybe_hold_back();
+        let failing = injected(&self.shared, |armed| {
+            fault::write_fails(armed, offset, bytes.len(), SECTOR_BYTES as u64)
+        });
+        if let Some(landed) = failing {
+            self.land_pieces(offset, bytes, landed)?;
+            return Err(errno(libc::EIO));
+        }
         // The write is first in flight (may tear, even with O_DSYNC: a recording file system
         // snapshots this moment), then, with O_DSYNC, durable.
         let written = self.with_inode(true, |config, state_ops, inode| {
@@ -633,6 +787,15 @@ impl SimFile {
             });
             Ok(op)
         })?;
+        if self.dsync
+            && injected(&self.shared, |armed| fault::sync_fails(armed).then_some(())).is_some()
+        {
+            self.with_inode(true, |_, _, inode| {
+                inode.fail_write_back();
+                Ok(())
+            })?;
+            return Err(errno(libc::EIO));
+        }
         if self.dsync {
             self.with_inode(false, |_, _, inode| {
                 // A later write may have been queued meanwhile (several groups in flight):
@@ -652,6 +815,34 @@ impl SimFile {
     }
 }
 
+impl SimFile {
+    /// The sectors of a failing write that land anyway: live, not durable.
+    fn land_pieces(
+        &self,
+        offset: u64,
+        bytes: &[u8],
+        landed: Vec<(u64, Range<usize>)>,
+    ) -> io::Result<()> {
+        if landed.is_empty() {
+            return Ok(());
+        }
+        self.with_inode(true, |config, state_ops, inode| {
+            Self::check_len(config, offset + bytes.len() as u64)?;
+            for (at, piece) in landed {
+                let piece = &bytes[piece];
+                write_into(Arc::make_mut(&mut inode.live), at, piece);
+                inode.push_pending(Pending::Write {
+                    offset: at,
+                    bytes: Arc::from(piece),
+                    durable: false,
+                    op: state_ops + 1,
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
 impl SegmentFile for SimFile {
     fn write_at(&self, offset: u64, buf: AlignedBuf, range: Range<usize>) -> WriteOutcome {
         let result = self.write(offset, &buf, range);
@@ -659,11 +850,19 @@ impl SegmentFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let fails = injected(&self.shared, |armed| fault::sync_fails(armed).then_some(()));
         self.with_inode(true, |_, _, inode| {
-            inode.synced = Arc::clone(&inode.live);
-            inode.pending.clear();
+            if fails.is_some() {
+                inode.fail_write_back();
+            } else {
+                inode.sync();
+            }
             Ok(())
-        })
+        })?;
+        match fails {
+            Some(()) => Err(errno(libc::EIO)),
+            None => Ok(()),
+        }
     }
 
     fn allocate(&self, len_bytes: u64) -> io::Result<()> {
@@ -836,8 +1035,11 @@ impl Storage for SimStorage {
         Ok(())
     }
 
-    /// Makes the directory's current entries durable.
+    /// Makes the directory's current entries durable (none when an injected fault fails it).
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if injected(&self.shared, |armed| fault::sync_fails(armed).then_some(())).is_some() {
+            return Err(errno(libc::EIO));
+        }
         let mut state = lock(&self.shared);
         let entries = state
             .dirs

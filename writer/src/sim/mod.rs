@@ -23,6 +23,7 @@
 //! background thread, so which crash state shows its loss depends on thread timing.
 
 mod check;
+mod fault;
 mod fs;
 mod rng;
 
@@ -31,6 +32,7 @@ pub use check::{
     MAX_CONCURRENT_RECORDS, MAX_CRASH_STATES_PER_CHECK, MAX_PAYLOAD_BYTES, MAX_RECORDS_PER_RUN,
     MAX_RECORDS_PER_STEP, MAX_STEPS, MAX_THREADS, SIM_JOURNAL_DIR,
 };
+pub use fault::{FaultOn, SimFault};
 pub use fs::{
     SimConfig, SimStorage, SimUsage, MAX_BUFFERED_SNAPSHOTS, MAX_PENDING_OPS, SECTOR_BYTES,
 };
