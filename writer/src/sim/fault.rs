@@ -4,9 +4,11 @@
 //! A failing write returns EIO and leaves the file unchanged or some of its 512-byte sectors
 //! written (not durable), as the seed decides. A failing sync (fdatasync, the durable half of
 //! an O_DSYNC write) returns EIO and, as Linux does (fsyncgate), the file's pending changes
-//! are not made durable but are no longer pending either: reads still see them, no later sync
-//! writes them back, and every crash state may lose them. A failing directory fsync makes no
-//! name durable (a later one that succeeds does).
+//! are not made durable but are no longer pending either: their write-back failed, so the
+//! device never gets them and every later crash state lacks them, even after a later sync
+//! succeeds; reads through an open file (the page cache) still see them, whole-file reads
+//! (recovery's, which read the device) do not. A failing directory fsync makes no name durable
+//! (a later one that succeeds does).
 
 use std::ops::Range;
 

@@ -7,7 +7,10 @@
 //!   a file's own fsync never makes its name durable (on ext4/XFS it does in practice, because
 //!   both land in the same journal transaction: this is why M2 and M9 escape the real kernel);
 //! - directories made by `create_dir_all` are durable at once (the journal's directory is not
-//!   what the simulation tests).
+//!   what the simulation tests);
+//! - an armed fault ([`SimStorage::arm_fault`]) fails writes or syncs with EIO; a failed sync's
+//!   writes never become durable, and whole-file reads, which read the device as the real
+//!   storage does with O_DIRECT, no longer see them (the model is in `sim/fault.rs`).
 //!
 //! A crash builds a new file system from the durable view: every write since a file's last
 //! sync is kept whole, dropped, or torn (an arbitrary subset of its 512-byte sectors), each
@@ -117,17 +120,16 @@ enum Pending {
 
 #[derive(Debug, Clone)]
 struct Inode {
-    /// What reads see.
+    /// What reads through an open file see (the page cache).
     live: Arc<Vec<u8>>,
     /// Contents as of the last sync (plus O_DSYNC writes with nothing unsynced before them).
     synced: Arc<Vec<u8>>,
-    /// Changes whose write-back failed (a sync returned EIO): no longer pending, so no later
-    /// sync writes them, and never durable either. A crash keeps, drops or tears each; parts
-    /// that a later durable change overwrote are cut away (see `Inode::settle`). Older than
-    /// every change in `pending`.
-    lost: Vec<Pending>,
     /// Changes since `synced`, in order.
     pending: Vec<Pending>,
+    /// A sync failed (EIO) since the live view last matched the device: the live view holds
+    /// bytes the device never got, and whole-file reads (which read the device) do not see
+    /// them.
+    stale_cache: bool,
 }
 
 impl Inode {
@@ -136,8 +138,8 @@ impl Inode {
         Inode {
             live: Arc::clone(&data),
             synced: data,
-            lost: Vec::new(),
             pending: Vec::new(),
+            stale_cache: false,
         }
     }
 
@@ -148,73 +150,48 @@ impl Inode {
         self.pending.push(op);
         if self.pending.len() > MAX_PENDING_OPS {
             let oldest = self.pending.remove(0);
-            self.settle(oldest);
+            apply(Arc::make_mut(&mut self.synced), &oldest);
         }
         self.fold_durable_prefix();
     }
 
-    /// Makes one change durable: applies it to the synced contents and cuts what it replaces
-    /// out of the lost changes, which a crash must not replay over it. Lost size changes are
-    /// dropped once any later change is durable (as if they never reached the disk: one of
-    /// the outcomes a crash could show anyway), so that none cuts a durable write short.
-    fn settle(&mut self, op: Pending) {
-        let synced = Arc::make_mut(&mut self.synced);
-        match op {
-            Pending::Write { offset, bytes, .. } => {
-                write_into(synced, offset, &bytes);
-                if !self.lost.is_empty() {
-                    let end = offset + bytes.len() as u64;
-                    self.lost = std::mem::take(&mut self.lost)
-                        .into_iter()
-                        .flat_map(|lost| cut_out(lost, offset..end))
-                        .collect();
-                }
-            }
-            Pending::SetLen { len_bytes } => {
-                synced.resize(len_bytes as usize, 0);
-                self.lost = std::mem::take(&mut self.lost)
-                    .into_iter()
-                    .flat_map(|lost| cut_out(lost, len_bytes..u64::MAX))
-                    .collect();
-            }
-            Pending::Extend { len_bytes } => {
-                if synced.len() < len_bytes as usize {
-                    synced.resize(len_bytes as usize, 0);
-                }
-            }
-        }
-        self.lost
-            .retain(|lost| matches!(lost, Pending::Write { .. }));
-    }
-
     /// fdatasync: every pending change becomes durable.
     fn sync(&mut self) {
-        if self.lost.is_empty() {
+        if !self.stale_cache {
             self.synced = Arc::clone(&self.live);
             self.pending.clear();
             return;
         }
-        // The live view holds the lost changes too: rebuild the durable one without them.
-        for op in std::mem::take(&mut self.pending) {
-            self.settle(op);
+        // The live view holds what a failed sync lost: rebuild the durable one without it.
+        let synced = Arc::make_mut(&mut self.synced);
+        for op in self.pending.drain(..) {
+            apply(synced, &op);
+        }
+        if self.synced == self.live {
+            self.stale_cache = false;
         }
     }
 
-    /// A sync that returned EIO (fsyncgate): the pending changes were not written back, and
-    /// no later sync will write them, but reads still see them.
+    /// A sync that returned EIO (fsyncgate): the pending changes never reach the device, and
+    /// no later sync writes them (they are no longer pending), but the live view keeps them.
     fn fail_write_back(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        self.lost.extend(pending.into_iter().map(|op| match op {
-            Pending::Write {
-                offset, bytes, op, ..
-            } => Pending::Write {
-                offset,
-                bytes,
-                durable: false,
-                op,
-            },
-            other => other,
-        }));
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            self.stale_cache = self.synced != self.live;
+        }
+    }
+
+    /// What the device holds: the synced contents and the pending changes (the live view
+    /// unless a failed sync left bytes in it that the device never got).
+    fn device(&self) -> Arc<Vec<u8>> {
+        if !self.stale_cache {
+            return Arc::clone(&self.live);
+        }
+        let mut data = (*self.synced).clone();
+        for op in &self.pending {
+            apply(&mut data, op);
+        }
+        Arc::new(data)
     }
 
     /// Moves leading O_DSYNC writes into the synced contents: nothing before them can be
@@ -228,51 +205,24 @@ impl Inode {
         if count == 0 {
             return;
         }
-        let folded: Vec<Pending> = self.pending.drain(..count).collect();
-        for op in folded {
-            self.settle(op);
+        let synced = Arc::make_mut(&mut self.synced);
+        for op in self.pending.drain(..count) {
+            apply(synced, &op);
         }
     }
 }
 
-/// What is left of a lost change once bytes `range` of the file are durably replaced: up to
-/// two pieces of a write, a size change as is.
-fn cut_out(lost: Pending, range: Range<u64>) -> Vec<Pending> {
-    let Pending::Write {
-        offset, bytes, op, ..
-    } = lost
-    else {
-        return vec![lost];
-    };
-    let end = offset + bytes.len() as u64;
-    if end <= range.start || range.end <= offset {
-        return vec![Pending::Write {
-            offset,
-            bytes,
-            durable: false,
-            op,
-        }];
+/// Applies one change to file contents.
+fn apply(data: &mut Vec<u8>, op: &Pending) {
+    match op {
+        Pending::Write { offset, bytes, .. } => write_into(data, *offset, bytes),
+        Pending::SetLen { len_bytes } => data.resize(*len_bytes as usize, 0),
+        Pending::Extend { len_bytes } => {
+            if data.len() < *len_bytes as usize {
+                data.resize(*len_bytes as usize, 0);
+            }
+        }
     }
-    let mut pieces = Vec::new();
-    if offset < range.start {
-        let keep = (range.start - offset) as usize;
-        pieces.push(Pending::Write {
-            offset,
-            bytes: Arc::from(&bytes[..keep]),
-            durable: false,
-            op,
-        });
-    }
-    if range.end < end {
-        let skip = (range.end - offset) as usize;
-        pieces.push(Pending::Write {
-            offset: range.end,
-            bytes: Arc::from(&bytes[skip..]),
-            durable: false,
-            op,
-        });
-    }
-    pieces
 }
 
 #[derive(Debug, Clone, Default)]
@@ -431,21 +381,18 @@ enum Fate {
     Torn,
 }
 
-/// Replays a file's lost and pending changes onto its synced contents as a crash leaves them:
-/// O_DSYNC writes always, the others as `rng` decides (none at all without a generator).
+/// Replays a file's pending changes onto its synced contents as a crash leaves them: O_DSYNC
+/// writes always, the others as `rng` decides (none at all without a generator).
 fn crash_contents(inode: &Inode, mut rng: Option<&mut SplitMix64>) -> Arc<Vec<u8>> {
     let no_durable_pending = !inode
         .pending
         .iter()
         .any(|op| matches!(op, Pending::Write { durable: true, .. }));
-    let nothing_unsynced = inode.lost.is_empty() && inode.pending.is_empty();
-    if nothing_unsynced || (rng.is_none() && no_durable_pending) {
+    if inode.pending.is_empty() || (rng.is_none() && no_durable_pending) {
         return Arc::clone(&inode.synced);
     }
     let mut data = (*inode.synced).clone();
-    // Lost changes are older than pending ones and never durable: each may or may not be on
-    // the disk, like an unsynced write.
-    for op in inode.lost.iter().chain(&inode.pending) {
+    for op in &inode.pending {
         let fate = match (op, rng.as_deref_mut()) {
             (Pending::Write { durable: true, .. }, _) => Fate::Kept,
             (_, None) => Fate::Dropped,
@@ -632,8 +579,8 @@ impl SimStorage {
                 Inode {
                     live: Arc::clone(&data),
                     synced: data,
-                    lost: Vec::new(),
                     pending: Vec::new(),
+                    stale_cache: false,
                 },
             );
         }
@@ -974,6 +921,8 @@ impl Storage for SimStorage {
         }))
     }
 
+    /// Reads the device, as the real storage does with O_DIRECT: after a failed sync, not the
+    /// bytes only the page cache still holds.
     fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
         let state = lock(&self.shared);
         let id = SimStorage::lookup(&state, path)?;
@@ -981,7 +930,7 @@ impl Storage for SimStorage {
             .inodes
             .get(&id)
             .ok_or_else(|| errno(libc::ESTALE))?
-            .live;
+            .device();
         if data.len() as u64 > limit_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -994,7 +943,8 @@ impl Storage for SimStorage {
         Ok(data.to_vec())
     }
 
-    /// Reads share the file's current bytes (a copy on write of the live view): nothing is
+    /// Reads the device, like [`Storage::read_file`]; they share the file's current bytes (a
+    /// copy on write of the live view, unless a failed sync made the two differ): nothing is
     /// copied whole.
     fn open_read(
         &self,
@@ -1007,7 +957,7 @@ impl Storage for SimStorage {
             .inodes
             .get(&id)
             .ok_or_else(|| errno(libc::ESTALE))?
-            .live;
+            .device();
         if data.len() as u64 > limit_bytes {
             return Err(crate::storage::too_large(data.len() as u64, limit_bytes));
         }

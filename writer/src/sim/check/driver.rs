@@ -33,6 +33,36 @@ pub(super) struct Run<'a> {
     pub(super) target: Option<Target>,
     pub(super) found: Option<SimStorage>,
     pub(super) report: SimReport,
+    /// The engine failed a call under an injected fault: until the next reopen it must refuse
+    /// every call (I7).
+    pub(super) poisoned: bool,
+    /// Injected failures counted when the journal was last opened: an engine call may fail
+    /// only after one more.
+    pub(super) hits_at_open: u64,
+}
+
+/// What became of an engine call.
+pub(super) enum Called<T> {
+    /// It succeeded.
+    Done(T),
+    /// It failed as an injected fault allows (nothing acknowledged); the run goes on.
+    Failed,
+    /// The run cannot go on.
+    Stop,
+}
+
+impl<T> Called<T> {
+    /// Runs `then` after a call that succeeded; false when the run cannot go on.
+    pub(super) fn go_on(self, then: impl FnOnce()) -> bool {
+        match self {
+            Called::Done(_) => {
+                then();
+                true
+            }
+            Called::Failed => true,
+            Called::Stop => false,
+        }
+    }
 }
 
 /// Runs `plan` on a fresh simulated file system with the real engine (`mutant` None) or a
@@ -87,34 +117,7 @@ fn drive(
     let started = Instant::now();
     let fs = SimStorage::new(plan.sim.clone())?;
     fs.record_op_snapshots(plan.crash_between_ops);
-    let mut run = Run {
-        plan,
-        options: JournalOptions {
-            mutant,
-            ..plan.journal.clone()
-        },
-        seed,
-        fs,
-        ledger: Ledger {
-            next_lsn: 1,
-            ..Ledger::default()
-        },
-        incarnation: 0,
-        checks: 0,
-        target,
-        found: None,
-        report: SimReport {
-            seed,
-            mutant,
-            states_checked: 0,
-            acks: 0,
-            last_acked_lsn: 0,
-            violations: Vec::new(),
-            violations_total: 0,
-            completed: false,
-            elapsed: Duration::ZERO,
-        },
-    };
+    let mut run = Run::new(plan, mutant, seed, fs, target);
     let opened = run.open();
     run.check_op_snapshots(0);
     let journal = match opened {
@@ -145,19 +148,53 @@ fn drive(
     }
     if completed {
         if let Some(journal) = journal.take() {
-            let closed = journal.close();
-            run.check_op_snapshots(plan.steps.len());
-            match closed {
-                Ok(()) => run.check(plan.steps.len()),
-                Err(err) => {
-                    run.engine_failed(plan.steps.len(), "close", &err);
-                    completed = false;
-                }
-            }
+            completed = run.close_at_end(journal);
         }
     }
     run.report.completed = completed && !run.stopped();
     Ok(run.finish(started))
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        plan: &'a SimPlan,
+        mutant: Option<Mutant>,
+        seed: u64,
+        fs: SimStorage,
+        target: Option<Target>,
+    ) -> Run<'a> {
+        Run {
+            plan,
+            options: JournalOptions {
+                mutant,
+                ..plan.journal.clone()
+            },
+            seed,
+            fs,
+            ledger: Ledger {
+                next_lsn: 1,
+                ..Ledger::default()
+            },
+            incarnation: 0,
+            checks: 0,
+            target,
+            found: None,
+            poisoned: false,
+            hits_at_open: 0,
+            report: SimReport {
+                seed,
+                mutant,
+                states_checked: 0,
+                acks: 0,
+                faults_hit: 0,
+                last_acked_lsn: 0,
+                violations: Vec::new(),
+                violations_total: 0,
+                completed: false,
+                elapsed: Duration::ZERO,
+            },
+        }
+    }
 }
 
 impl Run<'_> {
@@ -180,6 +217,7 @@ impl Run<'_> {
     pub(super) fn finish(mut self, started: Instant) -> (SimReport, Option<SimStorage>) {
         self.report.elapsed = started.elapsed();
         self.report.last_acked_lsn = self.ledger.acked;
+        self.report.faults_hit += self.fs.fault_hits();
         (self.report, self.found)
     }
 
@@ -315,5 +353,84 @@ impl Run<'_> {
         });
         self.ledger.acked = last;
         self.ledger.next_lsn = recovery.end.next_lsn.max(last + 1);
+        // Whatever was recovered is the log now, whether or not its append returned.
+        for record in &recovery.records {
+            self.ledger
+                .written
+                .insert(record.lsn, record.payload.clone());
+        }
+        self.ledger.unplaced.clear();
+        self.ledger.poisoned_at = None;
+        self.poisoned = false;
+        self.hits_at_open = self.fs.fault_hits();
+    }
+
+    /// Closes the journal after the last step and checks the crash states; false when the
+    /// close failed without a fault to explain it.
+    fn close_at_end(&mut self, journal: Journal) -> bool {
+        let step = self.plan.steps.len();
+        let before = self.fs.fault_hits();
+        let closed = journal.close();
+        self.check_op_snapshots(step);
+        let called = self.after_call(step, "close", None, before, closed, false);
+        called.go_on(|| self.check(step))
+    }
+
+    /// Judges what an engine call returned, given the injected failures (`hits_before`: the
+    /// count when it was made). While poisoned, the call must be refused with `Poisoned`. A
+    /// call must not succeed when one of its own writes or syncs failed. A call may fail once
+    /// a fault has failed an operation since the journal was opened; a failed `records` call
+    /// (append, commit) must leave the journal poisoned. Any other failure is an engine one.
+    pub(super) fn after_call<T>(
+        &mut self,
+        step: usize,
+        what: &str,
+        journal: Option<&Journal>,
+        hits_before: u64,
+        result: Result<T, JournalError>,
+        records: bool,
+    ) -> Called<T> {
+        let hits = self.fs.fault_hits();
+        if self.poisoned {
+            let found = match result {
+                Err(JournalError::Poisoned) => return Called::Failed,
+                Ok(_) => "it succeeded".to_string(),
+                Err(err) => err.to_string(),
+            };
+            let expected = format!("{what} refused (Poisoned) until a reopen, after an EIO");
+            self.i7_violated(step, expected, found);
+            return Called::Stop;
+        }
+        match result {
+            Ok(value) => {
+                if hits > hits_before {
+                    let expected = format!("{what} fails when a write or sync of it failed");
+                    let found = format!("it succeeded after {} injected EIO", hits - hits_before);
+                    self.i7_violated(step, expected, found);
+                }
+                Called::Done(value)
+            }
+            Err(err) if hits > self.hits_at_open => {
+                if journal.is_none_or(Journal::is_poisoned) {
+                    self.poisoned = true;
+                    self.ledger.poisoned_at.get_or_insert(self.ledger.acked);
+                } else if records {
+                    let expected = format!("a failed {what} poisons the journal");
+                    self.i7_violated(step, expected, format!("{err}; not poisoned"));
+                    return Called::Stop;
+                }
+                Called::Failed
+            }
+            Err(err) => {
+                self.engine_failed(step, what, &err);
+                Called::Stop
+            }
+        }
+    }
+
+    fn i7_violated(&mut self, step: usize, expected: String, found: String) {
+        let at_op = self.fs.ops();
+        let invariant = SimInvariant::Judged(Invariant::I7);
+        self.record(invariant, step, SimState::Live, at_op, expected, found);
     }
 }

@@ -99,12 +99,19 @@ pub(super) struct Ledger {
     pub(super) next_lsn: Lsn,
     /// What the last reopen recovered (I9: it must stay durable).
     pub(super) recovered: Option<RecordPromise>,
+    /// Payloads whose append failed before it returned an LSN (concurrent appends under a
+    /// fault): they may have been written under any LSN.
+    pub(super) unplaced: Vec<Vec<u8>>,
+    /// When the engine failed a call under an injected fault: the LSN acknowledged then. The
+    /// acknowledgements since the last reopen are I7 promises from then on.
+    pub(super) poisoned_at: Option<Lsn>,
 }
 
 impl Provenance for Ledger {
     fn written(&self, lsn: u64, payload: &[u8]) -> Result<(), String> {
         match self.written.get(&lsn) {
             Some(written) if written.as_slice() == payload => Ok(()),
+            _ if self.unplaced.iter().any(|p| p.as_slice() == payload) => Ok(()),
             Some(written) => Err(format!(
                 "{} where {} was written",
                 describe_payload(payload),
@@ -131,11 +138,12 @@ impl Ledger {
         if self.acked >= first_acked {
             let payloads = (first_acked..=self.acked)
                 .map_while(|lsn| self.written.get(&lsn).map(Vec::as_slice));
-            promises.extend(RecordPromise::of_payloads(
-                Invariant::I1,
-                first_acked,
-                payloads,
-            ));
+            // After an EIO the promise is I7's: the reopen recovers what was acknowledged.
+            let invariant = match self.poisoned_at {
+                Some(_) => Invariant::I7,
+                None => Invariant::I1,
+            };
+            promises.extend(RecordPromise::of_payloads(invariant, first_acked, payloads));
         }
         promises
     }

@@ -1,5 +1,9 @@
 //! What to run: the steps of a plan, the simulated device and journal options, the limits.
 
+#[cfg(doc)]
+use super::super::SimStorage;
+
+use super::super::fault::FaultOn;
 use super::super::fs::SimConfig;
 use super::super::SimError;
 use crate::options::{Durability, IoPathChoice, JournalOptions, Preallocation};
@@ -55,15 +59,32 @@ pub enum SimStep {
     /// Closes the journal cleanly and opens it again.
     Reopen,
     /// Power cut: continues on a seeded crash state of the file system, reopening the journal
-    /// there (recovery, then appending on top: docs/design.md, I8).
+    /// there (recovery, then appending on top: docs/design.md, I8). An armed fault does not
+    /// survive it.
     CrashReopen,
+    /// Arms an EIO fault on the file system ([`SimStorage::arm_fault`]; seeded from the run's
+    /// seed and the step). From then on engine calls may fail: a failed call acknowledges
+    /// nothing, and once the engine has failed one it must refuse every call with
+    /// `JournalError::Poisoned` until the next [`SimStep::Reopen`] or
+    /// [`SimStep::CrashReopen`] (I7).
+    Fault {
+        /// What fails.
+        on: FaultOn,
+        /// Every matching operation fails until [`SimStep::ClearFault`] (false: only the first
+        /// one, a device error that goes away at once).
+        persistent: bool,
+        /// Only writes overlapping file offsets `start..end` fail (`None`: all writes).
+        bytes: Option<(u64, u64)>,
+    },
+    /// Disarms the fault, if one is armed.
+    ClearFault,
 }
 
 /// What to run: journal options, simulated device, steps, payload sizes, how many crash
 /// states to check each time.
 #[derive(Debug, Clone)]
 pub struct SimPlan {
-    /// Options of the journal (`mutant` is replaced by the one given to [`check_run`]).
+    /// Options of the journal (`mutant` is replaced by the one given to [`check_run`](super::check_run)).
     pub journal: JournalOptions,
     /// The simulated device and file system.
     pub sim: SimConfig,

@@ -36,9 +36,9 @@ impl fmt::Display for SimInvariant {
 /// Which state of the file system a finding is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimState {
-    /// The crash state that keeps nothing unsynced ([`SimStorage::crash_durable_only`]).
+    /// The crash state that keeps nothing unsynced ([`SimStorage::crash_durable_only`](crate::sim::SimStorage::crash_durable_only)).
     DurableOnly,
-    /// The crash state of this seed ([`SimStorage::crash`]).
+    /// The crash state of this seed ([`SimStorage::crash`](crate::sim::SimStorage::crash)).
     Seeded(u64),
     /// The running file system itself (engine failures, recovery after a clean reopen).
     Live,
@@ -66,7 +66,7 @@ pub struct SimViolation {
     pub step: usize,
     /// Highest LSN acknowledged when the state was taken.
     pub acked_lsn: Lsn,
-    /// File-system operations performed when the state was taken ([`SimStorage::ops`]).
+    /// File-system operations performed when the state was taken ([`SimStorage::ops`](crate::sim::SimStorage::ops)).
     pub at_op: u64,
     /// The state checked.
     pub state: SimState,
@@ -94,7 +94,7 @@ impl fmt::Display for SimViolation {
     }
 }
 
-/// The outcome of [`check_run`].
+/// The outcome of [`check_run`](super::check_run).
 #[derive(Debug, Clone)]
 pub struct SimReport {
     /// Seed of the run.
@@ -105,6 +105,8 @@ pub struct SimReport {
     pub states_checked: u64,
     /// Commits acknowledged.
     pub acks: u64,
+    /// Operations failed by injected faults ([`SimStep::Fault`](super::SimStep::Fault)).
+    pub faults_hit: u64,
     /// Highest LSN acknowledged at the end.
     pub last_acked_lsn: Lsn,
     /// Violations found, first ones first (at most 256 kept; see `violations_total`).
