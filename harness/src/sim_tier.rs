@@ -11,11 +11,11 @@
 //! sectors on a disk), so a `sectors` target fails every write of the journal, as `journal`
 //! does. A fault cleared after one step fails only the first operation it matches (a device
 //! error that goes away at once: what a retried fdatasync, M3, relies on); one cleared after
-//! more steps, or by `clear_fault`, fails every matching operation until then.
+//! more steps, or by `clear_fault`, fails every matching operation until then. Each workload
+//! step other than a file step becomes exactly one simulated step.
 //!
-//! A power cut (`power_cut:`) becomes a `SimStep::CrashReopen` right after the step that
-//! makes the chosen ack, followed by the workload's run after the crash (`after_crash`):
-//! recovery on a crash state, more appends, and crash states checked again (I8).
+//! A power cut (`power_cut:`) is the vm tier's: the sim tier already checks crash states after
+//! every operation, and runs the workload's steps without cutting them short.
 
 use anyhow::{bail, Context, Result};
 use powercut_workloads::spec::{EioKind, FaultSpec, Step, Workload};
@@ -36,19 +36,8 @@ pub fn plan_for(workload: &Workload) -> Result<SimPlan> {
     plan.journal.max_staging_bytes = options.max_staging_bytes;
     plan.journal.max_groups_in_flight = options.max_groups_in_flight;
     let mut sizes = Sizes::default();
-    let cut_after = workload.power_cut_after_ack();
-    let mut acks = 0u64;
-    let mut armed: Option<u64> = None;
     for step in &workload.steps {
-        map_step(step, &mut plan.steps, &mut sizes, &mut armed)?;
-        acks += step.acks();
-        if cut_after.is_some_and(|n| acks >= n) {
-            plan.steps.push(SimStep::CrashReopen);
-            for step in workload.after_crash_steps() {
-                map_step(&step, &mut plan.steps, &mut sizes, &mut None)?;
-            }
-            break;
-        }
+        plan.steps.extend(map_step(step, &mut sizes)?);
     }
     if plan.steps.is_empty() {
         bail!(
@@ -85,15 +74,9 @@ impl Sizes {
     }
 }
 
-/// Appends the simulated steps of one workload step. `armed`: steps left before a fault with
-/// `clear_after_steps` is cleared (a `SimStep::ClearFault` is added after the last one).
-fn map_step(
-    step: &Step,
-    steps: &mut Vec<SimStep>,
-    sizes: &mut Sizes,
-    armed: &mut Option<u64>,
-) -> Result<()> {
-    let simulated = match step {
+/// The simulated step of one workload step (`None` for a file step).
+fn map_step(step: &Step, sizes: &mut Sizes) -> Result<Option<SimStep>> {
+    Ok(match step {
         Step::Append(a) => {
             sizes.add(a.size.min_bytes, a.size.max_bytes);
             Some(SimStep::Append {
@@ -112,36 +95,29 @@ fn map_step(
         Step::Rotate => Some(SimStep::Rotate),
         Step::Retire => Some(SimStep::Retire { keep_records: 0 }),
         Step::Reopen => Some(SimStep::Reopen),
-        Step::Fault(fault) => Some(fault_step(fault)),
+        Step::Fault(fault) => Some(fault_step(fault)?),
         Step::ClearFault => Some(SimStep::ClearFault),
         Step::File(_) => None,
-    };
-    let arms = matches!(step, Step::Fault(_));
-    steps.extend(simulated);
-    if let (false, Some(left)) = (arms, armed.as_mut()) {
-        *left = left.saturating_sub(1);
-        if *left == 0 {
-            steps.push(SimStep::ClearFault);
-            *armed = None;
-        }
-    }
-    if let Step::Fault(fault) = step {
-        *armed = fault.clear_after_steps;
-    }
-    Ok(())
+    })
 }
 
 /// The simulated fault of a `fault:` step (see the module documentation).
-fn fault_step(fault: &FaultSpec) -> SimStep {
+fn fault_step(fault: &FaultSpec) -> Result<SimStep> {
     let on = match fault.eio {
         EioKind::Writes => FaultOn::Writes,
         EioKind::Flush => FaultOn::Syncs,
     };
-    SimStep::Fault {
+    let clear_after_steps = fault
+        .clear_after_steps
+        .map(u32::try_from)
+        .transpose()
+        .context("clear_after_steps")?;
+    Ok(SimStep::Fault {
         on,
-        persistent: fault.clear_after_steps != Some(1),
+        persistent: clear_after_steps != Some(1),
         bytes: None,
-    }
+        clear_after_steps,
+    })
 }
 
 /// Runs `workload` in the sim tier with the real engine (`None`) or a mutant.
@@ -233,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn fault_steps_and_power_cuts_become_sim_steps() {
+    fn fault_steps_become_sim_steps() {
         let plan = plan_for(&bundled("eio-flush")).unwrap();
         assert!(plan.steps.iter().any(|s| matches!(
             s,
@@ -242,13 +218,20 @@ mod tests {
                 ..
             }
         )));
+        let plan = plan_for(&bundled("eio-journal")).unwrap();
         assert!(plan.steps.contains(&SimStep::ClearFault));
-        let plan = plan_for(&bundled("two-crash")).unwrap();
-        assert!(plan.steps.contains(&SimStep::CrashReopen));
+        assert!(plan.steps.iter().any(|s| matches!(
+            s,
+            SimStep::Fault {
+                persistent: false,
+                clear_after_steps: Some(1),
+                ..
+            }
+        )));
     }
 
-    /// The bundled fault and power-cut workloads on the real engine: clean, and the faults
-    /// really failed operations.
+    /// The bundled fault workloads (and the power-cut one, whose cut the sim tier leaves to
+    /// the vm tier) on the real engine: clean, and the faults really failed operations.
     #[test]
     fn the_real_engine_passes_the_fault_workloads_in_the_sim_tier() {
         for name in ["eio-flush", "eio-journal", "fsyncgate", "two-crash"] {

@@ -398,6 +398,7 @@ fn fault_steps(on: FaultOn, persistent: bool) -> Vec<SimStep> {
             on,
             persistent,
             bytes: None,
+            clear_after_steps: None,
         },
         SimStep::Append {
             records: 6,
@@ -536,6 +537,7 @@ fn step_strategy() -> impl Strategy<Value = SimStep> {
             on: [FaultOn::Writes, FaultOn::Syncs, FaultOn::Both][usize::from(on)],
             persistent,
             bytes: None,
+            clear_after_steps: None,
         }),
         1 => Just(SimStep::ClearFault),
     ]

@@ -12,7 +12,7 @@ use super::super::fs::SimStorage;
 use super::super::rng::derive_seed;
 use super::super::SimError;
 use super::ledger::Ledger;
-use super::plan::{SimPlan, SIM_JOURNAL_DIR};
+use super::plan::{SimPlan, SimStep, SIM_JOURNAL_DIR};
 use super::report::{SimInvariant, SimReport, SimState, SimViolation};
 use super::{CHECK_STREAM, MAX_KEPT_VIOLATIONS};
 use crate::error::JournalError;
@@ -39,6 +39,8 @@ pub(super) struct Run<'a> {
     /// Injected failures counted when the journal was last opened: an engine call may fail
     /// only after one more.
     pub(super) hits_at_open: u64,
+    /// Steps left before the armed fault is cleared by itself.
+    pub(super) fault_steps_left: Option<u32>,
 }
 
 /// What became of an engine call.
@@ -145,6 +147,9 @@ fn drive(
             break;
         }
         completed = run.step(index, *step, &mut journal) && !run.stopped();
+        if !matches!(step, SimStep::Fault { .. }) {
+            run.count_fault_step();
+        }
     }
     if completed {
         if let Some(journal) = journal.take() {
@@ -181,6 +186,7 @@ impl<'a> Run<'a> {
             found: None,
             poisoned: false,
             hits_at_open: 0,
+            fault_steps_left: None,
             report: SimReport {
                 seed,
                 mutant,
@@ -363,6 +369,17 @@ impl Run<'_> {
         self.ledger.poisoned_at = None;
         self.poisoned = false;
         self.hits_at_open = self.fs.fault_hits();
+    }
+
+    /// One step ran with the fault armed: clears it when its steps are up.
+    fn count_fault_step(&mut self) {
+        if let Some(left) = self.fault_steps_left.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.fs.clear_fault();
+                self.fault_steps_left = None;
+            }
+        }
     }
 
     /// Closes the journal after the last step and checks the crash states; false when the

@@ -75,6 +75,9 @@ pub enum SimStep {
         persistent: bool,
         /// Only writes overlapping file offsets `start..end` fail (`None`: all writes).
         bytes: Option<(u64, u64)>,
+        /// Disarm the fault after this many further steps (`None`: at [`SimStep::ClearFault`]
+        /// or when it fires, if it is not persistent).
+        clear_after_steps: Option<u32>,
     },
     /// Disarms the fault, if one is armed.
     ClearFault,

@@ -36,7 +36,9 @@ impl Run<'_> {
                 on,
                 persistent,
                 bytes,
+                clear_after_steps,
             } => {
+                self.fault_steps_left = clear_after_steps;
                 self.fs.arm_fault(SimFault {
                     on,
                     persistent,
@@ -47,6 +49,7 @@ impl Run<'_> {
             }
             SimStep::ClearFault => {
                 self.fs.clear_fault();
+                self.fault_steps_left = None;
                 true
             }
         }
@@ -217,6 +220,7 @@ impl Run<'_> {
         // does lands on the old file system, not on the crashed one.
         drop(slot.take());
         self.report.faults_hit += self.fs.fault_hits();
+        self.fault_steps_left = None;
         crashed.record_op_snapshots(self.plan.crash_between_ops);
         self.fs = crashed;
         let state = SimState::Seeded(state_seed);
