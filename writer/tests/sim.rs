@@ -387,6 +387,23 @@ fn failing_writes_and_directory_fsyncs() {
     assert_eq!(fs.fault_hits(), 2);
 }
 
+/// A fault limited to a byte range fails only the writes that overlap it.
+#[test]
+fn a_byte_range_fault_fails_only_overlapping_writes() {
+    let fs = fs();
+    let file = fs.open(&path("a"), PLAIN).unwrap();
+    fs.arm_fault(SimFault {
+        bytes: Some(8192..8193),
+        ..fault(FaultOn::Writes, true)
+    });
+    write(file.as_ref(), 0, 0x11, 8192);
+    let (_, result) = file.write_at(4096, block(0x22, 8192), 0..8192);
+    assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
+    write(file.as_ref(), 12288, 0x33, 4096);
+    file.sync_data().unwrap();
+    assert_eq!(fs.fault_hits(), 1);
+}
+
 /// Appends, a fault armed among them, a reopen once it is cleared, more appends, a power cut.
 fn fault_steps(on: FaultOn, persistent: bool) -> Vec<SimStep> {
     let mut steps = vec![
