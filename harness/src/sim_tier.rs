@@ -4,12 +4,22 @@
 //! granularity) and names whose directory was not fsynced. ext4 and XFS commit a new file's
 //! name with the file's own fsync, so a missing directory fsync (M2) shows only here.
 //!
-//! The file, fault and ingest-server steps of a workload have no simulated counterpart: file and
-//! fault steps are skipped, ingest clients become concurrent appenders.
+//! File steps have no simulated counterpart and are skipped; ingest clients become concurrent
+//! appenders. Fault steps arm EIO on the simulated file system (`SimStep::Fault`):
+//! `eio: writes` fails the engine's writes, `eio: flush` its syncs (fdatasync, O_DSYNC,
+//! directory fsync). Byte ranges of the disk are not modelled (the simulated files have no
+//! sectors on a disk), so a `sectors` target fails every write of the journal, as `journal`
+//! does. A fault cleared after one step fails only the first operation it matches (a device
+//! error that goes away at once: what a retried fdatasync, M3, relies on); one cleared after
+//! more steps, or by `clear_fault`, fails every matching operation until then. Each workload
+//! step other than a file step becomes exactly one simulated step.
+//!
+//! A power cut (`power_cut:`) is the vm tier's: the sim tier already checks crash states after
+//! every operation, and runs the workload's steps without cutting them short.
 
 use anyhow::{bail, Context, Result};
-use powercut_workloads::spec::{Step, Workload};
-use powercut_writer::sim::{self, SimPlan, SimReport, SimStep};
+use powercut_workloads::spec::{EioKind, FaultSpec, Step, Workload};
+use powercut_writer::sim::{self, FaultOn, SimPlan, SimReport, SimStep};
 use powercut_writer::Mutant;
 
 /// The simulated plan of `workload`: its writer options (no background preparation, so that a
@@ -25,35 +35,9 @@ pub fn plan_for(workload: &Workload) -> Result<SimPlan> {
     plan.journal.segment_bytes = options.segment_bytes;
     plan.journal.max_staging_bytes = options.max_staging_bytes;
     plan.journal.max_groups_in_flight = options.max_groups_in_flight;
-    let mut min_bytes = u64::MAX;
-    let mut max_bytes = 0u64;
-    let mut sizes = |min: u64, max: u64| {
-        min_bytes = min_bytes.min(min);
-        max_bytes = max_bytes.max(max);
-    };
+    let mut sizes = Sizes::default();
     for step in &workload.steps {
-        let simulated = match step {
-            Step::Append(a) => {
-                sizes(a.size.min_bytes, a.size.max_bytes);
-                Some(SimStep::Append {
-                    records: u32::try_from(a.count).context("append count")?,
-                    group: u32::try_from(a.commit_every).context("commit_every")?,
-                })
-            }
-            Step::Ingest(i) => {
-                sizes(i.size.min_bytes, i.size.max_bytes);
-                Some(SimStep::AppendConcurrent {
-                    threads: u32::try_from(i.clients).context("clients")?,
-                    records_per_thread: u32::try_from(i.records_per_client)
-                        .context("records_per_client")?,
-                })
-            }
-            Step::Rotate => Some(SimStep::Rotate),
-            Step::Retire => Some(SimStep::Retire { keep_records: 0 }),
-            Step::Reopen => Some(SimStep::Reopen),
-            Step::File(_) | Step::Fault(_) | Step::ClearFault => None,
-        };
-        plan.steps.extend(simulated);
+        plan.steps.extend(map_step(step, &mut sizes)?);
     }
     if plan.steps.is_empty() {
         bail!(
@@ -61,11 +45,79 @@ pub fn plan_for(workload: &Workload) -> Result<SimPlan> {
             workload.name
         );
     }
-    plan.min_payload_bytes = usize::try_from(min_bytes.min(sim::MAX_PAYLOAD_BYTES as u64))?;
-    plan.max_payload_bytes = usize::try_from(max_bytes.min(sim::MAX_PAYLOAD_BYTES as u64))?;
+    plan.min_payload_bytes = usize::try_from(sizes.min.min(sim::MAX_PAYLOAD_BYTES as u64))?;
+    plan.max_payload_bytes = usize::try_from(sizes.max.min(sim::MAX_PAYLOAD_BYTES as u64))?;
     plan.validate()
         .map_err(|e| anyhow::anyhow!("workload {} as a sim plan: {e}", workload.name))?;
     Ok(plan)
+}
+
+/// The payload sizes a plan's appends draw from (the smallest and largest over all steps).
+struct Sizes {
+    min: u64,
+    max: u64,
+}
+
+impl Default for Sizes {
+    fn default() -> Sizes {
+        Sizes {
+            min: u64::MAX,
+            max: 0,
+        }
+    }
+}
+
+impl Sizes {
+    fn add(&mut self, min: u64, max: u64) {
+        self.min = self.min.min(min);
+        self.max = self.max.max(max);
+    }
+}
+
+/// The simulated step of one workload step (`None` for a file step).
+fn map_step(step: &Step, sizes: &mut Sizes) -> Result<Option<SimStep>> {
+    Ok(match step {
+        Step::Append(a) => {
+            sizes.add(a.size.min_bytes, a.size.max_bytes);
+            Some(SimStep::Append {
+                records: u32::try_from(a.count).context("append count")?,
+                group: u32::try_from(a.commit_every).context("commit_every")?,
+            })
+        }
+        Step::Ingest(i) => {
+            sizes.add(i.size.min_bytes, i.size.max_bytes);
+            Some(SimStep::AppendConcurrent {
+                threads: u32::try_from(i.clients).context("clients")?,
+                records_per_thread: u32::try_from(i.records_per_client)
+                    .context("records_per_client")?,
+            })
+        }
+        Step::Rotate => Some(SimStep::Rotate),
+        Step::Retire => Some(SimStep::Retire { keep_records: 0 }),
+        Step::Reopen => Some(SimStep::Reopen),
+        Step::Fault(fault) => Some(fault_step(fault)?),
+        Step::ClearFault => Some(SimStep::ClearFault),
+        Step::File(_) => None,
+    })
+}
+
+/// The simulated fault of a `fault:` step (see the module documentation).
+fn fault_step(fault: &FaultSpec) -> Result<SimStep> {
+    let on = match fault.eio {
+        EioKind::Writes => FaultOn::Writes,
+        EioKind::Flush => FaultOn::Syncs,
+    };
+    let clear_after_steps = fault
+        .clear_after_steps
+        .map(u32::try_from)
+        .transpose()
+        .context("clear_after_steps")?;
+    Ok(SimStep::Fault {
+        on,
+        persistent: clear_after_steps != Some(1),
+        bytes: None,
+        clear_after_steps,
+    })
 }
 
 /// Runs `workload` in the sim tier with the real engine (`None`) or a mutant.
@@ -123,6 +175,7 @@ pub fn report_json(workload: &Workload, report: &SimReport) -> Result<String> {
         "mutant": report.mutant.map(|m| m.name()),
         "states_checked": report.states_checked,
         "acks": report.acks,
+        "faults_hit": report.faults_hit,
         "elapsed_seconds": report.elapsed.as_secs_f64(),
         "states_per_second": report.states_per_second(),
         "violations_total": report.violations_total,
@@ -152,6 +205,42 @@ mod tests {
                 plan.journal.segment_bytes,
                 w.journal_options().segment_bytes
             );
+        }
+    }
+
+    #[test]
+    fn fault_steps_become_sim_steps() {
+        let plan = plan_for(&bundled("eio-flush")).unwrap();
+        assert!(plan.steps.iter().any(|s| matches!(
+            s,
+            SimStep::Fault {
+                on: FaultOn::Syncs,
+                ..
+            }
+        )));
+        let plan = plan_for(&bundled("eio-journal")).unwrap();
+        assert!(plan.steps.contains(&SimStep::ClearFault));
+        assert!(plan.steps.iter().any(|s| matches!(
+            s,
+            SimStep::Fault {
+                persistent: false,
+                clear_after_steps: Some(1),
+                ..
+            }
+        )));
+    }
+
+    /// The bundled fault workloads (and the power-cut one, whose cut the sim tier leaves to
+    /// the vm tier) on the real engine: clean, and the faults really failed operations.
+    #[test]
+    fn the_real_engine_passes_the_fault_workloads_in_the_sim_tier() {
+        for name in ["eio-flush", "eio-journal", "fsyncgate", "two-crash"] {
+            let workload = bundled(name);
+            let report = run(&workload, None, 7).unwrap();
+            println!("{}", summary(&workload, &report));
+            assert!(report.passed(), "{name}: {:?}", report.violations.first());
+            assert!(report.completed, "{name}");
+            assert_eq!(report.faults_hit > 0, name != "two-crash", "{name}");
         }
     }
 

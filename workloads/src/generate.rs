@@ -11,7 +11,17 @@
 //! Each workload frames its operations with [`PROLOGUE`] and [`EPILOGUE`] appends, so that a
 //! rotation, retirement or reopen always has records before it and writes after it, and draws
 //! its engine options (durability, preallocation, segment size, recycling, staging size, groups in
-//! flight) and file system from the seed. Every workload is written as YAML and read back with [`spec::parse`],
+//! flight) and file system from the seed.
+//!
+//! Faults (invariant I7): [`Op::FaultWrites`] arms EIO on the journal's writes and
+//! [`Op::FaultFlush`] on every flush of the device, each followed by the append that meets it.
+//! A fault is transient (`clear_after_steps: 1`) or, for writes, persistent until a
+//! `clear_fault` the generator draws before a later operation (random mode), before a reopen,
+//! an ingest or another fault, or before the epilogue. A flush fault is always transient: a
+//! journal commit of ext4 that meets a failing flush aborts the file system. Since a fault may
+//! poison the journal, a `reopen` follows before any ingest and before the epilogue. A random
+//! workload without faults gets a power cut one time in two (`power_cut: { random: true }`,
+//! then the default run after the crash: the two-crash check, I8). Every workload is written as YAML and read back with [`spec::parse`],
 //! so it passes exactly the checks `powercut workload check` applies. The generator knows
 //! nothing of the engine variant or the tier that will run the workload.
 
@@ -20,11 +30,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::spec::{
-    self, AppendStep, DurabilitySpec, FileOp, Filesystem, IngestStep, PreallocationSpec, SizeRange,
-    SpecError, Step, Workload, WriterSpec, DEFAULT_EXT4_DISK_MIB, MIN_XFS_DISK_MIB,
+    self, AppendStep, DurabilitySpec, EioKind, FaultSpec, FaultTarget, FileOp, Filesystem,
+    IngestStep, PowerCut, PreallocationSpec, SizeRange, SpecError, Step, Workload, WriterSpec,
+    DEFAULT_EXT4_DISK_MIB, MIN_XFS_DISK_MIB,
 };
 
-/// Longest exhaustive sequence the generator enumerates (11 + 121 + 1331 sequences at 3).
+/// Longest exhaustive sequence the generator enumerates (13 + 169 + 2197 sequences at 3).
 pub const MAX_DEPTH: usize = 3;
 /// While exhaustive sequences remain, workload `i` is random when `i % RANDOM_EVERY ==
 /// RANDOM_EVERY - 1`.
@@ -59,10 +70,14 @@ pub enum Op {
     Rename,
     /// Remove a file (a file is created first when there is none).
     Remove,
+    /// EIO on the journal's writes, then an append that meets it.
+    FaultWrites,
+    /// EIO on every flush of the device, then an append that meets it.
+    FaultFlush,
 }
 
 /// The alphabet, in enumeration order.
-pub const ALPHABET: [Op; 11] = [
+pub const ALPHABET: [Op; 13] = [
     Op::Append,
     Op::AppendSpan,
     Op::AppendBlocks,
@@ -74,6 +89,8 @@ pub const ALPHABET: [Op; 11] = [
     Op::Create,
     Op::Rename,
     Op::Remove,
+    Op::FaultWrites,
+    Op::FaultFlush,
 ];
 
 impl Op {
@@ -91,6 +108,8 @@ impl Op {
             Op::Create => "create",
             Op::Rename => "rename",
             Op::Remove => "remove",
+            Op::FaultWrites => "fault_writes",
+            Op::FaultFlush => "fault_flush",
         }
     }
 }
@@ -301,10 +320,15 @@ impl Generator {
         for &op in &ops {
             builder.push(op);
         }
+        builder.finish();
         builder.steps.push(Step::Append(EPILOGUE));
         let steps = builder.steps;
         let mut workload = self.workload(index, mode, &ops, steps, &mut rng);
         workload.seed = workload_seed;
+        // Faults and power cuts do not mix (the crash image would hold a half-failed state).
+        if mode == Mode::Random && !workload.has_faults() && rng.random_bool(0.5) {
+            workload.power_cut = Some(PowerCut::Random);
+        }
         workload.writer = draw_writer(&mut rng, &workload);
         let (workload, yaml) = checked_yaml(workload)?;
         Ok(Generated {
@@ -503,6 +527,10 @@ struct Builder<'r> {
     /// Names are never reused: the spec refuses an unacknowledged change of a path whose
     /// state (or absence) was acknowledged.
     next_name: u32,
+    /// A persistent fault is armed (transient ones are cleared by the step after them).
+    armed: bool,
+    /// A fault was armed since the last reopen: the journal may be poisoned.
+    maybe_poisoned: bool,
 }
 
 impl<'r> Builder<'r> {
@@ -513,10 +541,13 @@ impl<'r> Builder<'r> {
             steps: Vec::new(),
             files: Vec::new(),
             next_name: 0,
+            armed: false,
+            maybe_poisoned: false,
         }
     }
 
     fn push(&mut self, op: Op) {
+        self.before(op);
         let step = match op {
             Op::Append | Op::AppendSpan | Op::AppendBlocks | Op::GroupCommit => {
                 Step::Append(self.append(op))
@@ -528,8 +559,78 @@ impl<'r> Builder<'r> {
             Op::Create => self.create(),
             Op::Rename => self.rename(),
             Op::Remove => self.remove(),
+            Op::FaultWrites | Op::FaultFlush => self.fault(op),
         };
+        if op == Op::Reopen {
+            self.maybe_poisoned = false;
+        }
         self.steps.push(step);
+    }
+
+    /// What the fault rules need before `op`: a persistent fault cleared before a reopen, an
+    /// ingest or another fault (and, in random mode, sometimes before anything); a reopen
+    /// before an ingest that a fault may have poisoned.
+    fn before(&mut self, op: Op) {
+        if self.armed {
+            let must = matches!(
+                op,
+                Op::Reopen | Op::Ingest | Op::FaultWrites | Op::FaultFlush
+            );
+            if must || (self.random && self.rng.random_ratio(1, 3)) {
+                self.steps.push(Step::ClearFault);
+                self.armed = false;
+            }
+        }
+        if op == Op::Ingest && self.maybe_poisoned {
+            self.steps.push(Step::Reopen);
+            self.maybe_poisoned = false;
+        }
+    }
+
+    /// Before the epilogue: no fault left armed, and a journal a fault may have poisoned
+    /// reopened.
+    fn finish(&mut self) {
+        if self.armed {
+            self.steps.push(Step::ClearFault);
+            self.armed = false;
+        }
+        if self.maybe_poisoned {
+            self.steps.push(Step::Reopen);
+            self.maybe_poisoned = false;
+        }
+    }
+
+    /// Arms a fault and returns the append that meets it. Exhaustive mode: writes fail until
+    /// cleared, a flush fails once.
+    fn fault(&mut self, op: Op) -> Step {
+        let (eio, target, transient) = match op {
+            Op::FaultFlush => (EioKind::Flush, FaultTarget::Device, true),
+            _ => (
+                EioKind::Writes,
+                FaultTarget::Journal,
+                self.random && self.rng.random_bool(0.5),
+            ),
+        };
+        self.steps.push(Step::Fault(FaultSpec {
+            eio,
+            target,
+            clear_after_steps: transient.then_some(1),
+        }));
+        self.armed = !transient;
+        self.maybe_poisoned = true;
+        let (count, commit_every) = if self.random {
+            (self.rng.random_range(1..=6), self.rng.random_range(1..=3))
+        } else {
+            (2, 1)
+        };
+        Step::Append(AppendStep {
+            count,
+            size: SizeRange {
+                min_bytes: 24,
+                max_bytes: 3000,
+            },
+            commit_every,
+        })
     }
 
     fn append(&mut self, op: Op) -> AppendStep {
@@ -680,9 +781,13 @@ mod tests {
         }
         assert_eq!(exhaustive_ops(total, 2), None);
         assert_eq!(exhaustive_ops(0, 2), Some(vec![Op::Append]));
-        assert_eq!(exhaustive_ops(11, 2), Some(vec![Op::Append, Op::Append]));
+        let letters = ALPHABET.len() as u64;
         assert_eq!(
-            exhaustive_ops(12, 2),
+            exhaustive_ops(letters, 2),
+            Some(vec![Op::Append, Op::Append])
+        );
+        assert_eq!(
+            exhaustive_ops(letters + 1, 2),
             Some(vec![Op::Append, Op::AppendSpan])
         );
     }

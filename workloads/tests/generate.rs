@@ -7,7 +7,7 @@ use powercut_workloads::generate::{
     exhaustive_count, step_kind, Generator, GeneratorConfig, Mode, Op, ALPHABET, EPILOGUE,
     PROLOGUE, RANDOM_EVERY,
 };
-use powercut_workloads::spec::{self, Filesystem, Step};
+use powercut_workloads::spec::{self, EioKind, Filesystem, Step};
 
 fn generator(seed: u64, depth: usize) -> Generator {
     Generator::new(GeneratorConfig {
@@ -78,6 +78,8 @@ fn hundreds_of_generated_workloads_pass_the_workload_checks() {
         "create",
         "rename",
         "remove",
+        "fault",
+        "clear_fault",
     ] {
         assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
     }
@@ -89,14 +91,14 @@ fn hundreds_of_generated_workloads_pass_the_workload_checks() {
 fn exhaustive_mode_enumerates_every_sequence_of_up_to_two_operations_once() {
     let g = generator(3, 2);
     let letters = ALPHABET.len() as u64;
-    assert_eq!(letters, 11);
+    assert_eq!(letters, 13);
     assert_eq!(g.exhaustive_total(), letters + letters * letters);
-    assert_eq!(exhaustive_count(2), 132);
-    assert_eq!(exhaustive_count(3), 132 + 1331);
+    assert_eq!(exhaustive_count(2), 182);
+    assert_eq!(exhaustive_count(3), 182 + 2197);
     let mut sequences = BTreeSet::new();
     let mut exhaustive = 0;
     let mut random = 0;
-    // Far past the last exhaustive one: the count must stop at 132.
+    // Far past the last exhaustive one: the count must stop at 182.
     for generated in g.iter().take(400) {
         let generated = generated.unwrap();
         match generated.mode {
@@ -110,8 +112,8 @@ fn exhaustive_mode_enumerates_every_sequence_of_up_to_two_operations_once() {
             }
         }
     }
-    assert_eq!(exhaustive, 132);
-    assert_eq!(random, 400 - 132);
+    assert_eq!(exhaustive, 182);
+    assert_eq!(random, 400 - 182);
     let mut expected = BTreeSet::new();
     for a in ALPHABET {
         expected.insert(vec![a]);
@@ -170,4 +172,38 @@ fn bad_configurations_are_refused() {
         };
         assert!(Generator::new(config).is_err());
     }
+}
+
+/// Faults follow the rules of a workload file and end in a reopen; power cuts come only
+/// without faults, and some random workloads get one.
+#[test]
+fn faults_are_cleared_and_reopened_and_some_workloads_cut_the_power() {
+    let g = generator(11, 3);
+    let mut faults = [0u32; 2];
+    let mut cuts = 0;
+    for index in 0..600 {
+        let workload = g.generate(index).unwrap().workload;
+        workload.validate().unwrap();
+        let fault_at = workload
+            .steps
+            .iter()
+            .rposition(|s| matches!(s, Step::Fault(_)));
+        if let Some(at) = fault_at {
+            assert!(workload.power_cut.is_none());
+            // The fault is met by an append, and a reopen follows before the epilogue.
+            assert!(matches!(workload.steps[at + 1], Step::Append(_)));
+            assert!(workload.steps[at..].contains(&Step::Reopen));
+            for step in &workload.steps {
+                if let Step::Fault(f) = step {
+                    faults[usize::from(f.eio == EioKind::Flush)] += 1;
+                    if f.eio == EioKind::Flush {
+                        assert_eq!(f.clear_after_steps, Some(1));
+                    }
+                }
+            }
+        }
+        cuts += u32::from(workload.power_cut.is_some());
+    }
+    assert!(faults[0] > 20 && faults[1] > 20, "{faults:?}");
+    assert!(cuts > 8, "{cuts} power cuts");
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use powercut_writer::sim::{
-    check_run, SimConfig, SimError, SimPlan, SimReport, SimStep, SimStorage, SECTOR_BYTES,
+    check_run, FaultOn, SimConfig, SimError, SimFault, SimPlan, SimReport, SimStep, SimStorage,
+    SECTOR_BYTES,
 };
 use powercut_writer::{AlignedBuf, Durability, OpenFlags, Preallocation, SegmentFile, Storage};
 use proptest::prelude::*;
@@ -320,6 +321,152 @@ fn operation_snapshots_catch_writes_in_flight() {
     assert_eq!(fs.snapshots_dropped(), 0);
 }
 
+fn fault(on: FaultOn, persistent: bool) -> SimFault {
+    SimFault {
+        on,
+        persistent,
+        bytes: None,
+        seed: 7,
+    }
+}
+
+/// fsyncgate: a failed fdatasync leaves its writes in the page cache (reads through the file
+/// see them) but never on the device (whole-file reads and every crash state lack them), even
+/// after a later fdatasync succeeds; what is written after it is made durable as usual.
+#[test]
+fn a_failed_fdatasync_loses_its_writes_for_good() {
+    let fs = fs();
+    let file = fs.open(&path("a"), PLAIN).unwrap();
+    fs.sync_dir(Path::new(DIR)).unwrap();
+    write(file.as_ref(), 0, 0xAA, 8192);
+    fs.arm_fault(fault(FaultOn::Syncs, false));
+    let err = file.sync_data().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(!fs.fault_armed(), "a transient fault fires once");
+    assert_eq!(fs.fault_hits(), 1);
+    let mut cached = vec![0u8; 8192];
+    assert_eq!(file.read_at(&mut cached, 0).unwrap(), 8192);
+    assert_eq!(cached, vec![0xAA; 8192]);
+    assert_eq!(contents(&fs, "a").unwrap(), Vec::<u8>::new());
+    file.sync_data().unwrap();
+    for seed in 0..16u64 {
+        assert_eq!(contents(&fs.crash(seed), "a").unwrap(), Vec::<u8>::new());
+    }
+    // Written again and synced: durable, and the device and the cache agree again.
+    write(file.as_ref(), 0, 0xBB, 8192);
+    file.sync_data().unwrap();
+    assert_eq!(contents(&fs, "a").unwrap(), vec![0xBB; 8192]);
+    assert_eq!(contents(&fs.crash(3), "a").unwrap(), vec![0xBB; 8192]);
+}
+
+/// A failing write returns EIO and lands nothing or some of its sectors, never durable; a
+/// failing directory fsync makes no name durable; a persistent fault fails until cleared.
+#[test]
+fn failing_writes_and_directory_fsyncs() {
+    let fs = fs();
+    let file = fs.open(&path("a"), PLAIN).unwrap();
+    fs.arm_fault(fault(FaultOn::Both, true));
+    assert!(fs.sync_dir(Path::new(DIR)).is_err());
+    assert!(fs
+        .crash_durable_only()
+        .durable_names(Path::new(DIR))
+        .is_empty());
+    let (_, result) = file.write_at(0, block(0xCC, 4096), 0..4096);
+    assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
+    let live = contents(&fs, "a").unwrap();
+    assert!(live.iter().all(|&b| b == 0 || b == 0xCC));
+    assert!(fs.fault_armed());
+    fs.clear_fault();
+    fs.sync_dir(Path::new(DIR)).unwrap();
+    write(file.as_ref(), 0, 0xDD, 4096);
+    file.sync_data().unwrap();
+    assert_eq!(
+        contents(&fs.crash_durable_only(), "a").unwrap(),
+        vec![0xDD; 4096]
+    );
+    assert_eq!(fs.fault_hits(), 2);
+}
+
+/// A fault limited to a byte range fails only the writes that overlap it.
+#[test]
+fn a_byte_range_fault_fails_only_overlapping_writes() {
+    let fs = fs();
+    let file = fs.open(&path("a"), PLAIN).unwrap();
+    fs.arm_fault(SimFault {
+        bytes: Some(8192..8193),
+        ..fault(FaultOn::Writes, true)
+    });
+    write(file.as_ref(), 0, 0x11, 8192);
+    let (_, result) = file.write_at(4096, block(0x22, 8192), 0..8192);
+    assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
+    write(file.as_ref(), 12288, 0x33, 4096);
+    file.sync_data().unwrap();
+    assert_eq!(fs.fault_hits(), 1);
+}
+
+/// Appends, a fault armed among them, a reopen once it is cleared, more appends, a power cut.
+fn fault_steps(on: FaultOn, persistent: bool) -> Vec<SimStep> {
+    let mut steps = vec![
+        SimStep::Append {
+            records: 6,
+            group: 2,
+        },
+        SimStep::Fault {
+            on,
+            persistent,
+            bytes: None,
+            clear_after_steps: None,
+        },
+        SimStep::Append {
+            records: 6,
+            group: 2,
+        },
+        SimStep::Rotate,
+        SimStep::ClearFault,
+        SimStep::Reopen,
+        SimStep::Append {
+            records: 6,
+            group: 3,
+        },
+        SimStep::CrashReopen,
+        SimStep::Append {
+            records: 4,
+            group: 2,
+        },
+    ];
+    if !persistent {
+        steps.remove(4);
+    }
+    steps
+}
+
+/// The real engine under every kind of fault, in both durability modes: failed calls
+/// acknowledge nothing, the journal refuses every call until reopened, the reopen recovers
+/// what was acknowledged, and no crash state shows a violation.
+#[test]
+fn the_real_engine_passes_plans_with_faults() {
+    for durability in [Durability::Dsync, Durability::Fdatasync] {
+        for on in [FaultOn::Writes, FaultOn::Syncs, FaultOn::Both] {
+            for persistent in [false, true] {
+                let plan = SimPlan::new(
+                    durability,
+                    Preallocation::Zero,
+                    true,
+                    fault_steps(on, persistent),
+                );
+                for seed in 1..4u64 {
+                    let report = check_run(&plan, None, seed).unwrap();
+                    let name = format!("{durability:?} {on:?} persistent {persistent} seed {seed}");
+                    assert_passed(&name, &report);
+                    assert!(report.faults_hit > 0, "{name}: no operation failed");
+                    // Some acknowledgements before the fault and some after the reopen.
+                    assert!(report.acks >= 5, "{name}: {} acks", report.acks);
+                }
+            }
+        }
+    }
+}
+
 fn assert_passed(name: &str, report: &SimReport) {
     for violation in &report.violations {
         println!("{name}: {violation}");
@@ -403,7 +550,26 @@ fn step_strategy() -> impl Strategy<Value = SimStep> {
         1 => (0u32..20).prop_map(|keep_records| SimStep::Retire { keep_records }),
         1 => Just(SimStep::Reopen),
         1 => Just(SimStep::CrashReopen),
+        1 => (0u8..3, any::<bool>()).prop_map(|(on, persistent)| SimStep::Fault {
+            on: [FaultOn::Writes, FaultOn::Syncs, FaultOn::Both][usize::from(on)],
+            persistent,
+            bytes: None,
+            clear_after_steps: None,
+        }),
+        1 => Just(SimStep::ClearFault),
     ]
+}
+
+/// Clears any fault before each reopen, so that the reopen can succeed.
+fn clear_before_reopens(steps: Vec<SimStep>) -> Vec<SimStep> {
+    let mut cleared = Vec::new();
+    for step in steps {
+        if step == SimStep::Reopen {
+            cleared.push(SimStep::ClearFault);
+        }
+        cleared.push(step);
+    }
+    cleared
 }
 
 fn plan_strategy() -> impl Strategy<Value = SimPlan> {
@@ -422,6 +588,7 @@ fn plan_strategy() -> impl Strategy<Value = SimPlan> {
     )
         .prop_map(
             |(durability, preallocation, recycle, direct_io, align, steps, (min, extra, depth))| {
+                let steps = clear_before_reopens(steps);
                 let mut plan = SimPlan::new(durability, preallocation, recycle, steps);
                 plan.journal.max_groups_in_flight = depth;
                 plan.sim.direct_io = direct_io;
@@ -534,6 +701,40 @@ mod mutants {
     use powercut_writer::Mutant;
 
     const SEED: u64 = 0x0BAD_5EED;
+
+    /// M10 ignores a failed fdatasync and M3 trusts a retry of it: either acknowledges records
+    /// whose sync failed. The driver sees the acknowledgement of a call whose sync failed (I7)
+    /// and the durable-only crash states lack the records (I1); the real engine stays clean.
+    #[test]
+    fn m10_and_m3_are_caught_by_a_flush_fault() {
+        let i7_or_i1 = [
+            SimInvariant::Judged(Invariant::I7),
+            SimInvariant::Judged(Invariant::I1),
+        ];
+        for (mutant, persistent) in [
+            (Mutant::M10, true),
+            (Mutant::M10, false),
+            (Mutant::M3, false),
+        ] {
+            let plan = SimPlan::new(
+                Durability::Fdatasync,
+                Preallocation::Zero,
+                true,
+                fault_steps(FaultOn::Syncs, persistent),
+            );
+            let report = check_run(&plan, Some(mutant), SEED).unwrap();
+            for violation in report.violations.iter().take(3) {
+                println!("{mutant}: {violation}");
+            }
+            let found = report.invariants_violated();
+            assert!(
+                found.iter().any(|i| i7_or_i1.contains(i)),
+                "{mutant} (persistent {persistent}) escaped: {found:?}"
+            );
+            let clean = check_run(&plan, None, SEED).unwrap();
+            assert!(clean.passed(), "{:?}", clean.violations.first());
+        }
+    }
 
     fn standard(name: &str) -> SimPlan {
         SimPlan::standard()

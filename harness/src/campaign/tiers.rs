@@ -97,6 +97,8 @@ pub fn plan_kinds(plan: &SimPlan) -> Vec<&'static str> {
             SimStep::Retire { .. } => "retire",
             SimStep::Reopen => "reopen",
             SimStep::CrashReopen => "crash_reopen",
+            SimStep::Fault { .. } => "fault",
+            SimStep::ClearFault => "clear_fault",
         })
         .collect()
 }

@@ -7,7 +7,10 @@
 //!   a file's own fsync never makes its name durable (on ext4/XFS it does in practice, because
 //!   both land in the same journal transaction: this is why M2 and M9 escape the real kernel);
 //! - directories made by `create_dir_all` are durable at once (the journal's directory is not
-//!   what the simulation tests).
+//!   what the simulation tests);
+//! - an armed fault ([`SimStorage::arm_fault`]) fails writes or syncs with EIO; a failed sync's
+//!   writes never become durable, and whole-file reads, which read the device as the real
+//!   storage does with O_DIRECT, no longer see them (the model is in `sim/fault.rs`).
 //!
 //! A crash builds a new file system from the durable view: every write since a file's last
 //! sync is kept whole, dropped, or torn (an arbitrary subset of its 512-byte sectors), each
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::fault::{self, ArmedFault, SimFault};
 use super::rng::SplitMix64;
 use super::SimError;
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
@@ -116,12 +120,16 @@ enum Pending {
 
 #[derive(Debug, Clone)]
 struct Inode {
-    /// What reads see.
+    /// What reads through an open file see (the page cache).
     live: Arc<Vec<u8>>,
     /// Contents as of the last sync (plus O_DSYNC writes with nothing unsynced before them).
     synced: Arc<Vec<u8>>,
     /// Changes since `synced`, in order.
     pending: Vec<Pending>,
+    /// A sync failed (EIO) since the live view last matched the device: the live view holds
+    /// bytes the device never got, and whole-file reads (which read the device) do not see
+    /// them.
+    stale_cache: bool,
 }
 
 impl Inode {
@@ -131,6 +139,7 @@ impl Inode {
             live: Arc::clone(&data),
             synced: data,
             pending: Vec::new(),
+            stale_cache: false,
         }
     }
 
@@ -141,18 +150,48 @@ impl Inode {
         self.pending.push(op);
         if self.pending.len() > MAX_PENDING_OPS {
             let oldest = self.pending.remove(0);
-            let synced = Arc::make_mut(&mut self.synced);
-            match oldest {
-                Pending::Write { offset, bytes, .. } => write_into(synced, offset, &bytes),
-                Pending::SetLen { len_bytes } => synced.resize(len_bytes as usize, 0),
-                Pending::Extend { len_bytes } => {
-                    if synced.len() < len_bytes as usize {
-                        synced.resize(len_bytes as usize, 0);
-                    }
-                }
-            }
+            apply(Arc::make_mut(&mut self.synced), &oldest);
         }
         self.fold_durable_prefix();
+    }
+
+    /// fdatasync: every pending change becomes durable.
+    fn sync(&mut self) {
+        if !self.stale_cache {
+            self.synced = Arc::clone(&self.live);
+            self.pending.clear();
+            return;
+        }
+        // The live view holds what a failed sync lost: rebuild the durable one without it.
+        let synced = Arc::make_mut(&mut self.synced);
+        for op in self.pending.drain(..) {
+            apply(synced, &op);
+        }
+        if self.synced == self.live {
+            self.stale_cache = false;
+        }
+    }
+
+    /// A sync that returned EIO (fsyncgate): the pending changes never reach the device, and
+    /// no later sync writes them (they are no longer pending), but the live view keeps them.
+    fn fail_write_back(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            self.stale_cache = self.synced != self.live;
+        }
+    }
+
+    /// What the device holds: the synced contents and the pending changes (the live view
+    /// unless a failed sync left bytes in it that the device never got).
+    fn device(&self) -> Arc<Vec<u8>> {
+        if !self.stale_cache {
+            return Arc::clone(&self.live);
+        }
+        let mut data = (*self.synced).clone();
+        for op in &self.pending {
+            apply(&mut data, op);
+        }
+        Arc::new(data)
     }
 
     /// Moves leading O_DSYNC writes into the synced contents: nothing before them can be
@@ -168,8 +207,19 @@ impl Inode {
         }
         let synced = Arc::make_mut(&mut self.synced);
         for op in self.pending.drain(..count) {
-            if let Pending::Write { offset, bytes, .. } = op {
-                write_into(synced, offset, &bytes);
+            apply(synced, &op);
+        }
+    }
+}
+
+/// Applies one change to file contents.
+fn apply(data: &mut Vec<u8>, op: &Pending) {
+    match op {
+        Pending::Write { offset, bytes, .. } => write_into(data, *offset, bytes),
+        Pending::SetLen { len_bytes } => data.resize(*len_bytes as usize, 0),
+        Pending::Extend { len_bytes } => {
+            if data.len() < *len_bytes as usize {
+                data.resize(*len_bytes as usize, 0);
             }
         }
     }
@@ -192,6 +242,10 @@ struct FsState {
     snapshots: Option<Vec<SimStorage>>,
     /// Snapshots not kept because the buffer was full.
     snapshots_dropped: u64,
+    /// The EIO fault armed, if any (never carried into snapshots or crash states).
+    fault: Option<ArmedFault>,
+    /// Operations failed by injected faults so far.
+    fault_hits: u64,
 }
 
 /// Most snapshots buffered between two [`SimStorage::take_op_snapshots`].
@@ -209,6 +263,8 @@ impl FsState {
                 ops: self.ops,
                 snapshots: None,
                 snapshots_dropped: 0,
+                fault: None,
+                fault_hits: 0,
             },
         )
     }
@@ -268,6 +324,20 @@ fn lock(shared: &Shared) -> MutexGuard<'_, FsState> {
         .state
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Asks the armed fault whether an operation fails (`decide` returns what the failure does)
+/// and counts the failures.
+fn injected<T>(
+    shared: &Shared,
+    decide: impl FnOnce(&mut Option<ArmedFault>) -> Option<T>,
+) -> Option<T> {
+    let mut state = lock(shared);
+    let hit = decide(&mut state.fault);
+    if hit.is_some() {
+        state.fault_hits += 1;
+    }
+    hit
 }
 
 fn errno(code: i32) -> io::Error {
@@ -432,6 +502,27 @@ impl SimStorage {
         self.shared.hold_back_seed.store(seed, Ordering::SeqCst);
     }
 
+    /// Arms `fault` (replacing any armed one): from now on the operations it names fail
+    /// with EIO, see the [`SimFault`] fields and the model in `sim/fault.rs`.
+    pub fn arm_fault(&self, fault: SimFault) {
+        lock(&self.shared).fault = Some(ArmedFault::new(fault));
+    }
+
+    /// Disarms the fault, if one is armed. What failed stays as it was left.
+    pub fn clear_fault(&self) {
+        lock(&self.shared).fault = None;
+    }
+
+    /// Whether a fault is armed (a transient one disarms itself when it fires).
+    pub fn fault_armed(&self) -> bool {
+        lock(&self.shared).fault.is_some()
+    }
+
+    /// Operations failed by injected faults so far.
+    pub fn fault_hits(&self) -> u64 {
+        lock(&self.shared).fault_hits
+    }
+
     /// Snapshots not kept because the buffer was full.
     pub fn snapshots_dropped(&self) -> u64 {
         lock(&self.shared).snapshots_dropped
@@ -489,6 +580,7 @@ impl SimStorage {
                     live: Arc::clone(&data),
                     synced: data,
                     pending: Vec::new(),
+                    stale_cache: false,
                 },
             );
         }
@@ -501,6 +593,8 @@ impl SimStorage {
                 ops: state.ops,
                 snapshots: None,
                 snapshots_dropped: 0,
+                fault: None,
+                fault_hits: 0,
             },
         )
     }
@@ -607,6 +701,13 @@ impl SimFile {
     fn write(&self, offset: u64, buf: &AlignedBuf, range: Range<usize>) -> io::Result<()> {
         let bytes = buf.get(range).ok_or_else(|| errno(libc::EINVAL))?;
         self.maybe_hold_back();
+        let failing = injected(&self.shared, |armed| {
+            fault::write_fails(armed, offset, bytes.len(), SECTOR_BYTES as u64)
+        });
+        if let Some(landed) = failing {
+            self.land_pieces(offset, bytes, landed)?;
+            return Err(errno(libc::EIO));
+        }
         // The write is first in flight (may tear, even with O_DSYNC: a recording file system
         // snapshots this moment), then, with O_DSYNC, durable.
         let written = self.with_inode(true, |config, state_ops, inode| {
@@ -633,6 +734,15 @@ impl SimFile {
             });
             Ok(op)
         })?;
+        if self.dsync
+            && injected(&self.shared, |armed| fault::sync_fails(armed).then_some(())).is_some()
+        {
+            self.with_inode(true, |_, _, inode| {
+                inode.fail_write_back();
+                Ok(())
+            })?;
+            return Err(errno(libc::EIO));
+        }
         if self.dsync {
             self.with_inode(false, |_, _, inode| {
                 // A later write may have been queued meanwhile (several groups in flight):
@@ -652,6 +762,34 @@ impl SimFile {
     }
 }
 
+impl SimFile {
+    /// The sectors of a failing write that land anyway: live, not durable.
+    fn land_pieces(
+        &self,
+        offset: u64,
+        bytes: &[u8],
+        landed: Vec<(u64, Range<usize>)>,
+    ) -> io::Result<()> {
+        if landed.is_empty() {
+            return Ok(());
+        }
+        self.with_inode(true, |config, state_ops, inode| {
+            Self::check_len(config, offset + bytes.len() as u64)?;
+            for (at, piece) in landed {
+                let piece = &bytes[piece];
+                write_into(Arc::make_mut(&mut inode.live), at, piece);
+                inode.push_pending(Pending::Write {
+                    offset: at,
+                    bytes: Arc::from(piece),
+                    durable: false,
+                    op: state_ops + 1,
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
 impl SegmentFile for SimFile {
     fn write_at(&self, offset: u64, buf: AlignedBuf, range: Range<usize>) -> WriteOutcome {
         let result = self.write(offset, &buf, range);
@@ -659,11 +797,19 @@ impl SegmentFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let fails = injected(&self.shared, |armed| fault::sync_fails(armed).then_some(()));
         self.with_inode(true, |_, _, inode| {
-            inode.synced = Arc::clone(&inode.live);
-            inode.pending.clear();
+            if fails.is_some() {
+                inode.fail_write_back();
+            } else {
+                inode.sync();
+            }
             Ok(())
-        })
+        })?;
+        match fails {
+            Some(()) => Err(errno(libc::EIO)),
+            None => Ok(()),
+        }
     }
 
     fn allocate(&self, len_bytes: u64) -> io::Result<()> {
@@ -775,6 +921,8 @@ impl Storage for SimStorage {
         }))
     }
 
+    /// Reads the device, as the real storage does with O_DIRECT: after a failed sync, not the
+    /// bytes only the page cache still holds.
     fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
         let state = lock(&self.shared);
         let id = SimStorage::lookup(&state, path)?;
@@ -782,7 +930,7 @@ impl Storage for SimStorage {
             .inodes
             .get(&id)
             .ok_or_else(|| errno(libc::ESTALE))?
-            .live;
+            .device();
         if data.len() as u64 > limit_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -795,7 +943,8 @@ impl Storage for SimStorage {
         Ok(data.to_vec())
     }
 
-    /// Reads share the file's current bytes (a copy on write of the live view): nothing is
+    /// Reads the device, like [`Storage::read_file`]; they share the file's current bytes (a
+    /// copy on write of the live view, unless a failed sync made the two differ): nothing is
     /// copied whole.
     fn open_read(
         &self,
@@ -808,7 +957,7 @@ impl Storage for SimStorage {
             .inodes
             .get(&id)
             .ok_or_else(|| errno(libc::ESTALE))?
-            .live;
+            .device();
         if data.len() as u64 > limit_bytes {
             return Err(crate::storage::too_large(data.len() as u64, limit_bytes));
         }
@@ -836,8 +985,11 @@ impl Storage for SimStorage {
         Ok(())
     }
 
-    /// Makes the directory's current entries durable.
+    /// Makes the directory's current entries durable (none when an injected fault fails it).
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if injected(&self.shared, |armed| fault::sync_fails(armed).then_some(())).is_some() {
+            return Err(errno(libc::EIO));
+        }
         let mut state = lock(&self.shared);
         let entries = state
             .dirs

@@ -4,10 +4,16 @@
 //! the engine performs (writes caught in flight, so that they may tear) and after every
 //! acknowledgement, each against the acknowledgements returned before it.
 //!
-//! What the model leaves out: EIO (mutants M3 and M10 need it), corruption of durable data
-//! (M8, the harness's I5), and reordering of two overlapping writes in flight at once (they
-//! land in submission order; the engine never overlaps writes in flight). A sync makes
-//! everything written to the file before it durable, even a write still in flight.
+//! Injected EIO ([`SimStorage::arm_fault`], [`SimStep::Fault`]): writes, syncs or both fail,
+//! once or until cleared; a failed sync loses its writes for good, as Linux does (fsyncgate;
+//! see [`SimFault`]). The checker then holds the engine to I7: a failed call acknowledges
+//! nothing, the journal refuses every call until reopened, and the reopen recovers every
+//! record acknowledged before the fault (mutants M3 and M10 break it).
+//!
+//! What the model leaves out: corruption of durable data (M8, the harness's I5), and
+//! reordering of two overlapping writes in flight at once (they land in submission order; the
+//! engine never overlaps writes in flight). A sync makes everything written to the file before
+//! it durable, even a write still in flight.
 //!
 //! The model ([`SimStorage`]) promises only what POSIX does: data is durable after its file's
 //! fdatasync (or an O_DSYNC write), a name after its directory's fsync. Real ext4 and XFS
@@ -23,6 +29,7 @@
 //! background thread, so which crash state shows its loss depends on thread timing.
 
 mod check;
+mod fault;
 mod fs;
 mod rng;
 
@@ -31,6 +38,7 @@ pub use check::{
     MAX_CONCURRENT_RECORDS, MAX_CRASH_STATES_PER_CHECK, MAX_PAYLOAD_BYTES, MAX_RECORDS_PER_RUN,
     MAX_RECORDS_PER_STEP, MAX_STEPS, MAX_THREADS, SIM_JOURNAL_DIR,
 };
+pub use fault::{FaultOn, SimFault};
 pub use fs::{
     SimConfig, SimStorage, SimUsage, MAX_BUFFERED_SNAPSHOTS, MAX_PENDING_OPS, SECTOR_BYTES,
 };
