@@ -45,8 +45,11 @@ pub fn plan_for(workload: &Workload) -> Result<SimPlan> {
             workload.name
         );
     }
-    plan.min_payload_bytes = usize::try_from(sizes.min.min(sim::MAX_PAYLOAD_BYTES as u64))?;
-    plan.max_payload_bytes = usize::try_from(sizes.max.min(sim::MAX_PAYLOAD_BYTES as u64))?;
+    // A workload that appends nothing keeps the plan's own sizes (no payload is ever drawn).
+    if sizes.max > 0 {
+        plan.min_payload_bytes = usize::try_from(sizes.min.min(sim::MAX_PAYLOAD_BYTES as u64))?;
+        plan.max_payload_bytes = usize::try_from(sizes.max.min(sim::MAX_PAYLOAD_BYTES as u64))?;
+    }
     plan.validate()
         .map_err(|e| anyhow::anyhow!("workload {} as a sim plan: {e}", workload.name))?;
     Ok(plan)
@@ -206,6 +209,15 @@ mod tests {
                 w.journal_options().segment_bytes
             );
         }
+    }
+
+    #[test]
+    fn a_workload_that_appends_nothing_is_still_a_valid_plan() {
+        let text =
+            "name: t\nwriter: { segment_bytes: 1MiB }\nsteps:\n  - reopen: {}\n  - rotate: {}\n";
+        let w = powercut_workloads::spec::parse(text, "t.yaml").unwrap();
+        let plan = plan_for(&w).unwrap();
+        assert_eq!(plan.steps.len(), 2);
     }
 
     #[test]

@@ -14,8 +14,6 @@ pub mod record;
 mod recovery;
 mod segment;
 pub mod server;
-// Documented in its own change.
-#[allow(missing_docs, clippy::too_many_lines)]
 pub mod sim;
 mod storage;
 mod sys;

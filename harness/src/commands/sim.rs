@@ -11,8 +11,8 @@ use crate::sim_tier;
 
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
-    /// Workload file (file, fault and ingest-server steps have no simulated form: file and
-    /// fault steps are skipped, ingest clients become concurrent appenders).
+    /// Workload file (file steps are skipped, fault steps arm EIO on the simulated file system,
+    /// ingest clients become concurrent appenders).
     workload: PathBuf,
     /// Seed of payloads and crash states (default: the workload's).
     #[arg(long)]
