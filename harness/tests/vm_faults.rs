@@ -41,6 +41,13 @@ const EIO_FLUSH: FaultWorkload = FaultWorkload {
     failed_writes_reach_the_disk: true,
 };
 
+/// [`run_fault_workload`] on ext4, then on XFS, each into its own folder of `out`.
+fn run_on_ext4_and_xfs(workload: &FaultWorkload, out: &Path) {
+    for filesystem in ["ext4", "xfs"] {
+        run_fault_workload(workload, filesystem, &out.join(filesystem));
+    }
+}
+
 fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
     let name = workload.name;
     let json = out.with_extension("json");
@@ -138,8 +145,7 @@ fn eio_on_the_journal_poisons_it_and_never_reaches_the_disk() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    run_fault_workload(&EIO_JOURNAL, "ext4", &dir.path().join("ext4"));
-    run_fault_workload(&EIO_JOURNAL, "xfs", &dir.path().join("xfs"));
+    run_on_ext4_and_xfs(&EIO_JOURNAL, dir.path());
 }
 
 /// `eio: flush`: every flush of the data device fails for one step, so the fdatasync of the
@@ -151,8 +157,7 @@ fn eio_on_flushes_fails_the_sync_and_poisons_the_journal() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    run_fault_workload(&EIO_FLUSH, "ext4", &dir.path().join("ext4"));
-    run_fault_workload(&EIO_FLUSH, "xfs", &dir.path().join("xfs"));
+    run_on_ext4_and_xfs(&EIO_FLUSH, dir.path());
     check_surfaces_guest_findings(&dir.path().join("ext4"));
 }
 
