@@ -13,6 +13,7 @@ use powercut_workloads::ack::Ack;
 use super::config::CheckConfig;
 use super::runner::run_states;
 use super::scratch::scratch;
+use super::LogRun;
 use crate::blocklog::BlockLog;
 use crate::crash::{self, CrashState, StateId, Subset};
 use crate::invariants::{self, RecoverFn};
@@ -65,36 +66,23 @@ pub fn durable_states(log: &BlockLog, acks: &[(u64, Ack)]) -> Vec<(CrashState, V
 /// states it checked with their outcomes (the crash-state pass reuses them).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_coverage(
-    log: &BlockLog,
-    base: &Path,
-    fs: FsType,
-    seed: u64,
-    acks: &[(u64, Ack)],
-    config: &CheckConfig,
-    recover: &RecoverFn,
+    run: &LogRun<'_>,
     scratch: &Path,
-    start: Instant,
 ) -> Result<(CoverageReport, Vec<(CrashState, StateOutcome)>), CheckError> {
+    let (log, acks) = (run.log, run.acks);
     let groups = durable_states(log, acks);
     let states: Vec<CrashState> = groups.iter().map(|(s, _)| s.clone()).collect();
     // One state per distinct durable image, within the run's budget (counted from `start`):
     // acks whose state was not reached are reported as unchecked, never as uncovered.
     let cfg = CheckConfig {
         mid_log_corruption: false,
-        ..config.clone()
+        ..run.config.clone()
     };
-    let outcomes = run_states(
-        log,
-        base,
-        fs,
-        seed,
-        acks,
-        &cfg,
-        recover,
-        &scratch.join("coverage"),
-        &states,
-        start,
-    )?;
+    let coverage_run = LogRun {
+        config: &cfg,
+        ..*run
+    };
+    let outcomes = run_states(&coverage_run, &scratch.join("coverage"), &states)?;
     let by_id: HashMap<&str, usize> = outcomes
         .iter()
         .enumerate()
@@ -198,19 +186,17 @@ pub fn check_coverage(
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = scratch(config)?;
-    let start = Instant::now();
-    run_coverage(
-        &log,
-        base_image,
+    let run = LogRun {
+        log: &log,
+        base: base_image,
         fs,
         seed,
-        &acks,
+        acks: &acks,
         config,
         recover,
-        &scratch.path,
-        start,
-    )
-    .map(|(report, _)| report)
+        start: Instant::now(),
+    };
+    run_coverage(&run, &scratch.path).map(|(report, _)| report)
 }
 
 #[cfg(test)]

@@ -83,8 +83,9 @@ pub fn check_log(
     Ok(run.report(passes, states_total, enumeration.duplicates, image_copies))
 }
 
-/// One `check_log` call: the log, its ledger and what to check it with.
-struct LogRun<'a> {
+/// One check of a log: the log, its ledger, what to check it with and when the check started.
+#[derive(Clone, Copy)]
+pub(crate) struct LogRun<'a> {
     log: &'a BlockLog,
     base: &'a Path,
     fs: FsType,
@@ -114,17 +115,7 @@ impl LogRun<'_> {
     ) -> Result<Passes, CheckError> {
         let config = self.config;
         let (coverage, covered) = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
-            let (report, outcomes) = run_coverage(
-                self.log,
-                self.base,
-                self.fs,
-                self.seed,
-                self.acks,
-                config,
-                self.recover,
-                scratch,
-                self.start,
-            )?;
+            let (report, outcomes) = run_coverage(self, scratch)?;
             (Some(report), outcomes)
         } else {
             (None, Vec::new())
@@ -132,16 +123,7 @@ impl LogRun<'_> {
         let (to_check, mut outcomes) = split_by_coverage(states, &covered, self.acks);
         let states_from_coverage = outcomes.len() as u64;
         let n_entries = self.log.entries().len() as u64;
-        let mut run = Run::new(
-            self.log,
-            self.base,
-            self.fs,
-            self.seed,
-            self.acks,
-            config,
-            self.recover,
-            scratch,
-        );
+        let mut run = Run::new(self, scratch);
         run.probe_index = probe_state(config, &to_check, n_entries);
         let (checked, budget_exhausted) = run.run(&to_check, progress, self.start)?;
         outcomes.extend(checked);
@@ -224,16 +206,17 @@ pub fn check_one(
     let scratch = scratch(config)?;
     let image = scratch.path.join("state.img");
     build_state_image(&log, base_image, &state, &image)?;
-    let run = Run::new(
-        &log,
-        base_image,
+    let run = LogRun {
+        log: &log,
+        base: base_image,
         fs,
         seed,
-        &acks,
+        acks: &acks,
         config,
         recover,
-        &scratch.path,
-    );
+        start: Instant::now(),
+    };
+    let run = Run::new(&run, &scratch.path);
     run.check_state(
         &state,
         &image,
