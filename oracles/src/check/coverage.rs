@@ -6,18 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
 
 use super::config::CheckConfig;
 use super::runner::run_states;
 use super::scratch::scratch;
-use super::LogRun;
+use super::{open_log, LogRun};
 use crate::blocklog::BlockLog;
 use crate::crash::{self, CrashState, StateId, Subset};
-use crate::invariants::{self, RecoverFn};
-use crate::mount::{self, FsType};
+use crate::invariants::RecoverFn;
+use crate::mount::FsType;
 use crate::outcome::{CheckError, StateOutcome};
 use crate::report::CoverageReport;
 
@@ -177,25 +176,11 @@ pub fn check_coverage(
     config: &CheckConfig,
     recover: &RecoverFn,
 ) -> Result<CoverageReport, CheckError> {
-    mount::can_mount()?;
-    let mut log = BlockLog::open(log_path)?;
-    if let Some(n) = config.max_entries {
-        log.keep_first_entries(n);
-    }
-    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let (log, acks) = open_log(log_path, config)?;
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = scratch(config)?;
-    let run = LogRun {
-        log: &log,
-        base: base_image,
-        fs,
-        seed,
-        acks: &acks,
-        config,
-        recover,
-        start: Instant::now(),
-    };
+    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover);
     run_coverage(&run, &scratch.path).map(|(report, _)| report)
 }
 
@@ -203,6 +188,7 @@ pub fn check_coverage(
 mod tests {
     use super::*;
     use crate::blocklog::LogWriter;
+    use crate::invariants;
 
     #[test]
     fn durable_states_group_acks_by_image() {

@@ -48,13 +48,8 @@ pub fn check_log(
     recover: &RecoverFn,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, CheckError> {
-    mount::can_mount()?;
     let start = Instant::now();
-    let mut log = BlockLog::open(log_path)?;
-    if let Some(n) = config.max_entries {
-        log.keep_first_entries(n);
-    }
-    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let (log, acks) = open_log(log_path, config)?;
     let enumeration = crash::enumerate(&log, &config.states);
     let mut states = enumeration.states;
     if let Some((k, n)) = config.shard {
@@ -67,14 +62,8 @@ pub fn check_log(
         .map_err(io_err("stat base image", base_image))?
         .len();
     let run = LogRun {
-        log: &log,
-        base: base_image,
-        fs,
-        seed,
-        acks: &acks,
-        config,
-        recover,
         start,
+        ..LogRun::new(&log, base_image, fs, seed, &acks, config, recover)
     };
     let (passes, image_copies) = with_scratch(config, image_bytes, |scratch| {
         run.passes(&states, scratch, progress)
@@ -94,6 +83,44 @@ pub(crate) struct LogRun<'a> {
     config: &'a CheckConfig,
     recover: &'a RecoverFn,
     start: Instant,
+}
+
+impl<'a> LogRun<'a> {
+    /// A check of `log` starting now.
+    fn new(
+        log: &'a BlockLog,
+        base: &'a Path,
+        fs: FsType,
+        seed: u64,
+        acks: &'a [(u64, Ack)],
+        config: &'a CheckConfig,
+        recover: &'a RecoverFn,
+    ) -> LogRun<'a> {
+        LogRun {
+            log,
+            base,
+            fs,
+            seed,
+            acks,
+            config,
+            recover,
+            start: Instant::now(),
+        }
+    }
+}
+
+/// Opens the log (cut to `config.max_entries`) and its ledger, once mounting is known to work.
+fn open_log(
+    log_path: &Path,
+    config: &CheckConfig,
+) -> Result<(BlockLog, Vec<(u64, Ack)>), CheckError> {
+    mount::can_mount()?;
+    let mut log = BlockLog::open(log_path)?;
+    if let Some(n) = config.max_entries {
+        log.keep_first_entries(n);
+    }
+    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    Ok((log, acks))
 }
 
 /// What the passes of a run found.
@@ -206,16 +233,7 @@ pub fn check_one(
     let scratch = scratch(config)?;
     let image = scratch.path.join("state.img");
     build_state_image(&log, base_image, &state, &image)?;
-    let run = LogRun {
-        log: &log,
-        base: base_image,
-        fs,
-        seed,
-        acks: &acks,
-        config,
-        recover,
-        start: Instant::now(),
-    };
+    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover);
     let run = Run::new(&run, &scratch.path);
     run.check_state(
         &state,
