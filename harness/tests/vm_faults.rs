@@ -11,8 +11,7 @@
 
 mod common;
 
-use common::{assert_clean_report, assert_succeeded, image_ready, read_json, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{assert_clean_report, assert_succeeded, read_json, vm_test_dir, workspace, POWERCUT};
 
 use std::path::Path;
 use std::process::Command;
@@ -141,10 +140,9 @@ fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
 
 #[test]
 fn eio_on_the_journal_poisons_it_and_never_reaches_the_disk() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     run_on_ext4_and_xfs(&EIO_JOURNAL, dir.path());
 }
 
@@ -153,10 +151,9 @@ fn eio_on_the_journal_poisons_it_and_never_reaches_the_disk() {
 /// finding, no crash-state violation, replay equal to the device.
 #[test]
 fn eio_on_flushes_fails_the_sync_and_poisons_the_journal() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     run_on_ext4_and_xfs(&EIO_FLUSH, dir.path());
     check_surfaces_guest_findings(&dir.path().join("ext4"));
 }

@@ -17,8 +17,7 @@
 
 mod common;
 
-use common::{image_ready, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{vm_test_dir, workspace, POWERCUT};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -151,10 +150,9 @@ fn assert_real_engine_passes(
 
 #[test]
 fn vm_fsyncgate_real_engine_passes_on_ext4_and_xfs() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let workload = workspace().join("workloads/fsyncgate.yaml");
     for filesystem in ["ext4", "xfs"] {
         let out = dir.path().join(filesystem);
@@ -176,10 +174,9 @@ fn vm_fsyncgate_real_engine_passes_on_ext4_and_xfs() {
 
 #[test]
 fn vm_fsyncgate_reopen_reads_the_device_not_the_page_cache() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let workload = dir.path().join("fsyncgate-span.yaml");
     std::fs::write(&workload, SPANNING_FAULT).unwrap();
     let out = dir.path().join("span");
@@ -197,10 +194,9 @@ fn vm_fsyncgate_reopen_reads_the_device_not_the_page_cache() {
 
 #[test]
 fn vm_fsyncgate_mutant_m3_loses_an_acknowledged_record() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let out = dir.path().join("m3");
     let workload = workspace().join("workloads/fsyncgate.yaml");
     let (output, report) = powercut_run(&workload, &["--mutant", "M3"], &out);

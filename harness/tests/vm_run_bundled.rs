@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{assert_clean_report, assert_succeeded, image_ready, read_json, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{assert_clean_report, assert_succeeded, read_json, vm_test_dir, workspace, POWERCUT};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -58,10 +57,9 @@ fn run_clean(workload: &str, filesystem: Option<&str>, out: &Path) -> serde_json
 
 #[test]
 fn vm_run_every_bundled_workload_holds() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     for workload in [
         "append-dsync.yaml",
         "append-fdatasync.yaml",
@@ -85,10 +83,9 @@ fn vm_run_every_bundled_workload_holds() {
 
 #[test]
 fn vm_smoke_run_then_replay_repro_and_inspect() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let out = dir.path().join("smoke");
     let report = run_clean("smoke.yaml", None, &out);
     let log = out.join("log.bin");

@@ -35,6 +35,13 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A temporary directory for a test that needs the guest image, or None where the image cannot
+/// be built here: the test then returns (`runnable` prints SKIPPED, and fails it under CI=true).
+#[allow(dead_code)] // not every test binary needs it
+pub fn vm_test_dir() -> Option<tempfile::TempDir> {
+    powercut_writer::capability::runnable(image_ready()).then(|| tempfile::tempdir().unwrap())
+}
+
 /// Builds the guest image once per test binary. `Err(reason)`: the test prints
 /// "SKIPPED: reason" and returns. A build that fails for another reason fails the test: CI has
 /// every capability, so a broken agent must not pass as a skip.
