@@ -11,7 +11,10 @@
 
 mod common;
 
-use common::{assert_clean_report, assert_succeeded, read_json, vm_test_dir, workspace, POWERCUT};
+use common::{
+    assert_clean_report, assert_succeeded, read_json, run_workload, vm_test_dir, workspace,
+    POWERCUT,
+};
 
 use std::path::Path;
 use std::process::Command;
@@ -49,17 +52,11 @@ fn run_on_ext4_and_xfs(workload: &FaultWorkload, out: &Path) {
 
 fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
     let name = workload.name;
-    let json = out.with_extension("json");
-    let output = Command::new(POWERCUT)
-        .arg("run")
-        .arg(workspace().join(format!("workloads/{name}.yaml")))
-        .args(["--filesystem", filesystem, "--out"])
-        .arg(out)
-        .arg("--json")
-        .arg(&json)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
+    let (output, json) = run_workload(
+        &workspace().join(format!("workloads/{name}.yaml")),
+        &["--filesystem", filesystem],
+        out,
+    );
     assert_succeeded(&output, &format!("powercut run {name} on {filesystem}"));
     let console = std::fs::read_to_string(out.join("console.log")).unwrap();
     assert!(

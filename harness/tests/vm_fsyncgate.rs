@@ -17,10 +17,10 @@
 
 mod common;
 
-use common::{vm_test_dir, workspace, POWERCUT};
+use common::{run_workload, vm_test_dir, workspace};
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Mutex;
 
 /// One failed group of 16 records of 1000 bytes (about 16 KiB: several blocks on ext4 and on
@@ -54,18 +54,7 @@ static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn powercut_run(workload: &Path, extra: &[&str], out: &Path) -> (Output, serde_json::Value) {
     let _vm = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let json = out.with_extension("json");
-    let output = Command::new(POWERCUT)
-        .arg("run")
-        .arg(workload)
-        .args(extra)
-        .arg("--out")
-        .arg(out)
-        .arg("--json")
-        .arg(&json)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
+    let (output, json) = run_workload(workload, extra, out);
     let report = std::fs::read(&json)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())

@@ -35,6 +35,29 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// `powercut run WORKLOAD EXTRA... --out OUT --json OUT.json` from the workspace root: its
+/// output, and the path of its JSON report.
+#[allow(dead_code)] // not every test binary needs it
+pub fn run_workload(
+    workload: &std::path::Path,
+    extra: &[&str],
+    out: &std::path::Path,
+) -> (std::process::Output, PathBuf) {
+    let json = out.with_extension("json");
+    let output = Command::new(POWERCUT)
+        .arg("run")
+        .arg(workload)
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .arg(&json)
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    (output, json)
+}
+
 /// A temporary directory for a test that needs the guest image, or None where the image cannot
 /// be built here: the test then returns (`runnable` prints SKIPPED, and fails it under CI=true).
 #[allow(dead_code)] // not every test binary needs it
