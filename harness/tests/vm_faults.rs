@@ -122,11 +122,7 @@ fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
         .arg(&replayed)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "powercut replay --to end");
     let same = std::fs::read(&replayed).unwrap() == std::fs::read(out.join("final.img")).unwrap();
     assert!(same, "replayed log differs from final.img on {filesystem}");
     println!(

@@ -103,11 +103,7 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
         os("-o"),
         replayed.as_os_str().to_owned(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "powercut replay --to end");
     assert!(
         std::fs::read(&replayed).unwrap() == std::fs::read(out.join("final.img")).unwrap(),
         "replay --to end differs from final.img"
@@ -122,11 +118,7 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
         os("--base"),
         base.as_os_str().to_owned(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "powercut log inspect");
     let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for key in [
         "entries",
