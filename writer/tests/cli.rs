@@ -6,7 +6,6 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use powercut_writer::Journal;
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_powercut-writer"))
@@ -59,11 +58,7 @@ fn bad_usage_exits_2() {
 #[test]
 fn recover_prints_text_and_json() {
     let dir = scratch();
-    let (journal, _) = Journal::open(dir.path(), small_options()).unwrap();
-    for lsn in 1..=7 {
-        journal.append_durable(&payload(lsn, 10)).unwrap();
-    }
-    journal.close().unwrap();
+    small_journal_of(dir.path(), 7);
     let dir_arg = dir.path().to_str().unwrap();
     let text = binary()
         .args(["recover", "--dir", dir_arg])

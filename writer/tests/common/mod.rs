@@ -40,6 +40,35 @@ pub fn few_records_in_a_1_gib_segment(dir: &Path, records: u64) {
     journal.close().unwrap();
 }
 
+/// Reopens the journal in `dir`, which must recover `records` records, appends `more` as the
+/// next record (LSN `records + 1`) and closes it; recovery then ends with it. Returns that
+/// recovery.
+pub fn reopen_and_append(
+    dir: &Path,
+    options: JournalOptions,
+    records: usize,
+    more: &[u8],
+) -> powercut_writer::Recovery {
+    let (journal, report) = powercut_writer::Journal::open(dir, options).unwrap();
+    assert_eq!(report.recovery.record_count as usize, records);
+    assert_eq!(journal.append_durable(more).unwrap(), records as u64 + 1);
+    journal.close().unwrap();
+    let recovery = powercut_writer::recover(dir).unwrap();
+    assert_eq!(recovery.records.len(), records + 1);
+    assert_eq!(recovery.records[records].payload, more);
+    recovery
+}
+
+/// Writes the durable records LSN 1 to `records` (10-byte payloads) into a journal of small
+/// segments in `dir`, and closes it.
+pub fn small_journal_of(dir: &Path, records: u64) {
+    let (journal, _) = powercut_writer::Journal::open(dir, small_options()).unwrap();
+    for lsn in 1..=records {
+        journal.append_durable(&payload(lsn, 10)).unwrap();
+    }
+    journal.close().unwrap();
+}
+
 /// A payload without zero bytes, derived from the LSN.
 pub fn payload(lsn: u64, len: usize) -> Vec<u8> {
     (0..len)
