@@ -8,15 +8,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{output_text, POWERCUT};
+use common::{output_text, workspace, POWERCUT};
 use powercut_oracles::blocklog::{LogWriter, FLAG_MARK};
 use powercut_oracles::report::Report;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+/// Runs `command` to its end and returns what it wrote; panics saying `what` hung if it runs
+/// longer than 30 s (it is killed first).
+fn output_unless_hung(command: &mut Command, what: &str) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{what} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn powercut<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
@@ -25,6 +38,13 @@ fn powercut<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `output` is of an exit with `code` whose stderr says `said`.
+#[track_caller]
+fn assert_exits_saying(output: &Output, code: i32, said: &str) {
+    assert_eq!(output.status.code(), Some(code), "{}", output_text(output));
+    assert!(stderr(output).contains(said), "{}", output_text(output));
 }
 
 /// A small block log: a write and a flush (no ack: nothing for the coverage pass to mount).
@@ -122,6 +142,14 @@ fn write_report(dir: &Path, name: &str, report: &Report) -> PathBuf {
     path
 }
 
+/// Writes a.json, shard 0/2 checking all of its 5 states, and b.json, shard 1/2 checking
+/// `checked` of `total`.
+fn two_shard_reports(dir: &Path, checked: u64, total: u64) -> (PathBuf, PathBuf) {
+    let a = write_report(dir, "a.json", &shard_report(Some("0/2"), 5, 5));
+    let b = write_report(dir, "b.json", &shard_report(Some("1/2"), checked, total));
+    (a, b)
+}
+
 fn merge(args: &[&Path]) -> Output {
     let mut all: Vec<&std::ffi::OsStr> = vec!["merge".as_ref()];
     all.extend(args.iter().map(|p| p.as_os_str()));
@@ -141,12 +169,7 @@ fn merge_refuses_missing_and_duplicated_shards() {
 
     // One shard of four alone.
     let output = merge(&[&shards[1]]);
-    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
-    assert!(
-        stderr(&output).contains("missing 0/4, 2/4, 3/4"),
-        "{}",
-        output_text(&output)
-    );
+    assert_exits_saying(&output, 2, "missing 0/4, 2/4, 3/4");
     // The same shard four times.
     let s0 = shards[0].as_path();
     let output = merge(&[s0, s0, s0, s0]);
@@ -160,12 +183,7 @@ fn merge_refuses_missing_and_duplicated_shards() {
     // A whole run's report among shards.
     let whole = write_report(d, "whole.json", &shard_report(None, 5, 5));
     let output = merge(&[&whole, &shards[0]]);
-    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
-    assert!(
-        stderr(&output).contains("is not a shard"),
-        "{}",
-        output_text(&output)
-    );
+    assert_exits_saying(&output, 2, "is not a shard");
 
     // Every shard once passes; alone, a whole run's report passes as it is.
     let refs: Vec<&Path> = shards.iter().map(PathBuf::as_path).collect();
@@ -179,9 +197,7 @@ fn merge_refuses_missing_and_duplicated_shards() {
 #[test]
 fn merge_of_a_shard_whose_budget_ran_out_is_incomplete() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let a = write_report(d, "a.json", &shard_report(Some("0/2"), 5, 5));
-    let b = write_report(d, "b.json", &shard_report(Some("1/2"), 0, 6));
+    let (a, b) = two_shard_reports(dir.path(), 0, 6);
     let output = merge(&[&a, &b]);
     assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -202,7 +218,7 @@ fn merge_of_a_shard_whose_budget_ran_out_is_incomplete() {
             expected: "records 1..=2".into(),
             found: "missing LSN 2".into(),
         });
-    let a = write_report(d, "a.json", &failing);
+    let a = write_report(dir.path(), "a.json", &failing);
     let output = merge(&[&a, &b]);
     assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
 }
@@ -210,28 +226,19 @@ fn merge_of_a_shard_whose_budget_ran_out_is_incomplete() {
 #[test]
 fn merge_refuses_an_output_that_is_an_input() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let a = write_report(d, "a.json", &shard_report(Some("0/2"), 5, 5));
-    let b = write_report(d, "b.json", &shard_report(Some("1/2"), 5, 5));
+    let (a, b) = two_shard_reports(dir.path(), 5, 5);
     let a_bytes = std::fs::read(&a).unwrap();
     let b_bytes = std::fs::read(&b).unwrap();
     for flag in ["-o", "--junit"] {
         for input in [&a, &b] {
             let output = merge(&[&a, &b, Path::new(flag), input]);
-            assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
-            assert!(
-                stderr(&output).contains(&format!(
-                    "same file as the shard report {}",
-                    input.display()
-                )),
-                "{}",
-                output_text(&output)
-            );
+            let said = format!("same file as the shard report {}", input.display());
+            assert_exits_saying(&output, 2, &said);
             assert_eq!(std::fs::read(&a).unwrap(), a_bytes);
             assert_eq!(std::fs::read(&b).unwrap(), b_bytes);
         }
     }
-    let merged = d.join("merged.json");
+    let merged = dir.path().join("merged.json");
     let output = merge(&[&a, &b, Path::new("-o"), &merged]);
     assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
     let back: Report = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
@@ -251,12 +258,7 @@ fn sim_and_shrink_refuse_to_write_over_their_workload() {
         "--json".as_ref(),
         workload.as_os_str(),
     ]);
-    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
-    assert!(
-        stderr(&output).contains("same file as the workload"),
-        "{}",
-        output_text(&output)
-    );
+    assert_exits_saying(&output, 2, "same file as the workload");
     // Shrinking a minimal workload into the directory it came from would overwrite it.
     let output = powercut(&[
         "shrink".as_ref(),
@@ -266,12 +268,7 @@ fn sim_and_shrink_refuse_to_write_over_their_workload() {
         "--out".as_ref(),
         d.as_os_str(),
     ]);
-    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
-    assert!(
-        stderr(&output).contains("minimal.yaml of the shrink output (--out)"),
-        "{}",
-        output_text(&output)
-    );
+    assert_exits_saying(&output, 2, "minimal.yaml of the shrink output (--out)");
     assert_eq!(std::fs::read(&workload).unwrap(), before);
 }
 
@@ -499,29 +496,11 @@ fn log_inspect_of_a_fifo_fails_instead_of_hanging() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let mut child = Command::new(POWERCUT)
-        .args(["log", "inspect"])
-        .arg(&fifo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("powercut log inspect of a FIFO hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
-    assert!(
-        stderr(&output).contains("is a FIFO"),
-        "{}",
-        output_text(&output)
+    let output = output_unless_hung(
+        Command::new(POWERCUT).args(["log", "inspect"]).arg(&fifo),
+        "powercut log inspect of a FIFO",
     );
+    assert_exits_saying(&output, 2, "is a FIFO");
 }
 
 #[test]
@@ -531,27 +510,16 @@ fn replay_onto_a_fifo_base_fails_instead_of_hanging() {
     small_log(&log);
     let fifo = dir.path().join("base-fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let mut child = Command::new(POWERCUT)
-        .arg("replay")
-        .arg(&log)
-        .arg("--base")
-        .arg(&fifo)
-        .args(["--to", "end", "-o"])
-        .arg(dir.path().join("out.img"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("powercut replay onto a FIFO base hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = output_unless_hung(
+        Command::new(POWERCUT)
+            .arg("replay")
+            .arg(&log)
+            .arg("--base")
+            .arg(&fifo)
+            .args(["--to", "end", "-o"])
+            .arg(dir.path().join("out.img")),
+        "powercut replay onto a FIFO base",
+    );
     assert_eq!(output.status.code(), Some(2), "{}", output_text(&output));
     assert!(
         stderr(&output).contains("base-fifo") && stderr(&output).contains("not a regular file"),

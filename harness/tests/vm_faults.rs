@@ -11,8 +11,10 @@
 
 mod common;
 
-use common::{assert_clean_report, assert_succeeded, image_ready, read_json, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{
+    assert_clean_report, assert_succeeded, read_json, run_workload, vm_test_dir, workspace,
+    POWERCUT,
+};
 
 use std::path::Path;
 use std::process::Command;
@@ -41,19 +43,20 @@ const EIO_FLUSH: FaultWorkload = FaultWorkload {
     failed_writes_reach_the_disk: true,
 };
 
+/// [`run_fault_workload`] on ext4, then on XFS, each into its own folder of `out`.
+fn run_on_ext4_and_xfs(workload: &FaultWorkload, out: &Path) {
+    for filesystem in ["ext4", "xfs"] {
+        run_fault_workload(workload, filesystem, &out.join(filesystem));
+    }
+}
+
 fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
     let name = workload.name;
-    let json = out.with_extension("json");
-    let output = Command::new(POWERCUT)
-        .arg("run")
-        .arg(workspace().join(format!("workloads/{name}.yaml")))
-        .args(["--filesystem", filesystem, "--out"])
-        .arg(out)
-        .arg("--json")
-        .arg(&json)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
+    let (output, json) = run_workload(
+        &workspace().join(format!("workloads/{name}.yaml")),
+        &["--filesystem", filesystem],
+        out,
+    );
     assert_succeeded(&output, &format!("powercut run {name} on {filesystem}"));
     let console = std::fs::read_to_string(out.join("console.log")).unwrap();
     assert!(
@@ -119,11 +122,7 @@ fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
         .arg(&replayed)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "powercut replay --to end");
     let same = std::fs::read(&replayed).unwrap() == std::fs::read(out.join("final.img")).unwrap();
     assert!(same, "replayed log differs from final.img on {filesystem}");
     println!(
@@ -134,12 +133,10 @@ fn run_fault_workload(workload: &FaultWorkload, filesystem: &str, out: &Path) {
 
 #[test]
 fn eio_on_the_journal_poisons_it_and_never_reaches_the_disk() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    run_fault_workload(&EIO_JOURNAL, "ext4", &dir.path().join("ext4"));
-    run_fault_workload(&EIO_JOURNAL, "xfs", &dir.path().join("xfs"));
+    };
+    run_on_ext4_and_xfs(&EIO_JOURNAL, dir.path());
 }
 
 /// `eio: flush`: every flush of the data device fails for one step, so the fdatasync of the
@@ -147,12 +144,10 @@ fn eio_on_the_journal_poisons_it_and_never_reaches_the_disk() {
 /// finding, no crash-state violation, replay equal to the device.
 #[test]
 fn eio_on_flushes_fails_the_sync_and_poisons_the_journal() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    run_fault_workload(&EIO_FLUSH, "ext4", &dir.path().join("ext4"));
-    run_fault_workload(&EIO_FLUSH, "xfs", &dir.path().join("xfs"));
+    };
+    run_on_ext4_and_xfs(&EIO_FLUSH, dir.path());
     check_surfaces_guest_findings(&dir.path().join("ext4"));
 }
 

@@ -17,11 +17,10 @@
 
 mod common;
 
-use common::{image_ready, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{run_workload, vm_test_dir, workspace};
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Mutex;
 
 /// One failed group of 16 records of 1000 bytes (about 16 KiB: several blocks on ext4 and on
@@ -55,18 +54,7 @@ static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn powercut_run(workload: &Path, extra: &[&str], out: &Path) -> (Output, serde_json::Value) {
     let _vm = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let json = out.with_extension("json");
-    let output = Command::new(POWERCUT)
-        .arg("run")
-        .arg(workload)
-        .args(extra)
-        .arg("--out")
-        .arg(out)
-        .arg("--json")
-        .arg(&json)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
+    let (output, json) = run_workload(workload, extra, out);
     let report = std::fs::read(&json)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -151,10 +139,9 @@ fn assert_real_engine_passes(
 
 #[test]
 fn vm_fsyncgate_real_engine_passes_on_ext4_and_xfs() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let workload = workspace().join("workloads/fsyncgate.yaml");
     for filesystem in ["ext4", "xfs"] {
         let out = dir.path().join(filesystem);
@@ -176,10 +163,9 @@ fn vm_fsyncgate_real_engine_passes_on_ext4_and_xfs() {
 
 #[test]
 fn vm_fsyncgate_reopen_reads_the_device_not_the_page_cache() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let workload = dir.path().join("fsyncgate-span.yaml");
     std::fs::write(&workload, SPANNING_FAULT).unwrap();
     let out = dir.path().join("span");
@@ -197,10 +183,9 @@ fn vm_fsyncgate_reopen_reads_the_device_not_the_page_cache() {
 
 #[test]
 fn vm_fsyncgate_mutant_m3_loses_an_acknowledged_record() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let out = dir.path().join("m3");
     let workload = workspace().join("workloads/fsyncgate.yaml");
     let (output, report) = powercut_run(&workload, &["--mutant", "M3"], &out);

@@ -7,17 +7,15 @@
 
 mod common;
 
-use common::{assert_succeeded, image_ready, read_json, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{assert_succeeded, read_json, vm_test_dir, workspace, POWERCUT};
 
 use std::process::Command;
 
 #[test]
 fn vm_mutants_m1_is_caught_and_the_baseline_is_clean() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let json = dir.path().join("mutants.json");
     let output = Command::new(POWERCUT)
         .args([

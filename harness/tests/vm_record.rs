@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::{image_ready, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{vm_test_dir, POWERCUT};
 
 use std::path::Path;
 use std::process::Command;
@@ -110,10 +109,9 @@ fn smoke_yaml(name: &str, filesystem: &str, disk_mib: u64, extra: &str) -> Strin
 }
 
 fn check_clean_run(filesystem: &str, disk_mib: u64) {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let out = dir.path().join("out");
     let summary = record(
         &smoke_yaml(&format!("smoke-{filesystem}"), filesystem, disk_mib, ""),
@@ -165,10 +163,9 @@ fn vm_record_smoke_on_xfs() {
 
 #[test]
 fn vm_power_cut_leaves_a_parsable_log() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let out = dir.path().join("out");
     let summary = record(
         &smoke_yaml("cut", "ext4", 64, "power_cut: {at_ack: 4}\n"),

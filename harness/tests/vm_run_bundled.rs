@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{assert_clean_report, assert_succeeded, image_ready, read_json, workspace, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{assert_clean_report, assert_succeeded, read_json, vm_test_dir, workspace, POWERCUT};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -58,10 +57,9 @@ fn run_clean(workload: &str, filesystem: Option<&str>, out: &Path) -> serde_json
 
 #[test]
 fn vm_run_every_bundled_workload_holds() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     for workload in [
         "append-dsync.yaml",
         "append-fdatasync.yaml",
@@ -85,10 +83,9 @@ fn vm_run_every_bundled_workload_holds() {
 
 #[test]
 fn vm_smoke_run_then_replay_repro_and_inspect() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let out = dir.path().join("smoke");
     let report = run_clean("smoke.yaml", None, &out);
     let log = out.join("log.bin");
@@ -106,11 +103,7 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
         os("-o"),
         replayed.as_os_str().to_owned(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "powercut replay --to end");
     assert!(
         std::fs::read(&replayed).unwrap() == std::fs::read(out.join("final.img")).unwrap(),
         "replay --to end differs from final.img"
@@ -125,11 +118,7 @@ fn vm_smoke_run_then_replay_repro_and_inspect() {
         os("--base"),
         base.as_os_str().to_owned(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "powercut log inspect");
     let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for key in [
         "entries",

@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::{image_ready, POWERCUT};
-use powercut_writer::capability::runnable;
+use common::{vm_test_dir, POWERCUT};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,10 +46,9 @@ fn run(dir: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value, String, S
 
 #[test]
 fn vm_two_crashes_in_a_row_hold_every_invariant() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let (code, report, junit, output) = run(dir.path(), &[]);
     assert_eq!(code, Some(0), "{output}");
     let second = &report["second_crash"];
@@ -76,10 +74,9 @@ fn vm_two_crashes_in_a_row_hold_every_invariant() {
 
 #[test]
 fn vm_a_forged_first_run_ack_fails_the_i8_check() {
-    if !runnable(image_ready()) {
+    let Some(dir) = vm_test_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let (code, report, junit, output) = run(
         dir.path(),
         &["--forge-prior-ack", "r:999-999:00000000", "--budget", "5s"],

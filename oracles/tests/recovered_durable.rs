@@ -42,6 +42,15 @@ fn violations(script: &[Scripted], name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Three records acknowledged after their flush, then a group of two whose sync failed:
+/// written, never flushed, never acknowledged.
+const FAILED_GROUP: [Scripted; 4] = [
+    Scripted::Write { records: 3 },
+    Scripted::Flush,
+    Scripted::Ack,
+    Scripted::Write { records: 2 },
+];
+
 #[test]
 fn a_recovered_record_a_later_state_lacks_is_i9() {
     if !runnable(capability()) {
@@ -49,13 +58,7 @@ fn a_recovered_record_a_later_state_lacks_is_i9() {
     }
     // A group whose sync failed: written, never flushed, never acknowledged. The reopen
     // recovers it (it read the bytes back) but does not make it durable.
-    let script = [
-        Scripted::Write { records: 3 },
-        Scripted::Flush,
-        Scripted::Ack,
-        Scripted::Write { records: 2 },
-        Scripted::Reopened,
-    ];
+    let script = [FAILED_GROUP.as_slice(), &[Scripted::Reopened]].concat();
     let found = violations(&script, "reopen-without-sync");
     assert!(
         found
@@ -74,15 +77,15 @@ fn a_failed_record_on_the_device_is_accepted() {
     // The same failed group, but the reopen syncs what it recovered before saying so: it is on
     // the device, and every later state holds it.
     let script = [
-        Scripted::Write { records: 3 },
-        Scripted::Flush,
-        Scripted::Ack,
-        Scripted::Write { records: 2 },
-        Scripted::Flush,
-        Scripted::Reopened,
-        Scripted::Write { records: 2 },
-        Scripted::Flush,
-        Scripted::Ack,
-    ];
+        FAILED_GROUP.as_slice(),
+        &[
+            Scripted::Flush,
+            Scripted::Reopened,
+            Scripted::Write { records: 2 },
+            Scripted::Flush,
+            Scripted::Ack,
+        ],
+    ]
+    .concat();
     assert_eq!(violations(&script, "reopen-with-sync"), vec![]);
 }

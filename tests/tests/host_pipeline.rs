@@ -99,31 +99,27 @@ fn a_forged_ack_is_caught() {
         last_lsn: last + 3,
         crc32c: 0x1234_5678,
     });
-    let exp = Expectation {
-        state_id: "forged",
-        seed: workload.seed,
-        acks: &acks,
-        in_flight: None,
-    };
-    let violations = check_journal(&exp, &recovered(&dir.path().join("journal")));
-    assert!(
-        violations.iter().any(|v| v.invariant == "I1"),
-        "{violations:#?}"
-    );
+    assert_journal_violates(dir.path(), "forged", workload.seed, &acks, "I1");
 }
 
 #[test]
 fn a_wrong_seed_is_caught_as_garbage() {
     let (dir, workload, acks) = run_bundled("smoke.yaml");
+    assert_journal_violates(dir.path(), "wrong-seed", workload.seed ^ 1, &acks, "I3");
+}
+
+/// Checks the journal under `dir` against `acks` as recorded with `seed` and asserts a
+/// violation of `invariant`.
+fn assert_journal_violates(dir: &Path, state_id: &str, seed: u64, acks: &[Ack], invariant: &str) {
     let exp = Expectation {
-        state_id: "wrong-seed",
-        seed: workload.seed ^ 1,
-        acks: &acks,
+        state_id,
+        seed,
+        acks,
         in_flight: None,
     };
-    let violations = check_journal(&exp, &recovered(&dir.path().join("journal")));
+    let violations = check_journal(&exp, &recovered(&dir.join("journal")));
     assert!(
-        violations.iter().any(|v| v.invariant == "I3"),
+        violations.iter().any(|v| v.invariant == invariant),
         "{violations:#?}"
     );
 }

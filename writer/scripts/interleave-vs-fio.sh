@@ -10,33 +10,21 @@ rounds=${2:?rounds}
 seconds=${3:?seconds}
 shift 3
 [ $# -gt 0 ] || { echo "at least one powercut-writer binary" >&2; exit 2; }
-mkdir -p "$dir"
-df -T "$dir" | tail -1
-file="$dir/fio.dat"
-rm -f "$file"
-fallocate -l 256M "$file"
-dd if=/dev/zero of="$file" bs=1M count=256 oflag=direct conv=notrunc status=none
-sync
+. "$(dirname "$0")/fio-common.sh"
+prepare_fio_file
 fio_run() {
-    fio --name=w --filename="$file" --size=256M --ioengine=io_uring --direct=1 --sync=dsync \
-        --iodepth="$1" --bs=4k --rw=write --time_based --runtime="$seconds" \
-        | grep -E 'IOPS|50.00th|99.00th' | tr -s ' \n' ' '
+    fio_write "$1" | grep -E 'IOPS|50.00th|99.00th' | tr -s ' \n' ' '
     echo
-}
-bench_run() {
-    rm -rf "$dir/journal"
-    "$1" bench --dir "$dir/journal" --mode dsync --record-bytes 4096 --clients "$2" \
-        --seconds "$seconds"
 }
 round=1
 while [ "$round" -le "$rounds" ]; do
     echo "== round $round $(date -u +%T)"
     printf 'fio iodepth=32: '
     fio_run 32
-    for bin in "$@"; do printf '%s, 32 clients: ' "$bin"; bench_run "$bin" 32; done
+    for bin in "$@"; do printf '%s, 32 clients: ' "$bin"; bench_writer "$bin" 32; done
     printf 'fio iodepth=1: '
     fio_run 1
-    for bin in "$@"; do printf '%s, 1 client: ' "$bin"; bench_run "$bin" 1; done
+    for bin in "$@"; do printf '%s, 1 client: ' "$bin"; bench_writer "$bin" 1; done
     round=$((round + 1))
 done
 rm -rf "$dir/journal" "$file"

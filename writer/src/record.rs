@@ -140,6 +140,18 @@ pub struct DecodedRecord<'a> {
 /// allocates: the payload is a slice of the input, and a length is trusted only after it was
 /// checked against the bytes available.
 pub fn decode_record(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
+    decode(bytes, true)
+}
+
+/// M4 (no checksum check on the tail): [`decode_record`] without the checksum comparison, as a
+/// deliberately broken recovery uses it.
+#[cfg(feature = "mutants")]
+pub(crate) fn decode_record_unchecked(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
+    decode(bytes, false)
+}
+
+/// [`decode_record`], with the checksum comparison only if `check_crc` (the M4 mutant skips it).
+fn decode(bytes: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, DecodeFailure> {
     if bytes.len() < HEADER_BYTES {
         return Err(DecodeFailure::ShortHeader);
     }
@@ -149,7 +161,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
         return Err(DecodeFailure::ShortPayload);
     }
     let payload = &bytes[HEADER_BYTES..HEADER_BYTES + len];
-    if checksum(&bytes[8..HEADER_BYTES], payload) != header.crc32c {
+    if check_crc && checksum(&bytes[8..HEADER_BYTES], payload) != header.crc32c {
         return Err(DecodeFailure::BadChecksum);
     }
     // The padding may be cut off at the very end of a file truncated to its logical size.
@@ -158,25 +170,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
         header,
         payload,
         span_bytes,
-    })
-}
-
-/// M4 (no checksum check on the tail): [`decode_record`] without the checksum comparison, as a
-/// deliberately broken recovery uses it.
-#[cfg(feature = "mutants")]
-pub(crate) fn decode_record_unchecked(bytes: &[u8]) -> Result<DecodedRecord<'_>, DecodeFailure> {
-    if bytes.len() < HEADER_BYTES {
-        return Err(DecodeFailure::ShortHeader);
-    }
-    let header = parse_header(bytes).ok_or(DecodeFailure::BadMagic)?;
-    let len = header.len as usize;
-    if len > bytes.len() - HEADER_BYTES {
-        return Err(DecodeFailure::ShortPayload);
-    }
-    Ok(DecodedRecord {
-        header,
-        payload: &bytes[HEADER_BYTES..HEADER_BYTES + len],
-        span_bytes: record_span_bytes(len).min(bytes.len()),
     })
 }
 

@@ -6,10 +6,34 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use powercut_writer::Journal;
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_powercut-writer"))
+}
+
+/// `bench --dir DIR --mode MODE --record-bytes BYTES --clients N --seconds 1`, then `extra`.
+fn bench_args<'a>(
+    dir: &'a str,
+    mode: &'a str,
+    record_bytes: &'a str,
+    clients: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "bench",
+        "--dir",
+        dir,
+        "--mode",
+        mode,
+        "--record-bytes",
+        record_bytes,
+        "--clients",
+        clients,
+        "--seconds",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 #[test]
@@ -20,60 +44,10 @@ fn bad_usage_exits_2() {
         vec!["recover"],
         vec!["recover", "--dir"],
         vec!["recover", "--dir", "/x", "--bogus"],
-        vec![
-            "bench",
-            "--dir",
-            "/x",
-            "--mode",
-            "sometimes",
-            "--record-bytes",
-            "1",
-            "--clients",
-            "1",
-            "--seconds",
-            "1",
-        ],
-        vec![
-            "bench",
-            "--dir",
-            "/x",
-            "--mode",
-            "dsync",
-            "--record-bytes",
-            "ten",
-            "--clients",
-            "1",
-            "--seconds",
-            "1",
-        ],
-        vec![
-            "bench",
-            "--dir",
-            "/x",
-            "--mode",
-            "dsync",
-            "--record-bytes",
-            "1",
-            "--clients",
-            "0",
-            "--seconds",
-            "1",
-        ],
-        vec![
-            "bench",
-            "--dir",
-            "/x",
-            "--mode",
-            "dsync",
-            "--record-bytes",
-            "1",
-            "--clients",
-            "1",
-            "--seconds",
-            "1",
-            "--groups-in-flight",
-            "9",
-        ],
+        bench_args("/x", "sometimes", "1", "1", &[]),
+        bench_args("/x", "dsync", "ten", "1", &[]),
+        bench_args("/x", "dsync", "1", "0", &[]),
+        bench_args("/x", "dsync", "1", "1", &["--groups-in-flight", "9"]),
     ] {
         let output = binary().args(&args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -84,11 +58,7 @@ fn bad_usage_exits_2() {
 #[test]
 fn recover_prints_text_and_json() {
     let dir = scratch();
-    let (journal, _) = Journal::open(dir.path(), small_options()).unwrap();
-    for lsn in 1..=7 {
-        journal.append_durable(&payload(lsn, 10)).unwrap();
-    }
-    journal.close().unwrap();
+    small_journal_of(dir.path(), 7);
     let dir_arg = dir.path().to_str().unwrap();
     let text = binary()
         .args(["recover", "--dir", dir_arg])
@@ -122,24 +92,19 @@ fn recover_prints_text_and_json() {
 fn bench_prints_the_json_fields() {
     let dir = scratch();
     let output = binary()
-        .args([
-            "bench",
-            "--dir",
+        .args(bench_args(
             dir.path().join("j").to_str().unwrap(),
-            "--mode",
             "fdatasync",
-            "--record-bytes",
             "512",
-            "--clients",
             "4",
-            "--seconds",
-            "1",
-            "--json",
-            "--segment-bytes",
-            "1048576",
-            "--groups-in-flight",
-            "2",
-        ])
+            &[
+                "--json",
+                "--segment-bytes",
+                "1048576",
+                "--groups-in-flight",
+                "2",
+            ],
+        ))
         .output()
         .unwrap();
     assert!(
@@ -211,23 +176,7 @@ fn recover_of_a_missing_directory_fails_naming_it() {
 
 #[test]
 fn flag_value_that_is_a_flag_is_a_usage_error_naming_the_flag() {
-    let bench = |args: &[&'static str]| {
-        let mut all = vec![
-            "bench",
-            "--dir",
-            "/nonexistent/bench",
-            "--mode",
-            "dsync",
-            "--record-bytes",
-            "1",
-            "--clients",
-            "1",
-            "--seconds",
-            "1",
-        ];
-        all.extend_from_slice(args);
-        all
-    };
+    let bench = |args: &[&'static str]| bench_args("/nonexistent/bench", "dsync", "1", "1", args);
     for (args, flag) in [
         (vec!["recover", "--dir", "--json"], "--dir"),
         (vec!["serve", "--dir", "--listen", "127.0.0.1:0"], "--dir"),

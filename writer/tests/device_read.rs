@@ -14,7 +14,7 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::run_tool;
+use common::{mkfs_and_mount, run_tool, unmount_and_detach};
 use powercut_writer::capability::runnable;
 use powercut_writer::{
     recover, Durability, IoPathChoice, Journal, JournalOptions, RealStorage, Storage,
@@ -119,20 +119,7 @@ impl MountedExt4 {
             _image_dir: image_dir,
             mounted: false,
         };
-        run_tool(
-            "mkfs.ext4",
-            &[
-                "-q",
-                "-F",
-                "-E",
-                "lazy_itable_init=0,lazy_journal_init=0",
-                &guard.device,
-            ],
-        )?;
-        run_tool(
-            "mount",
-            &[&guard.device, guard.mount_point.path().to_str().unwrap()],
-        )?;
+        mkfs_and_mount("ext4", &guard.device, guard.mount_point.path())?;
         guard.mounted = true;
         Ok(guard)
     }
@@ -140,25 +127,7 @@ impl MountedExt4 {
 
 impl Drop for MountedExt4 {
     fn drop(&mut self) {
-        if self.mounted {
-            let target = self.mount_point.path().to_str().unwrap().to_string();
-            let unmounted = (0..100).any(|_| {
-                let ok = run_tool("umount", &[&target]).is_ok();
-                if !ok {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                ok
-            });
-            if !unmounted {
-                let _ = run_tool("umount", &["-l", &target]);
-            }
-        }
-        for _ in 0..50 {
-            if run_tool("losetup", &["-d", &self.device]).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        unmount_and_detach(self.mounted, self.mount_point.path(), &self.device);
     }
 }
 

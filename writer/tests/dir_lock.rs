@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{payload, scratch, small_options};
+use common::{payload, scratch, small_journal_of, small_options};
 use powercut_writer::bench::{self, BenchOptions};
 use powercut_writer::{recover, Journal, JournalError};
 
@@ -44,9 +44,7 @@ fn a_second_journal_on_one_directory_is_refused_while_the_first_lives() {
 #[test]
 fn recoveries_run_side_by_side_and_a_missing_directory_is_empty() {
     let dir = scratch();
-    let (journal, _) = Journal::open(dir.path(), small_options()).unwrap();
-    journal.append_durable(&payload(1, 10)).unwrap();
-    journal.close().unwrap();
+    small_journal_of(dir.path(), 1);
     let both = std::thread::scope(|s| {
         let a = s.spawn(|| recover(dir.path()).map(|r| r.last_lsn()));
         let b = s.spawn(|| recover(dir.path()).map(|r| r.last_lsn()));
@@ -59,9 +57,7 @@ fn recoveries_run_side_by_side_and_a_missing_directory_is_empty() {
 #[test]
 fn bench_refuses_a_directory_holding_a_journal() {
     let dir = scratch();
-    let (journal, _) = Journal::open(dir.path(), small_options()).unwrap();
-    journal.append_durable(&payload(1, 10)).unwrap();
-    journal.close().unwrap();
+    small_journal_of(dir.path(), 1);
     let options = BenchOptions {
         record_bytes: 64,
         clients: 1,

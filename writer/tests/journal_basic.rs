@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{join_acked, scratch, small_options};
+use common::{join_acked, reopen_and_append, scratch, small_options};
 use powercut_writer::{recover, Durability, IoPathChoice, Journal, JournalOptions, Preallocation};
 
 fn payload(lsn: u64, len: usize) -> Vec<u8> {
@@ -67,13 +67,7 @@ fn append_commit_recover_all_modes() {
                     );
                 }
                 // Reopen and continue.
-                let (journal, report) = Journal::open(dir.path(), options).unwrap();
-                assert_eq!(report.recovery.record_count as usize, 300);
-                assert_eq!(journal.append_durable(b"more").unwrap(), 301);
-                journal.close().unwrap();
-                let recovery = recover(dir.path()).unwrap();
-                assert_eq!(recovery.records.len(), 301);
-                assert_eq!(recovery.records[300].payload, b"more");
+                reopen_and_append(dir.path(), options, 300, b"more");
             }
         }
     }
@@ -179,12 +173,7 @@ fn reopen_with_smaller_segments_rotates() {
     }
     journal.close().unwrap();
     // The current segment is now larger than the new segment size.
-    let (journal, _) = Journal::open(dir.path(), small_options()).unwrap();
-    assert_eq!(journal.append_durable(b"next").unwrap(), 101);
-    journal.close().unwrap();
-    let recovery = recover(dir.path()).unwrap();
-    assert_eq!(recovery.records.len(), 101);
-    assert_eq!(recovery.records[100].payload, b"next");
+    reopen_and_append(dir.path(), small_options(), 100, b"next");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::run_tool;
+use common::{mkfs_and_mount, run_tool, unmount, unmount_and_detach};
 use powercut_writer::capability::runnable;
 use powercut_writer::{recover, Journal, JournalOptions};
 
@@ -43,23 +43,7 @@ impl MountedLoop {
             _image_dir: image_dir,
             mounted: false,
         };
-        match fs {
-            "xfs" => run_tool("mkfs.xfs", &["-q", "-f", &guard.device])?,
-            _ => run_tool(
-                "mkfs.ext4",
-                &[
-                    "-q",
-                    "-F",
-                    "-E",
-                    "lazy_itable_init=0,lazy_journal_init=0",
-                    &guard.device,
-                ],
-            )?,
-        };
-        run_tool(
-            "mount",
-            &[&guard.device, guard.mount_point.path().to_str().unwrap()],
-        )?;
+        mkfs_and_mount(fs, &guard.device, guard.mount_point.path())?;
         guard.mounted = true;
         Ok(guard)
     }
@@ -69,30 +53,9 @@ impl MountedLoop {
     }
 }
 
-/// Unmounts, retrying while the kernel still holds the file system busy (closing io_uring
-/// rings releases their files asynchronously), then detaching lazily as a last resort.
-fn unmount(target: &str) {
-    for _ in 0..100 {
-        if run_tool("umount", &[target]).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("umount {target} kept failing; detaching lazily");
-    let _ = run_tool("umount", &["-l", target]);
-}
-
 impl Drop for MountedLoop {
     fn drop(&mut self) {
-        if self.mounted {
-            unmount(self.mount_point.path().to_str().unwrap());
-        }
-        for _ in 0..50 {
-            if run_tool("losetup", &["-d", &self.device]).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        unmount_and_detach(self.mounted, self.mount_point.path(), &self.device);
     }
 }
 

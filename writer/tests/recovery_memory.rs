@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use common::{payload, scratch};
+use common::{few_records_in_a_1_gib_segment, payload, scratch};
 use powercut_writer::{recover_visiting, Journal, JournalOptions};
 
 struct Counting;
@@ -127,18 +127,7 @@ fn open_and_recovery_memory_does_not_grow_with_the_journal() {
 #[test]
 fn recovery_of_a_large_preallocated_segment_holds_only_its_read_window() {
     let dir = scratch();
-    let options = JournalOptions {
-        segment_bytes: 1 << 30,
-        // Unwritten extents: the 1 GiB segment costs no writing.
-        preallocation: powercut_writer::Preallocation::Fallocate,
-        prepare_ahead: false,
-        ..JournalOptions::default()
-    };
-    let (journal, _) = Journal::open(dir.path(), options).unwrap();
-    for lsn in 1..=10 {
-        journal.append_durable(&payload(lsn, 1000)).unwrap();
-    }
-    journal.close().unwrap();
+    few_records_in_a_1_gib_segment(dir.path(), 10);
     let mut records = 0u64;
     let peak = peak_of(|| {
         recover_visiting(dir.path(), None, &mut |_| records += 1).unwrap();

@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{payload, scratch};
+use common::{few_records_in_a_1_gib_segment, payload, scratch};
 use powercut_writer::record::{encode_record, record_span_bytes};
 use powercut_writer::{
-    recover, recover_with_storage, DirLock, DirLockError, IoPath, IoPathChoice, Journal,
-    JournalError, JournalOptions, LockMode, OpenFlags, Preallocation, ReadFile, RealStorage,
-    RecoveryOptions, SegmentFile, Storage, SCAN_WINDOW_BYTES,
+    recover, recover_with_storage, DirLock, DirLockError, IoPath, IoPathChoice, JournalError,
+    LockMode, OpenFlags, ReadFile, RealStorage, RecoveryOptions, SegmentFile, Storage,
+    SCAN_WINDOW_BYTES,
 };
 
 /// Counts the bytes recovery reads and the largest single read.
@@ -91,18 +91,7 @@ const GIB: u64 = 1 << 30;
 #[test]
 fn few_records_in_large_segments_read_a_bounded_amount() {
     let dir = scratch();
-    let options = JournalOptions {
-        segment_bytes: GIB,
-        // Unwritten extents: a 1 GiB segment costs no writing, and reads as zeros.
-        preallocation: Preallocation::Fallocate,
-        prepare_ahead: false,
-        ..JournalOptions::default()
-    };
-    let (journal, _) = Journal::open(dir.path(), options).unwrap();
-    for lsn in 1..=20 {
-        journal.append_durable(&payload(lsn, 1000)).unwrap();
-    }
-    journal.close().unwrap();
+    few_records_in_a_1_gib_segment(dir.path(), 20);
 
     let read = Arc::new(AtomicU64::new(0));
     let largest = Arc::new(AtomicU64::new(0));

@@ -35,6 +35,36 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// `powercut run WORKLOAD EXTRA... --out OUT --json OUT.json` from the workspace root: its
+/// output, and the path of its JSON report.
+#[allow(dead_code)] // not every test binary needs it
+pub fn run_workload(
+    workload: &std::path::Path,
+    extra: &[&str],
+    out: &std::path::Path,
+) -> (std::process::Output, PathBuf) {
+    let json = out.with_extension("json");
+    let output = Command::new(POWERCUT)
+        .arg("run")
+        .arg(workload)
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .arg(&json)
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    (output, json)
+}
+
+/// A temporary directory for a test that needs the guest image, or None where the image cannot
+/// be built here: the test then returns (`runnable` prints SKIPPED, and fails it under CI=true).
+#[allow(dead_code)] // not every test binary needs it
+pub fn vm_test_dir() -> Option<tempfile::TempDir> {
+    powercut_writer::capability::runnable(image_ready()).then(|| tempfile::tempdir().unwrap())
+}
+
 /// Builds the guest image once per test binary. `Err(reason)`: the test prints
 /// "SKIPPED: reason" and returns. A build that fails for another reason fails the test: CI has
 /// every capability, so a broken agent must not pass as a skip.

@@ -6,17 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
 
 use super::config::CheckConfig;
 use super::runner::run_states;
 use super::scratch::scratch;
+use super::{open_log, LogRun};
 use crate::blocklog::BlockLog;
 use crate::crash::{self, CrashState, StateId, Subset};
-use crate::invariants::{self, RecoverFn};
-use crate::mount::{self, FsType};
+use crate::invariants::RecoverFn;
+use crate::mount::FsType;
 use crate::outcome::{CheckError, StateOutcome};
 use crate::report::CoverageReport;
 
@@ -65,36 +65,23 @@ pub fn durable_states(log: &BlockLog, acks: &[(u64, Ack)]) -> Vec<(CrashState, V
 /// states it checked with their outcomes (the crash-state pass reuses them).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_coverage(
-    log: &BlockLog,
-    base: &Path,
-    fs: FsType,
-    seed: u64,
-    acks: &[(u64, Ack)],
-    config: &CheckConfig,
-    recover: &RecoverFn,
+    run: &LogRun<'_>,
     scratch: &Path,
-    start: Instant,
 ) -> Result<(CoverageReport, Vec<(CrashState, StateOutcome)>), CheckError> {
+    let (log, acks) = (run.log, run.acks);
     let groups = durable_states(log, acks);
     let states: Vec<CrashState> = groups.iter().map(|(s, _)| s.clone()).collect();
     // One state per distinct durable image, within the run's budget (counted from `start`):
     // acks whose state was not reached are reported as unchecked, never as uncovered.
     let cfg = CheckConfig {
         mid_log_corruption: false,
-        ..config.clone()
+        ..run.config.clone()
     };
-    let outcomes = run_states(
-        log,
-        base,
-        fs,
-        seed,
-        acks,
-        &cfg,
-        recover,
-        &scratch.join("coverage"),
-        &states,
-        start,
-    )?;
+    let coverage_run = LogRun {
+        config: &cfg,
+        ..*run
+    };
+    let outcomes = run_states(&coverage_run, &scratch.join("coverage"), &states)?;
     let by_id: HashMap<&str, usize> = outcomes
         .iter()
         .enumerate()
@@ -189,34 +176,19 @@ pub fn check_coverage(
     config: &CheckConfig,
     recover: &RecoverFn,
 ) -> Result<CoverageReport, CheckError> {
-    mount::can_mount()?;
-    let mut log = BlockLog::open(log_path)?;
-    if let Some(n) = config.max_entries {
-        log.keep_first_entries(n);
-    }
-    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let (log, acks) = open_log(log_path, config)?;
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = scratch(config)?;
-    let start = Instant::now();
-    run_coverage(
-        &log,
-        base_image,
-        fs,
-        seed,
-        &acks,
-        config,
-        recover,
-        &scratch.path,
-        start,
-    )
-    .map(|(report, _)| report)
+    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover);
+    run_coverage(&run, &scratch.path).map(|(report, _)| report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::blocklog::LogWriter;
+    use crate::invariants;
 
     #[test]
     fn durable_states_group_acks_by_image() {

@@ -48,13 +48,8 @@ pub fn check_log(
     recover: &RecoverFn,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, CheckError> {
-    mount::can_mount()?;
     let start = Instant::now();
-    let mut log = BlockLog::open(log_path)?;
-    if let Some(n) = config.max_entries {
-        log.keep_first_entries(n);
-    }
-    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    let (log, acks) = open_log(log_path, config)?;
     let enumeration = crash::enumerate(&log, &config.states);
     let mut states = enumeration.states;
     if let Some((k, n)) = config.shard {
@@ -67,14 +62,8 @@ pub fn check_log(
         .map_err(io_err("stat base image", base_image))?
         .len();
     let run = LogRun {
-        log: &log,
-        base: base_image,
-        fs,
-        seed,
-        acks: &acks,
-        config,
-        recover,
         start,
+        ..LogRun::new(&log, base_image, fs, seed, &acks, config, recover)
     };
     let (passes, image_copies) = with_scratch(config, image_bytes, |scratch| {
         run.passes(&states, scratch, progress)
@@ -83,8 +72,9 @@ pub fn check_log(
     Ok(run.report(passes, states_total, enumeration.duplicates, image_copies))
 }
 
-/// One `check_log` call: the log, its ledger and what to check it with.
-struct LogRun<'a> {
+/// One check of a log: the log, its ledger, what to check it with and when the check started.
+#[derive(Clone, Copy)]
+pub(crate) struct LogRun<'a> {
     log: &'a BlockLog,
     base: &'a Path,
     fs: FsType,
@@ -93,6 +83,44 @@ struct LogRun<'a> {
     config: &'a CheckConfig,
     recover: &'a RecoverFn,
     start: Instant,
+}
+
+impl<'a> LogRun<'a> {
+    /// A check of `log` starting now.
+    fn new(
+        log: &'a BlockLog,
+        base: &'a Path,
+        fs: FsType,
+        seed: u64,
+        acks: &'a [(u64, Ack)],
+        config: &'a CheckConfig,
+        recover: &'a RecoverFn,
+    ) -> LogRun<'a> {
+        LogRun {
+            log,
+            base,
+            fs,
+            seed,
+            acks,
+            config,
+            recover,
+            start: Instant::now(),
+        }
+    }
+}
+
+/// Opens the log (cut to `config.max_entries`) and its ledger, once mounting is known to work.
+fn open_log(
+    log_path: &Path,
+    config: &CheckConfig,
+) -> Result<(BlockLog, Vec<(u64, Ack)>), CheckError> {
+    mount::can_mount()?;
+    let mut log = BlockLog::open(log_path)?;
+    if let Some(n) = config.max_entries {
+        log.keep_first_entries(n);
+    }
+    let acks = invariants::ledger(&log, config.acks.as_deref())?;
+    Ok((log, acks))
 }
 
 /// What the passes of a run found.
@@ -114,17 +142,7 @@ impl LogRun<'_> {
     ) -> Result<Passes, CheckError> {
         let config = self.config;
         let (coverage, covered) = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
-            let (report, outcomes) = run_coverage(
-                self.log,
-                self.base,
-                self.fs,
-                self.seed,
-                self.acks,
-                config,
-                self.recover,
-                scratch,
-                self.start,
-            )?;
+            let (report, outcomes) = run_coverage(self, scratch)?;
             (Some(report), outcomes)
         } else {
             (None, Vec::new())
@@ -132,16 +150,7 @@ impl LogRun<'_> {
         let (to_check, mut outcomes) = split_by_coverage(states, &covered, self.acks);
         let states_from_coverage = outcomes.len() as u64;
         let n_entries = self.log.entries().len() as u64;
-        let mut run = Run::new(
-            self.log,
-            self.base,
-            self.fs,
-            self.seed,
-            self.acks,
-            config,
-            self.recover,
-            scratch,
-        );
+        let mut run = Run::new(self, scratch);
         run.probe_index = probe_state(config, &to_check, n_entries);
         let (checked, budget_exhausted) = run.run(&to_check, progress, self.start)?;
         outcomes.extend(checked);
@@ -224,16 +233,8 @@ pub fn check_one(
     let scratch = scratch(config)?;
     let image = scratch.path.join("state.img");
     build_state_image(&log, base_image, &state, &image)?;
-    let run = Run::new(
-        &log,
-        base_image,
-        fs,
-        seed,
-        &acks,
-        config,
-        recover,
-        &scratch.path,
-    );
+    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover);
+    let run = Run::new(&run, &scratch.path);
     run.check_state(
         &state,
         &image,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use powercut_workloads::ack::Ack;
 
 use super::config::CheckConfig;
+use super::LogRun;
 use crate::blocklog::BlockLog;
 use crate::crash::CrashState;
 use crate::invariants::{
@@ -44,30 +45,20 @@ pub(super) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// A run without the I5 probe.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        log: &'a BlockLog,
-        base: &'a Path,
-        fs: FsType,
-        seed: u64,
-        acks: &'a [(u64, Ack)],
-        cfg: &'a CheckConfig,
-        recover: &'a RecoverFn,
-        scratch: &'a Path,
-    ) -> Run<'a> {
+    /// A run of `run`'s log without the I5 probe, building its images under `scratch`.
+    pub(super) fn new(run: &LogRun<'a>, scratch: &'a Path) -> Run<'a> {
         Run {
-            log,
-            base,
-            fs,
-            seed,
-            acks,
-            cfg,
-            recover,
+            log: run.log,
+            base: run.base,
+            fs: run.fs,
+            seed: run.seed,
+            acks: run.acks,
+            cfg: run.config,
+            recover: run.recover,
             scratch,
             probe_index: None,
             kept_images: AtomicUsize::new(0),
-            keeper: keeper_of(cfg, log),
+            keeper: keeper_of(run.config, run.log),
         }
     }
 }

@@ -6,15 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use powercut_workloads::ack::Ack;
-
 use super::config::CheckConfig;
 use super::one_state::Run;
 use super::state_image::apply_delta;
-use crate::blocklog::BlockLog;
+use super::LogRun;
 use crate::crash::{CrashState, StateKind};
-use crate::invariants::RecoverFn;
-use crate::mount::FsType;
 use crate::outcome::{io_err, CheckError, StateOutcome};
 use crate::replay::{clone_image, Replayer};
 
@@ -136,23 +132,17 @@ impl Run<'_> {
     }
 }
 
-/// Checks `states` (sorted for replay) without the I5 probe and without progress reports.
-#[allow(clippy::too_many_arguments)]
+/// Checks `states` (sorted for replay) of `run`'s log without the I5 probe and without progress
+/// reports.
 pub(crate) fn run_states(
-    log: &BlockLog,
-    base: &Path,
-    fs: FsType,
-    seed: u64,
-    acks: &[(u64, Ack)],
-    cfg: &CheckConfig,
-    recover: &RecoverFn,
+    run: &LogRun<'_>,
     scratch: &Path,
     states: &[CrashState],
-    start: Instant,
 ) -> Result<Vec<StateOutcome>, CheckError> {
-    let run = Run::new(log, base, fs, seed, acks, cfg, recover, scratch);
     let mut no_progress = |_: Progress| {};
-    Ok(run.run(states, &mut no_progress, start)?.0)
+    Ok(Run::new(run, scratch)
+        .run(states, &mut no_progress, run.start)?
+        .0)
 }
 
 /// The state that gets the I5 probe: the last full prefix of the log.

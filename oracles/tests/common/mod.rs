@@ -143,6 +143,26 @@ pub enum Engine {
     AckBeforeSync,
 }
 
+/// Appends records `lsn + 1..=lsn + n` to the segment `seg` and logs the blocks they touch,
+/// each rewritten whole, as the engine's writes; advances `lsn` and returns the records' CRC.
+fn write_records(w: &mut LogWriter, base: &Base, seg: &mut Vec<u8>, lsn: &mut u64, n: u64) -> u32 {
+    let start = seg.len();
+    let mut crc = 0;
+    for _ in 0..n {
+        *lsn += 1;
+        seg.extend_from_slice(&encode(*lsn));
+        crc = crc32c::crc32c_append(crc, &payload_of(*lsn));
+    }
+    assert!(seg.len() <= SEG_BYTES);
+    for b in start / BLOCK..seg.len().div_ceil(BLOCK) {
+        let mut block = vec![0u8; BLOCK];
+        let end = ((b + 1) * BLOCK).min(seg.len());
+        block[..end - b * BLOCK].copy_from_slice(&seg[b * BLOCK..end]);
+        w.write(base.block_offsets[b] / 512, &block, 0).unwrap();
+    }
+    crc
+}
+
 /// Records `batches` (records per group commit) as a dm-log-writes log would: the tail blocks
 /// rewritten whole, a flush, then the ack mark. Returns the log path and the LSN count.
 pub fn record_log(dir: &Path, base: &Base, batches: &[u64], engine: Engine) -> (PathBuf, u64) {
@@ -152,23 +172,8 @@ pub fn record_log(dir: &Path, base: &Base, batches: &[u64], engine: Engine) -> (
     let mut seg: Vec<u8> = Vec::new();
     let mut lsn = 0u64;
     for &n in batches {
-        let start = seg.len();
         let first = lsn + 1;
-        let mut crc = 0;
-        for _ in 0..n {
-            lsn += 1;
-            seg.extend_from_slice(&encode(lsn));
-            crc = crc32c::crc32c_append(crc, &payload_of(lsn));
-        }
-        assert!(seg.len() <= SEG_BYTES);
-        let b0 = start / BLOCK;
-        let b1 = seg.len().div_ceil(BLOCK);
-        for b in b0..b1 {
-            let mut block = vec![0u8; BLOCK];
-            let end = ((b + 1) * BLOCK).min(seg.len());
-            block[..end - b * BLOCK].copy_from_slice(&seg[b * BLOCK..end]);
-            w.write(base.block_offsets[b] / 512, &block, 0).unwrap();
-        }
+        let crc = write_records(&mut w, base, &mut seg, &mut lsn, n);
         let label = format!("r:{first}-{lsn}:{crc:08x}");
         match engine {
             Engine::Correct => {
@@ -215,18 +220,7 @@ pub fn record_script(dir: &Path, base: &Base, name: &str, script: &[Scripted]) -
     for step in script {
         match *step {
             Scripted::Write { records } => {
-                let start = seg.len();
-                for _ in 0..records {
-                    lsn += 1;
-                    seg.extend_from_slice(&encode(lsn));
-                }
-                assert!(seg.len() <= SEG_BYTES);
-                for b in start / BLOCK..seg.len().div_ceil(BLOCK) {
-                    let mut block = vec![0u8; BLOCK];
-                    let end = ((b + 1) * BLOCK).min(seg.len());
-                    block[..end - b * BLOCK].copy_from_slice(&seg[b * BLOCK..end]);
-                    w.write(base.block_offsets[b] / 512, &block, 0).unwrap();
-                }
+                write_records(&mut w, base, &mut seg, &mut lsn, records);
             }
             Scripted::Flush => {
                 w.flush().unwrap();
@@ -267,20 +261,8 @@ pub fn record_log_without_marks(
     let mut lsn = 0u64;
     let mut acks = vec![(0, Ack::Start { name: "toy".into() })];
     for &n in batches {
-        let start = seg.len();
         let first = lsn + 1;
-        let mut crc = 0;
-        for _ in 0..n {
-            lsn += 1;
-            seg.extend_from_slice(&encode(lsn));
-            crc = crc32c::crc32c_append(crc, &payload_of(lsn));
-        }
-        for b in start / BLOCK..seg.len().div_ceil(BLOCK) {
-            let mut block = vec![0u8; BLOCK];
-            let end = ((b + 1) * BLOCK).min(seg.len());
-            block[..end - b * BLOCK].copy_from_slice(&seg[b * BLOCK..end]);
-            w.write(base.block_offsets[b] / 512, &block, 0).unwrap();
-        }
+        let crc = write_records(&mut w, base, &mut seg, &mut lsn, n);
         let flush = w.flush().unwrap();
         let at = if early { flush - 1 } else { flush };
         acks.push((

@@ -50,13 +50,8 @@ impl Inner {
         loop {
             check_usable(&state)?;
             if state.rotate_requested {
-                if state.in_flight > 0 {
-                    state = self.wait_changed(state);
-                } else {
-                    let (next, result) = self.lead(state);
-                    state = next;
-                    result?;
-                }
+                let wait = state.in_flight > 0;
+                state = self.wait_or_lead(state, wait)?;
                 continue;
             }
             // One block of slack: a group may move to the next block boundary (see `lead`).
@@ -67,16 +62,25 @@ impl Inner {
             }
             if state.active_len + span + self.alignment > state.active.capacity() {
                 // Staging is full: wait for (or run) the flush that empties it.
-                if !self.can_lead(&state) {
-                    state = self.wait_changed(state);
-                } else {
-                    let (next, result) = self.lead(state);
-                    state = next;
-                    result?;
-                }
+                let wait = !self.can_lead(&state);
+                state = self.wait_or_lead(state, wait)?;
                 continue;
             }
             return Ok(state);
         }
+    }
+
+    /// Waits for the state to change if `wait`, else runs a group commit (or the rotation) itself.
+    fn wait_or_lead<'a>(
+        &'a self,
+        state: MutexGuard<'a, State>,
+        wait: bool,
+    ) -> Result<MutexGuard<'a, State>, JournalError> {
+        if wait {
+            return Ok(self.wait_changed(state));
+        }
+        let (next, result) = self.lead(state);
+        result?;
+        Ok(next)
     }
 }

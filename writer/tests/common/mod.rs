@@ -23,6 +23,52 @@ pub fn small_options() -> JournalOptions {
     }
 }
 
+/// Writes `records` durable 1000-byte records (LSN 1 on) into a journal in `dir` of 1 GiB
+/// segments preallocated as unwritten extents (costing no writing, reading as zeros), and
+/// closes it.
+pub fn few_records_in_a_1_gib_segment(dir: &Path, records: u64) {
+    let options = JournalOptions {
+        segment_bytes: 1 << 30,
+        preallocation: powercut_writer::Preallocation::Fallocate,
+        prepare_ahead: false,
+        ..JournalOptions::default()
+    };
+    let (journal, _) = powercut_writer::Journal::open(dir, options).unwrap();
+    for lsn in 1..=records {
+        journal.append_durable(&payload(lsn, 1000)).unwrap();
+    }
+    journal.close().unwrap();
+}
+
+/// Reopens the journal in `dir`, which must recover `records` records, appends `more` as the
+/// next record (LSN `records + 1`) and closes it; recovery then ends with it. Returns that
+/// recovery.
+pub fn reopen_and_append(
+    dir: &Path,
+    options: JournalOptions,
+    records: usize,
+    more: &[u8],
+) -> powercut_writer::Recovery {
+    let (journal, report) = powercut_writer::Journal::open(dir, options).unwrap();
+    assert_eq!(report.recovery.record_count as usize, records);
+    assert_eq!(journal.append_durable(more).unwrap(), records as u64 + 1);
+    journal.close().unwrap();
+    let recovery = powercut_writer::recover(dir).unwrap();
+    assert_eq!(recovery.records.len(), records + 1);
+    assert_eq!(recovery.records[records].payload, more);
+    recovery
+}
+
+/// Writes the durable records LSN 1 to `records` (10-byte payloads) into a journal of small
+/// segments in `dir`, and closes it.
+pub fn small_journal_of(dir: &Path, records: u64) {
+    let (journal, _) = powercut_writer::Journal::open(dir, small_options()).unwrap();
+    for lsn in 1..=records {
+        journal.append_durable(&payload(lsn, 10)).unwrap();
+    }
+    journal.close().unwrap();
+}
+
 /// A payload without zero bytes, derived from the LSN.
 pub fn payload(lsn: u64, len: usize) -> Vec<u8> {
     (0..len)
@@ -149,4 +195,50 @@ pub fn loop_capability(tools: &[&str]) -> Result<(), String> {
         return Err("no /dev/loop-control".into());
     }
     Ok(())
+}
+
+/// Makes a file system (`xfs`, else ext4) on `device` and mounts it at `mount_point`.
+pub fn mkfs_and_mount(fs: &str, device: &str, mount_point: &Path) -> Result<(), String> {
+    match fs {
+        "xfs" => run_tool("mkfs.xfs", &["-q", "-f", device])?,
+        _ => run_tool(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                device,
+            ],
+        )?,
+    };
+    run_tool("mount", &[device, mount_point.to_str().unwrap()])?;
+    Ok(())
+}
+
+/// Unmounts, retrying while the kernel still holds the file system busy (closing io_uring
+/// rings releases their files asynchronously), then detaching lazily as a last resort.
+pub fn unmount(target: &str) {
+    for _ in 0..100 {
+        if run_tool("umount", &[target]).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("umount {target} kept failing; detaching lazily");
+    let _ = run_tool("umount", &["-l", target]);
+}
+
+/// [`unmount`]s `mount_point` if `mounted`, then detaches the loop `device`, retrying while it
+/// is busy.
+pub fn unmount_and_detach(mounted: bool, mount_point: &Path, device: &str) {
+    if mounted {
+        unmount(mount_point.to_str().unwrap());
+    }
+    for _ in 0..50 {
+        if run_tool("losetup", &["-d", device]).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
