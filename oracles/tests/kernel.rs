@@ -112,8 +112,10 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
         .unwrap();
     let kept = dir.path().join("keep").join(&v.state_id);
     assert!(kept.join("ledger.json").exists() && kept.join("outcome.json").exists());
-    // Images are kept for the first failing states of each pass only (the crash states, and
-    // the coverage check's states); the others say how to rebuild them.
+    // Images are kept for the first failing states of each pass only; the others say how to
+    // rebuild them. Three passes shared this keep directory: the coverage check above, and
+    // check_log's coverage and crash-state passes. Which failing states come first depends on
+    // which worker finishes first, so the passes may keep images of different states.
     let states: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("keep"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -122,7 +124,7 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
     let with_image = states.iter().filter(|p| p.join("image").exists()).count();
     assert!(
         with_image >= states.len().min(c.max_kept_images)
-            && with_image <= 2 * c.max_kept_images
+            && with_image <= 3 * c.max_kept_images
             && with_image < states.len(),
         "{with_image} images of {} failing states kept",
         states.len()
