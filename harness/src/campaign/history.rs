@@ -1,5 +1,5 @@
-//! The campaigns' history: one JSON file that each campaign given `--history F` (or a corpus,
-//! `CORPUS/history.json`) appends itself to: its seed, shard, tier, mutant, workloads, crash
+//! The campaigns' history: one JSON file that each campaign given `--history F` appends itself
+//! to: its seed, shard, tier, mutant, workloads, crash
 //! states, seconds, and its findings with the time each signature was first seen in any
 //! campaign of the history. A nightly job keeps the file between runs to see when a finding
 //! appeared and whether a fixed one came back.

@@ -109,7 +109,7 @@ pub struct CampaignArgs {
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Append this campaign (seed, workloads, states, findings with when each was first seen)
-    /// to this JSON history (default with --corpus: CORPUS/history.json).
+    /// to this JSON history.
     #[arg(long)]
     pub history: Option<PathBuf>,
     /// Run a deliberately broken variant of the engine (needs a build with `--features
@@ -489,14 +489,12 @@ impl<'a> Campaign<'a> {
         Ok(())
     }
 
-    /// Appends the campaign to `--history` (or the corpus's history).
+    /// Appends the campaign to `--history`.
     fn append_history(&self) -> Result<()> {
-        let path = match (&self.args.history, &self.args.corpus) {
-            (Some(path), _) => path.clone(),
-            (None, Some(corpus)) => corpus.join("history.json"),
-            (None, None) => return Ok(()),
+        let Some(path) = &self.args.history else {
+            return Ok(());
         };
-        let mut log = history::History::load(&path)?;
+        let mut log = history::History::load(path)?;
         let entry = history::Entry {
             ended_unix_seconds: history::now_unix_seconds(),
             seed: self.seed,
@@ -514,7 +512,7 @@ impl<'a> Campaign<'a> {
             .map(|f| (f.signature.clone(), f.invariant.clone()))
             .collect();
         log.add(entry, &found);
-        log.save(&path)?;
+        log.save(path)?;
         eprintln!(
             "campaign: history of {} campaigns in {}",
             log.campaigns.len(),
