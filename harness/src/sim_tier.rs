@@ -130,6 +130,63 @@ pub fn run(workload: &Workload, mutant: Option<Mutant>, seed: u64) -> Result<Sim
         .map_err(|e| anyhow::anyhow!("sim run of {}: {e}", workload.name))
 }
 
+/// [`run`] bounded by `budget`, printing a progress line on stderr every second (steps done of
+/// all, crash states checked, states/s, an ETA from the steps' pace).
+pub fn run_with_progress(
+    workload: &Workload,
+    mutant: Option<Mutant>,
+    seed: u64,
+    budget: Option<std::time::Duration>,
+) -> Result<SimReport> {
+    let mut plan = plan_for(workload)?;
+    let progress = std::sync::Arc::new(sim::SimProgress::default());
+    plan.time_budget = budget;
+    plan.progress = Some(std::sync::Arc::clone(&progress));
+    let steps_total = plan.steps.len() as u64;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        scope.spawn(|| print_progress(&progress, steps_total, &done));
+        let report = sim::check_run(&plan, mutant, seed);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        report
+    });
+    report.map_err(|e| anyhow::anyhow!("sim run of {}: {e}", workload.name))
+}
+
+/// Prints the run's progress every second until `done`.
+fn print_progress(
+    progress: &sim::SimProgress,
+    steps_total: u64,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    let started = std::time::Instant::now();
+    let mut next = std::time::Duration::from_secs(1);
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let elapsed = started.elapsed();
+        if elapsed < next {
+            continue;
+        }
+        next += std::time::Duration::from_secs(1);
+        let steps = progress.steps_done.load(Ordering::Relaxed);
+        let states = progress.states_checked.load(Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        let eta = if steps > 0 {
+            format!(
+                ", about {:.0}s left",
+                seconds * (steps_total.saturating_sub(steps)) as f64 / steps as f64
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "sim: step {steps}/{steps_total}, {states} crash states ({:.0}/s), {seconds:.0}s{eta}",
+            states as f64 / seconds
+        );
+    }
+}
+
 /// One line for a finished run.
 pub fn summary(workload: &Workload, report: &SimReport) -> String {
     let mut line = format!(

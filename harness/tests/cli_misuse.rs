@@ -527,3 +527,30 @@ fn replay_onto_a_fifo_base_fails_instead_of_hanging() {
         output_text(&output)
     );
 }
+
+#[test]
+fn sim_stops_at_its_budget_with_progress_and_says_it_is_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("long.yaml");
+    std::fs::write(
+        &workload,
+        "name: long\nseed: 7\nwriter: { groups_in_flight: 8 }\nsteps:\n  - ingest: { clients: 8, \
+         records_per_client: 120, size: 100 }\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let output = Command::new(POWERCUT)
+        .arg("sim")
+        .arg(&workload)
+        .args(["--budget", "2s"])
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the budget did not stop it"
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("sim: step 0/1,"), "{err}");
+    assert!(err.contains("incomplete"), "{err}");
+}

@@ -24,6 +24,10 @@ pub struct SimArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Stop checking after this long (e.g. 30s, 10m); the report then says the run did not
+    /// complete and the exit code is 4 if nothing was found.
+    #[arg(long, value_parser = crate::check_cmds::parse_duration)]
+    budget: Option<std::time::Duration>,
 }
 
 pub fn run(args: SimArgs) -> Result<()> {
@@ -34,7 +38,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     let workload = load_workload(&args.workload, args.seed, None, None)?;
     let seed = workload.seed;
     println!("seed {seed} (re-run with --seed {seed})");
-    let report = sim_tier::run(&workload, args.mutant, seed)?;
+    let report = sim_tier::run_with_progress(&workload, args.mutant, seed, args.budget)?;
     println!("{}", sim_tier::summary(&workload, &report));
     for v in report.violations.iter().skip(1).take(9) {
         println!("  {v}");
@@ -43,7 +47,12 @@ pub fn run(args: SimArgs) -> Result<()> {
         std::fs::write(path, sim_tier::report_json(&workload, &report)?)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     }
-    if report.passed() {
+    if report.passed() && !report.completed {
+        Err(crate::exit::Incomplete(
+            "the sim run stopped before its last step (its budget ran out)".into(),
+        )
+        .into())
+    } else if report.passed() {
         Ok(())
     } else {
         Err(ViolationFound(format!(

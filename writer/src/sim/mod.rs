@@ -34,9 +34,9 @@ mod fs;
 mod rng;
 
 pub use check::{
-    check_run, reproduce_state, SimInvariant, SimPlan, SimReport, SimState, SimStep, SimViolation,
-    MAX_CONCURRENT_RECORDS, MAX_CRASH_STATES_PER_CHECK, MAX_PAYLOAD_BYTES, MAX_RECORDS_PER_RUN,
-    MAX_RECORDS_PER_STEP, MAX_STEPS, MAX_THREADS, SIM_JOURNAL_DIR,
+    check_run, reproduce_state, SimInvariant, SimPlan, SimProgress, SimReport, SimState, SimStep,
+    SimViolation, MAX_CONCURRENT_RECORDS, MAX_CRASH_STATES_PER_CHECK, MAX_PAYLOAD_BYTES,
+    MAX_RECORDS_PER_RUN, MAX_RECORDS_PER_STEP, MAX_STEPS, MAX_THREADS, SIM_JOURNAL_DIR,
 };
 pub use fault::{FaultOn, SimFault};
 pub use fs::{

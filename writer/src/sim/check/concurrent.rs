@@ -33,6 +33,8 @@ struct Shared<'j> {
     incarnation: u32,
     min_bytes: usize,
     max_bytes: usize,
+    /// The plan's time budget: threads stop appending once it ran out.
+    deadline: Option<std::time::Instant>,
 }
 
 impl Shared<'_> {
@@ -40,6 +42,12 @@ impl Shared<'_> {
     fn run_thread(self, thread: u32, records: u32) -> Thread {
         let mut done = Thread::default();
         for sequence in 0..records {
+            if self
+                .deadline
+                .is_some_and(|at| std::time::Instant::now() >= at)
+            {
+                break;
+            }
             let tag = concurrent_tag(self.step, thread, sequence);
             let payload = payload_for(
                 self.seed,
@@ -88,6 +96,7 @@ impl Run<'_> {
             incarnation: self.incarnation,
             min_bytes: self.plan.min_payload_bytes,
             max_bytes: self.plan.max_payload_bytes,
+            deadline: self.deadline,
         };
         let before = self.fs.fault_hits();
         // Writes of different groups complete in seeded adversarial orders meanwhile.

@@ -2,6 +2,7 @@
 //! states after every operation and acknowledgement.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub(super) struct Run<'a> {
     pub(super) hits_at_open: u64,
     /// Steps left before the armed fault is cleared by itself.
     pub(super) fault_steps_left: Option<u32>,
+    /// When the plan's time budget runs out.
+    pub(super) deadline: Option<Instant>,
 }
 
 /// What became of an engine call.
@@ -150,6 +153,9 @@ fn drive(
         if !matches!(step, SimStep::Fault { .. }) {
             run.count_fault_step();
         }
+        if let Some(progress) = &plan.progress {
+            progress.steps_done.fetch_add(1, Ordering::Relaxed);
+        }
     }
     if completed {
         if let Some(journal) = journal.take() {
@@ -187,6 +193,7 @@ impl<'a> Run<'a> {
             poisoned: false,
             hits_at_open: 0,
             fault_steps_left: None,
+            deadline: plan.time_budget.map(|budget| Instant::now() + budget),
             report: SimReport {
                 seed,
                 mutant,
@@ -231,6 +238,7 @@ impl Run<'_> {
         self.found.is_some()
             || self.plan.max_violations > 0
                 && self.report.violations_total >= self.plan.max_violations
+            || self.deadline.is_some_and(|at| Instant::now() >= at)
     }
 
     /// While rebuilding a state: keeps `crashed` if it is the one wanted.
@@ -339,6 +347,9 @@ impl Run<'_> {
         result: Result<Recovery, JournalError>,
     ) {
         self.report.states_checked += 1;
+        if let Some(progress) = &self.plan.progress {
+            progress.states_checked.fetch_add(1, Ordering::Relaxed);
+        }
         for (invariant, expected, found) in self.ledger.verify(result) {
             self.record(invariant, step, state, at_op, expected, found);
         }

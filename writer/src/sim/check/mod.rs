@@ -14,8 +14,9 @@ mod steps;
 
 pub use driver::{check_run, reproduce_state};
 pub use plan::{
-    SimPlan, SimStep, MAX_CONCURRENT_RECORDS, MAX_CRASH_STATES_PER_CHECK, MAX_PAYLOAD_BYTES,
-    MAX_RECORDS_PER_RUN, MAX_RECORDS_PER_STEP, MAX_STEPS, MAX_THREADS, SIM_JOURNAL_DIR,
+    SimPlan, SimProgress, SimStep, MAX_CONCURRENT_RECORDS, MAX_CRASH_STATES_PER_CHECK,
+    MAX_PAYLOAD_BYTES, MAX_RECORDS_PER_RUN, MAX_RECORDS_PER_STEP, MAX_STEPS, MAX_THREADS,
+    SIM_JOURNAL_DIR,
 };
 pub use report::{SimInvariant, SimReport, SimState, SimViolation};
 

@@ -1,5 +1,9 @@
 //! What to run: the steps of a plan, the simulated device and journal options, the limits.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
 #[cfg(doc)]
 use super::super::SimStorage;
 
@@ -104,6 +108,19 @@ pub struct SimPlan {
     pub crash_between_ops: bool,
     /// Stop the run once this many violations were found (0: never stop early).
     pub max_violations: u64,
+    /// Stop checking after this long (the report then says the run did not complete).
+    pub time_budget: Option<Duration>,
+    /// Counters a caller may watch while the run goes on (another thread prints them).
+    pub progress: Option<Arc<SimProgress>>,
+}
+
+/// How far a run is, readable from another thread while it goes on.
+#[derive(Debug, Default)]
+pub struct SimProgress {
+    /// Plan steps done.
+    pub steps_done: AtomicU64,
+    /// Crash states checked so far.
+    pub states_checked: AtomicU64,
 }
 
 impl SimPlan {
@@ -136,6 +153,8 @@ impl SimPlan {
             crash_states_per_check: 3,
             crash_between_ops: true,
             max_violations: 8,
+            time_budget: None,
+            progress: None,
         }
     }
 
