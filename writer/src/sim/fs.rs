@@ -633,6 +633,22 @@ impl SimStorage {
         }
     }
 
+    /// What the device holds of the file at `path` (after a failed sync, not the bytes only
+    /// the page cache still has), refused when larger than `limit_bytes`.
+    fn device_bytes(&self, path: &Path, limit_bytes: u64) -> io::Result<Arc<Vec<u8>>> {
+        let state = lock(&self.shared);
+        let id = SimStorage::lookup(&state, path)?;
+        let data = state
+            .inodes
+            .get(&id)
+            .ok_or_else(|| errno(libc::ESTALE))?
+            .device();
+        if data.len() as u64 > limit_bytes {
+            return Err(crate::storage::too_large(data.len() as u64, limit_bytes));
+        }
+        Ok(data)
+    }
+
     fn lookup(state: &FsState, path: &Path) -> io::Result<u64> {
         let (parent, name) = split(path)?;
         state
@@ -924,23 +940,7 @@ impl Storage for SimStorage {
     /// Reads the device, as the real storage does with O_DIRECT: after a failed sync, not the
     /// bytes only the page cache still holds.
     fn read_file(&self, path: &Path, limit_bytes: u64) -> io::Result<Vec<u8>> {
-        let state = lock(&self.shared);
-        let id = SimStorage::lookup(&state, path)?;
-        let data = &state
-            .inodes
-            .get(&id)
-            .ok_or_else(|| errno(libc::ESTALE))?
-            .device();
-        if data.len() as u64 > limit_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "file of {} bytes exceeds the limit of {limit_bytes}",
-                    data.len()
-                ),
-            ));
-        }
-        Ok(data.to_vec())
+        Ok(self.device_bytes(path, limit_bytes)?.to_vec())
     }
 
     /// Reads the device, like [`Storage::read_file`]; they share the file's current bytes (a
@@ -951,17 +951,8 @@ impl Storage for SimStorage {
         path: &Path,
         limit_bytes: u64,
     ) -> io::Result<Box<dyn crate::storage::ReadFile>> {
-        let state = lock(&self.shared);
-        let id = SimStorage::lookup(&state, path)?;
-        let data = &state
-            .inodes
-            .get(&id)
-            .ok_or_else(|| errno(libc::ESTALE))?
-            .device();
-        if data.len() as u64 > limit_bytes {
-            return Err(crate::storage::too_large(data.len() as u64, limit_bytes));
-        }
-        Ok(Box::new(crate::storage::BytesFile::new(Arc::clone(data))))
+        let data = self.device_bytes(path, limit_bytes)?;
+        Ok(Box::new(crate::storage::BytesFile::new(data)))
     }
 
     /// Replaces the destination's live name; durable only after `sync_dir` (of both
