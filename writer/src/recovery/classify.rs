@@ -52,17 +52,22 @@ fn walk(
             return Ok(());
         }
     }
-    let magic = RECORD_MAGIC.to_le_bytes();
     let mut at = first;
     while at < limit.min(reader.len()) {
+        // Zeros the storage vouches for need no reading (a simulated file's empty pages).
+        let zeros_end = reader.zeros_until(at).min(limit) / align * align;
+        if zeros_end > at {
+            at = zeros_end;
+            continue;
+        }
         let (candidate, last_nz) = {
             let chunk = reader.chunk(at, limit)?;
-            let found = (0..chunk.len().saturating_sub(3))
-                .step_by(RECORD_ALIGN_BYTES)
-                .find(|&k| chunk[k] == magic[0] && chunk[k..k + 4] == magic);
-            let plain = &chunk[..found.unwrap_or(chunk.len())];
-            let last_nz = last_nonzero(plain).map(|i| at + i as u64);
-            (found.map(|k| at + k as u64), (last_nz, plain.len() as u64))
+            let (found, last_nz) = find_magic(chunk);
+            let plain_bytes = found.unwrap_or(chunk.len()) as u64;
+            (
+                found.map(|k| at + k as u64),
+                (last_nz.map(|i| at + i as u64), plain_bytes),
+            )
         };
         if let Some(i) = last_nz.0 {
             if see(Seen::NonZero(i)).is_break() {
@@ -98,6 +103,25 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// The first 8-byte word of `chunk` (which starts 8-aligned in the file) that starts with the
+/// record magic, and the last non-zero byte before it: zeros are passed over a word at a time.
+fn find_magic(chunk: &[u8]) -> (Option<usize>, Option<usize>) {
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let align = RECORD_ALIGN_BYTES;
+    let mut last_nz = None;
+    let mut k = 0;
+    while let Some(i) = first_nonzero(&chunk[k..]) {
+        let word = (k + i) / align * align;
+        let word_end = (word + align).min(chunk.len());
+        if chunk.get(word..word + magic.len()) == Some(&magic[..]) {
+            return (Some(word), last_nz);
+        }
+        last_nz = last_nonzero(&chunk[word..word_end]).map(|j| word + j);
+        k = word_end;
+    }
+    (None, last_nz)
 }
 
 /// Classifies the bytes of a segment from `pos` on (see the module comment of

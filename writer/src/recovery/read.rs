@@ -35,6 +35,9 @@ pub(super) struct SegmentReader {
     start: u64,
     /// Bytes of the window read from the file.
     filled: usize,
+    /// Size of the next read: it starts small and doubles up to `chunk`, so that a short
+    /// read (a log ending early in a large preallocated file) allocates and zeroes little.
+    next_read: usize,
 }
 
 impl SegmentReader {
@@ -47,6 +50,7 @@ impl SegmentReader {
         dir: &Path,
         seg: SegmentName,
         chunk_bytes: usize,
+        buf: Option<AlignedBuf>,
     ) -> Result<SegmentReader, JournalError> {
         let path = dir.join(seg.file_name());
         let file = storage
@@ -61,9 +65,10 @@ impl SegmentReader {
             file,
             path,
             chunk,
-            buf: None,
+            buf,
             start: 0,
             filled: 0,
+            next_read: MIN_READ_CHUNK_BYTES.min(chunk),
         };
         let head = reader.bytes(0, 4)?.to_vec();
         if !head.iter().all(|&b| b == 0) && head != RECORD_MAGIC.to_le_bytes() {
@@ -78,9 +83,21 @@ impl SegmentReader {
         Ok(reader)
     }
 
+    /// The read buffer, for another reader.
+    pub(super) fn into_buf(self) -> Option<AlignedBuf> {
+        self.buf
+    }
+
     /// File size.
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Where the zeros the storage knows of from `offset` end (`offset` when it knows none).
+    pub(super) fn zeros_until(&self, offset: u64) -> u64 {
+        self.file
+            .zeros_until(offset)
+            .clamp(offset, self.len.max(offset))
     }
 
     /// The bytes from `offset` to `offset + len`, fewer at the end of the file.
@@ -105,7 +122,7 @@ impl SegmentReader {
         let len = if in_window {
             self.start + self.filled as u64 - offset
         } else {
-            self.chunk as u64
+            self.next_read as u64
         };
         self.bytes(offset, len.min(limit.saturating_sub(offset)) as usize)
     }
@@ -146,10 +163,14 @@ impl SegmentReader {
         let start = offset / align * align;
         let need = (offset - start) as usize + len;
         let to_end = (self.len - start).div_ceil(align) * align;
-        let size = need.max(self.chunk).div_ceil(READ_ALIGN_BYTES) * READ_ALIGN_BYTES;
+        let size = need.max(self.next_read).div_ceil(READ_ALIGN_BYTES) * READ_ALIGN_BYTES;
+        self.next_read = (self.next_read * 2).min(self.chunk);
         let size = size.min(usize::try_from(to_end).unwrap_or(usize::MAX));
         if self.buf.as_ref().is_none_or(|buf| buf.capacity() < size) {
-            // Only the first read of a file and a record longer than the chunk get here.
+            // The first reads of a file (while the window grows) and a record longer than the
+            // chunk get here.
+            // The old buffer goes first: the two are never held at once.
+            self.buf = None;
             self.buf = Some(AlignedBuf::new(size, READ_ALIGN_BYTES));
         }
         let buf = self.buf.as_mut().expect("allocated above");

@@ -90,6 +90,8 @@ struct Scanner<'a> {
     end_tail: (u64, Vec<u8>),
     truncated_tail: Option<TruncatedTail>,
     ended_at_stale_record: bool,
+    /// The read buffer of the last segment read, for the next one.
+    spare_buf: Option<crate::storage::AlignedBuf>,
 }
 
 impl<'a> Scanner<'a> {
@@ -119,11 +121,13 @@ impl<'a> Scanner<'a> {
             end_tail: (0, Vec::new()),
             truncated_tail: None,
             ended_at_stale_record: false,
+            spare_buf: None,
         }
     }
 
-    fn open(&self, seg: SegmentName) -> Result<SegmentReader, JournalError> {
-        SegmentReader::open(self.storage, self.dir, seg, self.chunk_bytes)
+    fn open(&mut self, seg: SegmentName) -> Result<SegmentReader, JournalError> {
+        let buf = self.spare_buf.take();
+        SegmentReader::open(self.storage, self.dir, seg, self.chunk_bytes, buf)
     }
 
     /// Scans `segments[position]`: its records of the log, then what follows them.
@@ -135,6 +139,21 @@ impl<'a> Scanner<'a> {
     ) -> Result<(), JournalError> {
         let seg = segments[position];
         let mut reader = self.open(seg)?;
+        let scanned = self.scan_opened(&mut reader, segments, position, visit);
+        // The next segment reads into the same memory.
+        self.spare_buf = reader.into_buf();
+        scanned
+    }
+
+    /// [`Scanner::scan_segment`] once the segment is open.
+    fn scan_opened(
+        &mut self,
+        reader: &mut SegmentReader,
+        segments: &[SegmentName],
+        position: usize,
+        visit: &mut dyn FnMut(RecordView<'_>),
+    ) -> Result<(), JournalError> {
+        let seg = segments[position];
         let mut summary = SegmentSummary {
             index: seg.index,
             generation: seg.generation,
@@ -147,13 +166,13 @@ impl<'a> Scanner<'a> {
             Some((previous, _)) => !self.end_is_final && seg.index == previous.index + 1,
         };
         if !consecutive {
-            self.past_end(seg, &mut reader)?;
+            self.past_end(seg, reader)?;
             self.summaries.push(summary);
             return Ok(());
         }
-        let pos = self.read_records(&mut reader, seg, &mut summary, visit)?;
-        refuse_renamed_generation(&mut reader, pos, seg, self.expected, self.dir)?;
-        let remainder = self.remainder(&mut reader, pos, seg, segments.get(position + 1))?;
+        let pos = self.read_records(reader, seg, &mut summary, visit)?;
+        refuse_renamed_generation(reader, pos, seg, self.expected, self.dir)?;
+        let remainder = self.remainder(reader, pos, seg, segments.get(position + 1))?;
         if summary.records == 0 && position > 0 {
             if let Remainder::Clean { stale } = remainder {
                 // A prepared but unused segment: the log ended in the previous one.
@@ -163,7 +182,7 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             }
         }
-        self.settle_end(seg, &mut reader, pos, remainder)?;
+        self.settle_end(seg, reader, pos, remainder)?;
         self.summaries.push(summary);
         Ok(())
     }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::fault::{self, ArmedFault, SimFault};
+use super::pages::Pages;
 use super::rng::SplitMix64;
 use super::SimError;
 use crate::dir_lock::{DirLock, DirLockError, LockMode};
@@ -121,9 +122,9 @@ enum Pending {
 #[derive(Debug, Clone)]
 struct Inode {
     /// What reads through an open file see (the page cache).
-    live: Arc<Vec<u8>>,
+    live: Pages,
     /// Contents as of the last sync (plus O_DSYNC writes with nothing unsynced before them).
-    synced: Arc<Vec<u8>>,
+    synced: Pages,
     /// Changes since `synced`, in order.
     pending: Vec<Pending>,
     /// A sync failed (EIO) since the live view last matched the device: the live view holds
@@ -134,10 +135,9 @@ struct Inode {
 
 impl Inode {
     fn empty() -> Inode {
-        let data = Arc::new(Vec::new());
         Inode {
-            live: Arc::clone(&data),
-            synced: data,
+            live: Pages::default(),
+            synced: Pages::default(),
             pending: Vec::new(),
             stale_cache: false,
         }
@@ -150,7 +150,7 @@ impl Inode {
         self.pending.push(op);
         if self.pending.len() > MAX_PENDING_OPS {
             let oldest = self.pending.remove(0);
-            apply(Arc::make_mut(&mut self.synced), &oldest);
+            apply(&mut self.synced, &oldest);
         }
         self.fold_durable_prefix();
     }
@@ -158,14 +158,13 @@ impl Inode {
     /// fdatasync: every pending change becomes durable.
     fn sync(&mut self) {
         if !self.stale_cache {
-            self.synced = Arc::clone(&self.live);
+            self.synced = self.live.clone();
             self.pending.clear();
             return;
         }
         // The live view holds what a failed sync lost: rebuild the durable one without it.
-        let synced = Arc::make_mut(&mut self.synced);
         for op in self.pending.drain(..) {
-            apply(synced, &op);
+            apply(&mut self.synced, &op);
         }
         if self.synced == self.live {
             self.stale_cache = false;
@@ -183,15 +182,15 @@ impl Inode {
 
     /// What the device holds: the synced contents and the pending changes (the live view
     /// unless a failed sync left bytes in it that the device never got).
-    fn device(&self) -> Arc<Vec<u8>> {
+    fn device(&self) -> Pages {
         if !self.stale_cache {
-            return Arc::clone(&self.live);
+            return self.live.clone();
         }
-        let mut data = (*self.synced).clone();
+        let mut data = self.synced.clone();
         for op in &self.pending {
             apply(&mut data, op);
         }
-        Arc::new(data)
+        data
     }
 
     /// Moves leading O_DSYNC writes into the synced contents: nothing before them can be
@@ -205,21 +204,20 @@ impl Inode {
         if count == 0 {
             return;
         }
-        let synced = Arc::make_mut(&mut self.synced);
         for op in self.pending.drain(..count) {
-            apply(synced, &op);
+            apply(&mut self.synced, &op);
         }
     }
 }
 
 /// Applies one change to file contents.
-fn apply(data: &mut Vec<u8>, op: &Pending) {
+fn apply(data: &mut Pages, op: &Pending) {
     match op {
         Pending::Write { offset, bytes, .. } => write_into(data, *offset, bytes),
-        Pending::SetLen { len_bytes } => data.resize(*len_bytes as usize, 0),
+        Pending::SetLen { len_bytes } => data.resize(*len_bytes as usize),
         Pending::Extend { len_bytes } => {
             if data.len() < *len_bytes as usize {
-                data.resize(*len_bytes as usize, 0);
+                data.resize(*len_bytes as usize);
             }
         }
     }
@@ -363,14 +361,9 @@ fn split(path: &Path) -> io::Result<(PathBuf, String)> {
     Ok((parent, name))
 }
 
-fn write_into(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+fn write_into(data: &mut Pages, offset: u64, bytes: &[u8]) {
     // Offsets are bounded by max_file_bytes (at most 4 GiB) before reaching here.
-    let start = offset as usize;
-    let end = start + bytes.len();
-    if data.len() < end {
-        data.resize(end, 0);
-    }
-    data[start..end].copy_from_slice(bytes);
+    data.write(offset as usize, bytes);
 }
 
 /// What happens to one unsynced write in a crash.
@@ -383,15 +376,15 @@ enum Fate {
 
 /// Replays a file's pending changes onto its synced contents as a crash leaves them: O_DSYNC
 /// writes always, the others as `rng` decides (none at all without a generator).
-fn crash_contents(inode: &Inode, mut rng: Option<&mut SplitMix64>) -> Arc<Vec<u8>> {
+fn crash_contents(inode: &Inode, mut rng: Option<&mut SplitMix64>) -> Pages {
     let no_durable_pending = !inode
         .pending
         .iter()
         .any(|op| matches!(op, Pending::Write { durable: true, .. }));
     if inode.pending.is_empty() || (rng.is_none() && no_durable_pending) {
-        return Arc::clone(&inode.synced);
+        return inode.synced.clone();
     }
-    let mut data = (*inode.synced).clone();
+    let mut data = inode.synced.clone();
     for op in &inode.pending {
         let fate = match (op, rng.as_deref_mut()) {
             (Pending::Write { durable: true, .. }, _) => Fate::Kept,
@@ -428,15 +421,15 @@ fn crash_contents(inode: &Inode, mut rng: Option<&mut SplitMix64>) -> Arc<Vec<u8
                     at += piece;
                 }
             }
-            (Pending::SetLen { len_bytes }, _) => data.resize(*len_bytes as usize, 0),
+            (Pending::SetLen { len_bytes }, _) => data.resize(*len_bytes as usize),
             (Pending::Extend { len_bytes }, _) => {
                 if data.len() < *len_bytes as usize {
-                    data.resize(*len_bytes as usize, 0);
+                    data.resize(*len_bytes as usize);
                 }
             }
         }
     }
-    Arc::new(data)
+    data
 }
 
 impl Default for SimStorage {
@@ -577,7 +570,7 @@ impl SimStorage {
             inodes.insert(
                 id,
                 Inode {
-                    live: Arc::clone(&data),
+                    live: data.clone(),
                     synced: data,
                     pending: Vec::new(),
                     stale_cache: false,
@@ -635,7 +628,7 @@ impl SimStorage {
 
     /// What the device holds of the file at `path` (after a failed sync, not the bytes only
     /// the page cache still has), refused when larger than `limit_bytes`.
-    fn device_bytes(&self, path: &Path, limit_bytes: u64) -> io::Result<Arc<Vec<u8>>> {
+    fn device_bytes(&self, path: &Path, limit_bytes: u64) -> io::Result<Pages> {
         let state = lock(&self.shared);
         let id = SimStorage::lookup(&state, path)?;
         let data = state
@@ -739,7 +732,7 @@ impl SimFile {
                 .checked_add(bytes.len() as u64)
                 .ok_or_else(|| errno(libc::EFBIG))?;
             Self::check_len(config, end)?;
-            write_into(Arc::make_mut(&mut inode.live), offset, bytes);
+            write_into(&mut inode.live, offset, bytes);
             // Numbered like the snapshot taken right after it (`after_op` counts it).
             let op = state_ops + 1;
             inode.push_pending(Pending::Write {
@@ -793,7 +786,7 @@ impl SimFile {
             Self::check_len(config, offset + bytes.len() as u64)?;
             for (at, piece) in landed {
                 let piece = &bytes[piece];
-                write_into(Arc::make_mut(&mut inode.live), at, piece);
+                write_into(&mut inode.live, at, piece);
                 inode.push_pending(Pending::Write {
                     offset: at,
                     bytes: Arc::from(piece),
@@ -832,7 +825,7 @@ impl SegmentFile for SimFile {
         self.with_inode(true, |config, _, inode| {
             Self::check_len(config, len_bytes)?;
             if (inode.live.len() as u64) < len_bytes {
-                Arc::make_mut(&mut inode.live).resize(len_bytes as usize, 0);
+                inode.live.resize(len_bytes as usize);
                 inode.push_pending(Pending::Extend { len_bytes });
             }
             Ok(())
@@ -842,7 +835,7 @@ impl SegmentFile for SimFile {
     fn set_len(&self, len_bytes: u64) -> io::Result<()> {
         self.with_inode(true, |config, _, inode| {
             Self::check_len(config, len_bytes)?;
-            Arc::make_mut(&mut inode.live).resize(len_bytes as usize, 0);
+            inode.live.resize(len_bytes as usize);
             inode.push_pending(Pending::SetLen { len_bytes });
             Ok(())
         })
@@ -854,13 +847,8 @@ impl SegmentFile for SimFile {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.with_inode(false, |_, _, inode| {
-            let data = &inode.live;
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            let count = buf.len().min(data.len() - start);
-            buf[..count].copy_from_slice(&data[start..start + count]);
-            Ok(count)
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            Ok(inode.live.read(start, buf))
         })
     }
 
@@ -952,7 +940,7 @@ impl Storage for SimStorage {
         limit_bytes: u64,
     ) -> io::Result<Box<dyn crate::storage::ReadFile>> {
         let data = self.device_bytes(path, limit_bytes)?;
-        Ok(Box::new(crate::storage::BytesFile::new(data)))
+        Ok(Box::new(PagesFile { data }))
     }
 
     /// Replaces the destination's live name; durable only after `sync_dir` (of both
@@ -1005,5 +993,28 @@ impl Storage for SimStorage {
     /// Writes complete synchronously in the caller's thread.
     fn io_path(&self) -> IoPath {
         IoPath::Pwritev2
+    }
+}
+
+/// A file of a [`SimStorage`] opened for reading: its pages as they were when opened.
+#[derive(Debug)]
+struct PagesFile {
+    data: Pages,
+}
+
+impl crate::storage::ReadFile for PagesFile {
+    fn len_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        Ok(self
+            .data
+            .read(usize::try_from(offset).unwrap_or(usize::MAX), buf))
+    }
+
+    fn zeros_until(&self, offset: u64) -> u64 {
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        self.data.zeros_until(offset) as u64
     }
 }

@@ -31,6 +31,7 @@
 mod check;
 mod fault;
 mod fs;
+mod pages;
 mod rng;
 
 pub use check::{

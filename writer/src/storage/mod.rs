@@ -88,6 +88,11 @@ pub trait ReadFile: Send + std::fmt::Debug {
     /// end of the file. Any offset and length work; multiples of [`READ_ALIGN_BYTES`] into an
     /// [`AlignedBuf`] are fastest.
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Where a run of bytes known to be zeros, starting at `offset`, ends: a hint that lets a
+    /// reader skip them unread. `offset` itself (the default) when nothing is known.
+    fn zeros_until(&self, offset: u64) -> u64 {
+        offset
+    }
 }
 
 /// A [`ReadFile`] over bytes already in memory (shared, never copied whole).

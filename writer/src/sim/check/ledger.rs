@@ -105,6 +105,18 @@ pub(super) struct Ledger {
     /// When the engine failed a call under an injected fault: the LSN acknowledged then. The
     /// acknowledgements since the last reopen are I7 promises from then on.
     pub(super) poisoned_at: Option<Lsn>,
+    /// The crc of the acknowledged payloads from an LSN to another, kept from one crash
+    /// state to the next so that each state extends it instead of hashing every payload
+    /// since the last reopen again.
+    pub(super) acked_crc: std::sync::Mutex<Option<AckedCrc>>,
+}
+
+/// crc32c of the payloads `first..=last`, concatenated in LSN order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AckedCrc {
+    first: Lsn,
+    last: Lsn,
+    crc: u32,
 }
 
 impl Provenance for Ledger {
@@ -136,16 +148,39 @@ impl Ledger {
             .map_or(1, |r| r.last_lsn + 1)
             .max(first_required);
         if self.acked >= first_acked {
-            let payloads = (first_acked..=self.acked)
-                .map_while(|lsn| self.written.get(&lsn).map(Vec::as_slice));
             // After an EIO the promise is I7's: the reopen recovers what was acknowledged.
             let invariant = match self.poisoned_at {
                 Some(_) => Invariant::I7,
                 None => Invariant::I1,
             };
-            promises.extend(RecordPromise::of_payloads(invariant, first_acked, payloads));
+            promises.extend(self.acked_promise(invariant, first_acked));
         }
         promises
+    }
+
+    /// The promise of the acknowledged records from `first` on (up to the first LSN without a
+    /// payload), extended from the last one computed when it starts at the same LSN. Payloads
+    /// of acknowledged LSNs never change, so the crc of a prefix stays right.
+    fn acked_promise(&self, invariant: Invariant, first: Lsn) -> Option<RecordPromise> {
+        let mut cache = self.acked_crc.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut last, mut crc) = match *cache {
+            Some(c) if c.first == first && c.last <= self.acked => (c.last, c.crc),
+            _ => (first - 1, 0),
+        };
+        while last < self.acked {
+            let Some(payload) = self.written.get(&(last + 1)) else {
+                break;
+            };
+            crc = crc32c::crc32c_append(crc, payload);
+            last += 1;
+        }
+        *cache = Some(AckedCrc { first, last, crc });
+        (last >= first).then_some(RecordPromise {
+            first_lsn: first,
+            last_lsn: last,
+            crc32c: crc,
+            invariant,
+        })
     }
 
     /// The judge's findings on one recovery.
