@@ -4,7 +4,11 @@
 # states checked, states per second, seconds per state and the peak memory (max RSS from
 # /usr/bin/time -v) of the whole `powercut` process.
 #
-#   scripts/bench-scale.sh [--tier sim|vm] [--sizes small,medium,large] [--out DIR]
+#   scripts/bench-scale.sh [--tier sim|vm] [--sizes small,medium,large] [--segment-bytes S]
+#                          [--out DIR]
+#
+# --segment-bytes (e.g. 16MiB) runs a copy of each workload with that segment size, the disk
+# grown to hold four segments more than the workload's own disk (the workloads use 1 MiB).
 #
 # --tier sim (default) runs `powercut sim WORKLOAD --json F`; --tier vm runs `powercut run
 # WORKLOAD --json F` (QEMU, much longer: minutes to hours per size). Builds `powercut` in release
@@ -13,13 +17,15 @@ set -euo pipefail
 
 tier=sim
 sizes=small,medium,large
+segment_bytes=""
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tier) tier="$2"; shift 2 ;;
     --sizes) sizes="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --segment-bytes) segment_bytes="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -46,6 +52,15 @@ printf '%-8s %-6s %8s %9s %10s %12s %14s %12s\n' size tier acks states seconds "
 for size in ${sizes//,/ }; do
   workload="workloads/bench/scale-$size.yaml"
   [ -f "$workload" ] || { echo "no workload $workload" >&2; exit 2; }
+  if [ -n "$segment_bytes" ]; then
+    mib=$(python3 -c 'import re,sys; m=re.fullmatch(r"(\d+)(KiB|MiB)",sys.argv[1]); sys.exit("--segment-bytes takes NKiB or NMiB") if not m else print(max(1,int(m[1])*(1 if m[2]=="MiB" else 0)))' "$segment_bytes")
+    copy="$out/scale-$size-$segment_bytes.yaml"
+    disk=$(awk '/^disk_mib:/ {print $2}' "$workload")
+    sed -e "s/^  segment_bytes: .*/  segment_bytes: $segment_bytes/" \
+        -e "s/^disk_mib: .*/disk_mib: $((disk + 4 * mib))/" \
+        -e "s/^name: .*/&-$segment_bytes/" "$workload" >"$copy"
+    workload="$copy"
+  fi
   "$powercut" workload check "$workload" >/dev/null
   json="$out/$tier-$size.json"
   timing="$out/$tier-$size.time"
