@@ -8,7 +8,7 @@
 #                          [--out DIR]
 #
 # --segment-bytes (e.g. 16MiB) runs a copy of each workload with that segment size, the disk
-# grown to hold four segments more than the workload's own disk (the workloads use 1 MiB).
+# grown until the workload's check finds room for its segments (the workloads use 1 MiB).
 #
 # --tier sim (default) runs `powercut sim WORKLOAD --json F`; --tier vm runs `powercut run
 # WORKLOAD --json F` (QEMU, much longer: minutes to hours per size). Builds `powercut` in release
@@ -59,6 +59,12 @@ for size in ${sizes//,/ }; do
     sed -e "s/^  segment_bytes: .*/  segment_bytes: $segment_bytes/" \
         -e "s/^disk_mib: .*/disk_mib: $((disk + 4 * mib))/" \
         -e "s/^name: .*/&-$segment_bytes/" "$workload" >"$copy"
+    # Grow the disk until the workload's own check finds room for every segment it may need.
+    for _ in 1 2 3; do
+      need=$("$powercut" workload check "$copy" 2>&1 | sed -n 's/.*the run may need \([0-9]*\) MiB.*/\1/p' | head -1 || true)
+      [ -z "$need" ] && break
+      sed -i "s/^disk_mib: .*/disk_mib: $((need * 4 / 3 + 64))/" "$copy"
+    done
     workload="$copy"
   fi
   "$powercut" workload check "$workload" >/dev/null

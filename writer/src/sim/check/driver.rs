@@ -10,16 +10,17 @@ use powercut_judge::records::RecordPromise;
 use powercut_judge::Invariant;
 
 use super::super::fs::SimStorage;
-use super::super::rng::derive_seed;
+
 use super::super::SimError;
 use super::ledger::Ledger;
+use super::parallel::{crash_state, judge_one};
 use super::plan::{SimPlan, SimStep, SIM_JOURNAL_DIR};
 use super::report::{SimInvariant, SimReport, SimState, SimViolation};
-use super::{CHECK_STREAM, MAX_KEPT_VIOLATIONS};
+use super::MAX_KEPT_VIOLATIONS;
 use crate::error::JournalError;
 use crate::journal::Journal;
 use crate::options::JournalOptions;
-use crate::recovery::{self, Recovery};
+use crate::recovery::Recovery;
 use crate::Mutant;
 
 pub(super) struct Run<'a> {
@@ -302,7 +303,11 @@ impl Run<'_> {
     /// per operation of the engine call that just returned). Called before the ledger learns
     /// the call's outcome: acknowledgements count only once the call returned.
     pub(super) fn check_op_snapshots(&mut self, step: usize) {
-        for snapshot in self.fs.take_op_snapshots() {
+        let snapshots = self.fs.take_op_snapshots();
+        if self.stopped() || self.check_snapshots_in_parallel(&snapshots, step) {
+            return;
+        }
+        for snapshot in snapshots {
             if self.stopped() {
                 return;
             }
@@ -312,30 +317,28 @@ impl Run<'_> {
 
     /// Recovers the durable-only state and the seeded crash states of `fs`, checking each.
     pub(super) fn check_fs(&mut self, fs: &SimStorage, step: usize) {
-        let check = self.checks;
-        self.checks += 1;
         let at_op = fs.ops();
-        let mut states = vec![SimState::DurableOnly];
-        states.extend((0..self.plan.crash_states_per_check).map(|index| {
-            SimState::Seeded(derive_seed(self.seed, &[CHECK_STREAM, check, index as u64]))
-        }));
-        for state in states {
-            let crashed = match state {
-                SimState::Seeded(seed) => fs.crash(seed),
-                SimState::DurableOnly | SimState::Live => fs.crash_durable_only(),
-            };
+        for state in self.next_check_states() {
+            let crashed = crash_state(fs, state);
             self.offer(step, at_op, state, &crashed);
             // The mutant's own recovery: M4, M7 and M8 change it, the others recover as the
             // real engine does.
-            let mut records = Vec::new();
-            let result = recovery::scan(&crashed, Self::dir(), self.options.mutant, &mut |r| {
-                records.push(r.to_record())
-            })
-            .map(|scan| Recovery::new(scan.summary, records));
-            self.verify(step, state, at_op, result);
+            let findings = judge_one(&crashed, SimState::Live, &self.ledger, self.options.mutant);
+            self.count_state();
+            for (invariant, expected, found) in findings {
+                self.record(invariant, step, state, at_op, expected, found);
+            }
             if self.stopped() {
                 return;
             }
+        }
+    }
+
+    /// Counts a checked crash state (in the report and the progress).
+    pub(super) fn count_state(&mut self) {
+        self.report.states_checked += 1;
+        if let Some(progress) = &self.plan.progress {
+            progress.states_checked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -346,10 +349,7 @@ impl Run<'_> {
         at_op: u64,
         result: Result<Recovery, JournalError>,
     ) {
-        self.report.states_checked += 1;
-        if let Some(progress) = &self.plan.progress {
-            progress.states_checked.fetch_add(1, Ordering::Relaxed);
-        }
+        self.count_state();
         for (invariant, expected, found) in self.ledger.verify(result) {
             self.record(invariant, step, state, at_op, expected, found);
         }

@@ -8,6 +8,7 @@
 mod concurrent;
 mod driver;
 mod ledger;
+mod parallel;
 mod plan;
 mod report;
 mod steps;
