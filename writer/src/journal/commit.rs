@@ -58,7 +58,16 @@ struct GroupTiming {
 
 impl Inner {
     pub(super) fn wait_durable(&self, lsn: Lsn) -> Result<Lsn, JournalError> {
-        let mut state = lock(&self.state);
+        self.wait_durable_locked(lock(&self.state), lsn)
+    }
+
+    /// [`Inner::wait_durable`] from a state lock already held (`append_durable` keeps the one
+    /// its append took: one acquisition of the lock per record instead of two).
+    pub(super) fn wait_durable_locked<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        lsn: Lsn,
+    ) -> Result<Lsn, JournalError> {
         loop {
             check_usable(&state)?;
             if state.durable_lsn >= lsn {
@@ -69,9 +78,21 @@ impl Inner {
                 && (state.durable_group + 1..=state.groups_started)
                     .any(|g| lsn <= state.group_targets[slot(g)]);
             if !covered && self.can_lead(&state) {
-                let (next, result) = self.lead(state);
-                state = next;
+                let (next, result) = self.lead_and_release(state);
                 result?;
+                state = match next {
+                    Some(state) => state,
+                    None => {
+                        // The lock was released to wake the group's waiters; the durable LSN
+                        // it published covers this record unless another thread's group
+                        // failed before it.
+                        let durable = self.durable_lsn_published.load(Ordering::Acquire);
+                        if durable >= lsn {
+                            return Ok(durable);
+                        }
+                        lock(&self.state)
+                    }
+                };
                 continue;
             }
             // Park until a completed group covers lsn (or this thread is asked to lead).
@@ -116,6 +137,18 @@ impl Inner {
         state
     }
 
+    /// Waits on `pipeline` (for an earlier group's write or acknowledgement), counted in
+    /// `pipeline_waiters` so that completions notify only when someone waits.
+    pub(super) fn wait_pipeline<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> MutexGuard<'a, State> {
+        state.pipeline_waiters += 1;
+        let mut state = self.pipeline.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.pipeline_waiters -= 1;
+        state
+    }
+
     /// Waits for the groups in flight to finish, then refuses every later call. Returns the
     /// logical end of the current segment.
     pub(super) fn close_staging(&self) -> Result<u64, JournalError> {
@@ -137,8 +170,18 @@ impl Inner {
     /// acknowledged strictly in order.
     pub(super) fn lead<'a>(
         &'a self,
-        mut state: MutexGuard<'a, State>,
+        state: MutexGuard<'a, State>,
     ) -> (MutexGuard<'a, State>, Result<(), JournalError>) {
+        let (state, result) = self.lead_and_release(state);
+        (state.unwrap_or_else(|| lock(&self.state)), result)
+    }
+
+    /// [`Inner::lead`] that returns without the state lock (None) when it released it to wake
+    /// waiters, so that a caller with nothing more to do under the lock need not take it again.
+    fn lead_and_release<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> (Option<MutexGuard<'a, State>>, Result<(), JournalError>) {
         let (mut group, mut batch) = self.start_group(&mut state);
         let stamped_tail = self.carry_tail_block(&mut state, &mut group, &mut batch);
         drop(state);
@@ -161,7 +204,9 @@ impl Inner {
             write_ended,
         };
         let (mut state, result) = self.acknowledge(lock(&self.state), &group, result, &timing);
-        self.pipeline.notify_all();
+        if state.pipeline_waiters > 0 {
+            self.pipeline.notify_all();
+        }
         self.durable_lsn_published
             .store(state.durable_lsn, Ordering::Release);
         let to_wake = threads_to_wake(&mut state);
@@ -169,13 +214,13 @@ impl Inner {
             self.changed.notify_all();
         }
         if to_wake.is_empty() {
-            return (state, result);
+            return (Some(state), result);
         }
         drop(state);
         for thread in to_wake {
             thread.unpark();
         }
-        (lock(&self.state), result)
+        (None, result)
     }
 
     /// Starts a group under the state lock: numbers it and takes the active buffer, leaving a
@@ -326,7 +371,7 @@ impl Inner {
             && state.durable_group + 1 < group.number
             && !self.acks_out_of_order()
         {
-            state = self.pipeline.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = self.wait_pipeline(state);
         }
         state.in_flight -= 1;
         let result = match result {

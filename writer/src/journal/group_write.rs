@@ -86,31 +86,23 @@ impl Inner {
         segment_path(&self.dir, lock(&self.writer).segment)
     }
 
-    /// Marks `group` written once every group before it is. Fails when the journal got
-    /// poisoned meanwhile.
+    /// Marks `group` written once every group before it is (M13 does not wait), under one
+    /// acquisition of the state lock. Fails when the journal got poisoned meanwhile.
     fn wait_and_mark_written(&self, group: u64) -> Result<(), JournalError> {
-        if !self.wait_written_before(group) {
-            return Err(JournalError::Poisoned);
-        }
-        self.mark_written(group);
-        Ok(())
-    }
-
-    /// Waits until every group before `group` has completed its writes (M13 does not). False
-    /// when the journal got poisoned meanwhile.
-    fn wait_written_before(&self, group: u64) -> bool {
         let mut state = lock(&self.state);
         while !state.poisoned && state.written_group + 1 < group && !self.acks_out_of_order() {
-            state = self.pipeline.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = self.wait_pipeline(state);
         }
-        !state.poisoned
-    }
-
-    fn mark_written(&self, group: u64) {
-        let mut state = lock(&self.state);
+        if state.poisoned {
+            return Err(JournalError::Poisoned);
+        }
         state.written_group = state.written_group.max(group);
+        let notify = state.pipeline_waiters > 0;
         drop(state);
-        self.pipeline.notify_all();
+        if notify {
+            self.pipeline.notify_all();
+        }
+        Ok(())
     }
 
     /// Start of the first record of `batch[from..end]` that ends after `tail_start` (`end`

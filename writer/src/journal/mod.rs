@@ -161,8 +161,8 @@ impl Journal {
 
     /// Appends a record and waits for a group commit that covers it.
     pub fn append_durable(&self, payload: &[u8]) -> Result<Lsn, JournalError> {
-        let lsn = self.inner.append(payload)?;
-        self.inner.wait_durable(lsn)?;
+        let (state, lsn) = self.inner.append_locked(payload)?;
+        self.inner.wait_durable_locked(state, lsn)?;
         Ok(lsn)
     }
 

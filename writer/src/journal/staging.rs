@@ -11,6 +11,14 @@ use crate::Lsn;
 
 impl Inner {
     pub(super) fn append(&self, payload: &[u8]) -> Result<Lsn, JournalError> {
+        self.append_locked(payload).map(|(_, lsn)| lsn)
+    }
+
+    /// [`Inner::append`] that returns with the state lock still held.
+    pub(super) fn append_locked(
+        &self,
+        payload: &[u8],
+    ) -> Result<(MutexGuard<'_, State>, Lsn), JournalError> {
         if payload.len() > self.max_payload_bytes {
             return Err(JournalError::RecordTooLarge {
                 len_bytes: payload.len(),
@@ -37,7 +45,7 @@ impl Inner {
         state.active_len += span;
         state.next_lsn += 1;
         state.records_in_segment += 1;
-        Ok(lsn)
+        Ok((state, lsn))
     }
 
     /// Returns once the active buffer and the current segment have room for a record of

@@ -39,6 +39,8 @@ pub(super) struct State {
     pub(super) durable_group: u64,
     /// Threads waiting on `changed`.
     pub(super) other_waiters: usize,
+    /// Threads waiting on `pipeline`.
+    pub(super) pipeline_waiters: usize,
     /// When the oldest record not yet handed to a group was staged.
     pub(super) first_staged_at: Option<Instant>,
     /// Threads parked until their record is durable (or until asked to lead a group).
@@ -87,6 +89,7 @@ impl State {
             written_group: 0,
             durable_group: 0,
             other_waiters: 0,
+            pipeline_waiters: 0,
             first_staged_at: None,
             durable_waiters: Vec::new(),
             next_waiter_id: 0,
