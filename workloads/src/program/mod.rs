@@ -15,6 +15,8 @@
 
 use crate::ack::Ack;
 
+pub mod kv;
+
 /// Longest key of an ack line.
 pub const MAX_KEY_BYTES: usize = 200;
 /// Longest digest of an ack line (a SHA-512 in hex is 128).
