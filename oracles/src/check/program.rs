@@ -226,3 +226,118 @@ fn read_bounded(pipe: Option<&mut impl Read>) -> String {
     }
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str, d: &str) -> Ack {
+        Ack::Key {
+            key: k.into(),
+            digest: d.into(),
+        }
+    }
+
+    fn exp<'a>(acks: &'a [Ack], in_flight: Option<&'a Ack>) -> Expectation<'a> {
+        Expectation {
+            state_id: "s1",
+            seed: 1,
+            acks,
+            in_flight,
+        }
+    }
+
+    /// A mounted-state stand-in: `root/pc/data` holding `keys.txt`.
+    fn state(keys: &str) -> (tempfile::TempDir, ProgramCheck) {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("pc/data")).unwrap();
+        std::fs::write(root.path().join("pc/data/keys.txt"), keys).unwrap();
+        let check = ProgramCheck {
+            checker: CheckerSpec::Kv {
+                dump: vec!["cat".into(), "keys.txt".into()],
+            },
+            data_dir: "pc/data".into(),
+        };
+        (root, check)
+    }
+
+    fn command(script: &str) -> CheckerSpec {
+        CheckerSpec::Command {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+        }
+    }
+
+    #[test]
+    fn kv_finds_a_missing_acknowledged_key() {
+        let (root, check) = state("k1 a\n");
+        let acks = [key("k1", "a"), key("k2", "b")];
+        let v = check.check(&exp(&acks, None), root.path()).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].invariant, KV_INVARIANT);
+        assert_eq!(v[0].step.as_deref(), Some("k:k2:b"));
+        assert!(v[0].found.contains("k2 is missing"));
+        assert!(check
+            .check(&exp(&acks[..1], None), root.path())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_failing_dump_loses_the_acknowledged_keys() {
+        let (root, mut check) = state("");
+        check.checker = CheckerSpec::Kv {
+            dump: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo malformed >&2; exit 1".into(),
+            ],
+        };
+        let acks = [key("k1", "a")];
+        let v = check.check(&exp(&acks, None), root.path()).unwrap();
+        assert!(v[0].found.contains("malformed"), "{v:?}");
+        assert!(check
+            .check(&exp(&[], None), root.path())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn custom_checkers_read_the_acks_and_decide_by_exit_status() {
+        let (root, mut check) = state("");
+        let acks = [key("k1", "a"), Ack::Nack { key: "k2".into() }];
+        let in_flight = key("k3", "c");
+        check.checker = command(
+            "test \"$(cat)\" = \"$(printf 'ack k1 a\\nnack k2\\ninflight ack k3 c')\" && \
+             test \"$PWD\" = \"$POWERCUT_STATE_DIR\"",
+        );
+        let e = exp(&acks, Some(&in_flight));
+        assert!(check.check(&e, root.path()).unwrap().is_empty());
+        check.checker = command("cat > /dev/null; echo row 7 lost; exit 1");
+        let v = check.check(&e, root.path()).unwrap();
+        assert_eq!(v[0].invariant, CHECKER_INVARIANT);
+        assert_eq!(v[0].found, "row 7 lost");
+        check.checker = command("echo boom >&2; exit 2");
+        let err = check.check(&e, root.path()).unwrap_err().to_string();
+        assert!(err.contains("exit status 2") && err.contains("boom") && err.contains("s1"));
+        check.checker = command("kill -9 $$");
+        assert!(check.check(&e, root.path()).is_err());
+    }
+
+    #[test]
+    fn a_state_without_the_data_directory_breaks_every_ack() {
+        let root = tempfile::tempdir().unwrap();
+        let check = ProgramCheck {
+            checker: command("exit 0"),
+            data_dir: "pc/data".into(),
+        };
+        let acks = [key("k1", "a")];
+        assert_eq!(
+            check.check(&exp(&acks, None), root.path()).unwrap().len(),
+            1
+        );
+        assert!(check
+            .check(&exp(&[], None), root.path())
+            .unwrap()
+            .is_empty());
+    }
+}

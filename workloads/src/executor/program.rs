@@ -155,7 +155,12 @@ fn supervise(
     std::thread::scope(|scope| {
         let (done, reader_done) = mpsc::channel();
         scope.spawn(move || {
-            let _ = done.send(read_acks(shared, read_end, phase));
+            let read = read_acks(shared, read_end, phase);
+            if read.is_err() {
+                // A malformed line (or a refused ack) ends the run: stop the program now.
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            let _ = done.send(read);
         });
         let status = wait_until(&mut child, deadline);
         // Whatever the program left running (or the program itself, past its time) dies now:
