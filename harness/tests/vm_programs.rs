@@ -1,6 +1,6 @@
 //! Programs under test, end to end under QEMU (`powercut run` on workloads with `exec:` steps):
 //! a shell program that fsyncs before it acks holds, one that acks first is caught with a
-//! minimal reproducer; SQLite (Debian's sqlite3 in the guest, WAL) holds with
+//! minimal reproducer, one whose fsync meets an injected EIO nacks and holds; SQLite (Debian's sqlite3 in the guest, WAL) holds with
 //! synchronous=FULL and loses an acknowledged commit with synchronous=OFF; a malformed ack
 //! line and a checker that crashes are harness errors (exit 2) that say what went wrong.
 //!
@@ -70,6 +70,8 @@ fn vm_shell_programs_hold_when_they_fsync_first_and_are_caught_otherwise() {
     let report = assert_holds("programs/fsync-then-ack.yaml", dir.path());
     assert_eq!(report["coverage"]["acks_uncovered"], 0, "{report}");
     assert_caught("programs/ack-before-fsync.yaml", dir.path());
+    // EIO on the program's files: its fsync fails, it nacks, and the states still hold.
+    assert_holds("programs/eio-nack.yaml", dir.path());
 }
 
 #[test]

@@ -80,7 +80,9 @@ pub enum FaultTarget {
 impl fmt::Display for FaultTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FaultTarget::Journal => f.write_str("the journal's segment files"),
+            FaultTarget::Journal => {
+                f.write_str("the journal's segment files (a program's: its data directory's files)")
+            }
             FaultTarget::Device => f.write_str("the data device"),
             FaultTarget::Sectors([start, count]) => {
                 write!(f, "sectors {start}..{}", start.saturating_add(*count))
