@@ -151,17 +151,18 @@ fn a_malformed_line_fails_the_run_naming_the_line() {
 
 #[test]
 fn a_program_past_its_timeout_is_killed_and_fails_the_run() {
-    let text = program("echo started; sleep 30", "").replace("timeout: 5s", "timeout: 1s");
+    let text = program("echo started; sleep 30", "").replace("timeout: 5s", "timeout: 3s");
     let started = std::time::Instant::now();
     let e = run(&parse(&text)).0.unwrap_err().to_string();
-    assert!(started.elapsed().as_secs() < 10);
-    assert!(e.contains("timeout of 1s") && e.contains("started"), "{e}");
+    assert!(started.elapsed().as_secs() < 12);
+    assert!(e.contains("timeout of 3s") && e.contains("started"), "{e}");
 }
 
 #[test]
 fn a_background_child_holding_the_channel_is_killed_at_the_timeout() {
+    // The line is written at once; the timeout only has to outlast a loaded machine's start.
     let text = program("sleep 30 & echo 'ack k1 aa' >&$POWERCUT_ACK_FD", "")
-        .replace("timeout: 5s", "timeout: 1s");
+        .replace("timeout: 5s", "timeout: 3s");
     let (result, acks) = run(&parse(&text));
     assert!(result.unwrap_err().to_string().contains("timeout"));
     assert_eq!(acks.len(), 2);
