@@ -131,11 +131,11 @@ fn ack_lines_become_acks_in_order_in_the_data_directory() {
 
 #[test]
 fn a_malformed_line_fails_the_run_naming_the_line() {
-    let script = "echo 'ack k1 aa' >&$POWERCUT_ACK_FD; echo 'ack k2' >&$POWERCUT_ACK_FD; sleep 4";
+    let script = "echo 'ack k1 aa' >&$POWERCUT_ACK_FD; echo 'ack k2' >&$POWERCUT_ACK_FD; sleep 8";
     let started = std::time::Instant::now();
     let (result, acks) = run(&parse(&program(script, "")));
     assert!(
-        started.elapsed().as_secs() < 3,
+        started.elapsed().as_secs() < 6,
         "the program is stopped at the malformed line"
     );
     let e = result.unwrap_err();
