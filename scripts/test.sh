@@ -13,6 +13,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   command -v musl-gcc >/dev/null || need+=(musl-tools)
   command -v losetup >/dev/null || need+=(mount)
+  # the checker of the bundled SQLite workloads reads each crash state with the host's sqlite3
+  command -v sqlite3 >/dev/null || need+=(sqlite3)
   # headless browser of the HTML report's end-to-end test
   command -v chromium >/dev/null || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then

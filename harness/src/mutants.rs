@@ -238,6 +238,7 @@ fn record_options(args: &MutantsArgs, mutants: bool) -> RecordOptions {
             flavor: args.kernel,
             agent: None,
             mutants,
+            guest_packages: Vec::new(),
         },
         Duration::from_secs(args.timeout),
     )

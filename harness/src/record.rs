@@ -229,6 +229,7 @@ pub fn record(
     // A workload that selects a mutant needs an agent built with them.
     let image_options = BuildOptions {
         mutants: options.image.mutants || workload.writer.mutant.is_some(),
+        guest_packages: workload.guest_packages.clone(),
         ..options.image.clone()
     };
     let image = image::build(&image_options, progress)?;

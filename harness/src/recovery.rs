@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use powercut_oracles::check::ProgramCheck;
 use powercut_oracles::invariants::{InvariantConfig, RecoveredJournal, TailInfo};
 use powercut_oracles::mount::FsType;
 use powercut_workloads::spec::{Filesystem, Workload};
@@ -20,6 +21,16 @@ pub fn guest_invariant_config() -> InvariantConfig {
         journal_dir: PathBuf::from(GUEST_JOURNAL_DIR),
         files_dir: PathBuf::from(GUEST_FILES_DIR),
     }
+}
+
+/// The checker of a program's workload and where the agent keeps the program's data (`pc/` +
+/// the executor's data directory); None for the engine's workloads.
+pub fn guest_program_check(workload: &Workload) -> Option<ProgramCheck> {
+    Some(ProgramCheck {
+        checker: workload.checker.clone().filter(|_| workload.is_program())?,
+        data_dir: Path::new(GUEST_JOURNAL_DIR)
+            .with_file_name(powercut_workloads::executor::PROGRAM_DATA_DIR),
+    })
 }
 
 /// The recovery mutant a workload selects, if any (other mutants recover like the engine).

@@ -100,6 +100,9 @@ fn map_step(step: &Step, sizes: &mut Sizes) -> Result<Option<SimStep>> {
         Step::Reopen => Some(SimStep::Reopen),
         Step::Fault(fault) => Some(fault_step(fault)?),
         Step::ClearFault => Some(SimStep::ClearFault),
+        Step::Exec(_) => anyhow::bail!(
+            "the sim tier runs the engine only: a workload with `exec:` steps needs `powercut run`"
+        ),
         Step::File(_) => None,
     })
 }

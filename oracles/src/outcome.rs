@@ -39,6 +39,9 @@ pub enum CheckError {
     /// The I5 probe failed.
     #[error("mid-log corruption probe: {0}")]
     Probe(#[from] ProbeError),
+    /// A program's checker gave no verdict (exit status other than 0 or 1, timeout).
+    #[error(transparent)]
+    Checker(#[from] crate::check::CheckerError),
     /// Other I/O failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -18,6 +18,8 @@
 //! o:FIRST-LAST:CRC            a reopen's recovery returned records FIRST..=LAST (CRC over their
 //!                             payloads): they must be durable from here on (I9); LAST =
 //!                             FIRST-1 when it returned none (`o:1-0:00000000`)
+//! k:KEY:DIGEST                a program under test acked: KEY holds the value of DIGEST durably
+//! n:KEY                       a program under test reported a failed operation on KEY
 //! s:NAME                      start of the workload (NAME: workload name)
 //! e:NAME                      clean end of the workload
 //! ```
@@ -27,6 +29,8 @@ use std::fmt;
 use powercut_judge::files::FilePromise;
 use powercut_judge::records::RecordPromise;
 use powercut_judge::Invariant;
+
+use crate::program;
 
 /// dm-log-writes refuses longer labels (the sector holds the entry header too).
 pub const MAX_LABEL_BYTES: usize = 479;
@@ -81,6 +85,20 @@ pub enum Ack {
         last_lsn: u64,
         /// crc32c of the recovered payloads, concatenated in LSN order.
         crc32c: u32,
+    },
+    /// A program under test promised that `key` holds the value whose digest is `digest`,
+    /// durably (an `ack KEY DIGEST` line, see [`crate::program`]).
+    Key {
+        /// The key ([`crate::program::is_valid_key`]).
+        key: String,
+        /// The digest ([`crate::program::is_valid_digest`]).
+        digest: String,
+    },
+    /// A program under test reported that an operation on `key` failed (a `nack KEY` line):
+    /// the key's value is unknown until its next ack.
+    Nack {
+        /// The key.
+        key: String,
     },
     /// The workload started.
     Start {
@@ -144,6 +162,18 @@ impl Ack {
                 last_lsn,
                 crc32c,
             } => format!("o:{first_lsn}-{last_lsn}:{crc32c:08x}"),
+            Ack::Key { key, digest } => {
+                assert!(program::is_valid_key(key), "invalid key in ack: {key:?}");
+                assert!(
+                    program::is_valid_digest(digest),
+                    "invalid digest: {digest:?}"
+                );
+                format!("k:{key}:{digest}")
+            }
+            Ack::Nack { key } => {
+                assert!(program::is_valid_key(key), "invalid key in ack: {key:?}");
+                format!("n:{key}")
+            }
             Ack::Start { name } => format!("s:{name}"),
             Ack::End { name } => format!("e:{name}"),
         };
@@ -239,6 +269,7 @@ impl Ack {
                 }
                 Ok(Ack::Retired { before_lsn })
             }
+            "k" | "n" => parse_program_label(kind, rest).map_err(err),
             "s" => Ok(Ack::Start {
                 name: check_path(rest)?,
             }),
@@ -253,9 +284,33 @@ impl Ack {
     pub fn is_ack_label(label: &str) -> bool {
         matches!(
             label.split_once(':'),
-            Some(("r" | "o" | "f" | "t" | "s" | "e", _))
+            Some(("r" | "o" | "f" | "t" | "k" | "n" | "s" | "e", _))
         )
     }
+}
+
+/// The labels of a program's acks: `k:KEY:DIGEST` and `n:KEY`.
+fn parse_program_label(kind: &str, rest: &str) -> Result<Ack, &'static str> {
+    if kind == "n" {
+        return if program::is_valid_key(rest) {
+            Ok(Ack::Nack {
+                key: rest.to_string(),
+            })
+        } else {
+            Err("invalid key")
+        };
+    }
+    let (key, digest) = rest.split_once(':').ok_or("no digest")?;
+    if !program::is_valid_key(key) {
+        return Err("invalid key");
+    }
+    if !program::is_valid_digest(digest) {
+        return Err("invalid digest");
+    }
+    Ok(Ack::Key {
+        key: key.to_string(),
+        digest: digest.to_string(),
+    })
 }
 
 /// The largest `before_lsn` of the retire acks among `acks` (None: nothing was retired):
@@ -373,6 +428,11 @@ mod tests {
                 last_lsn: 0,
                 crc32c: 0,
             },
+            Ack::Key {
+                key: "row/7".into(),
+                digest: "0f3a".into(),
+            },
+            Ack::Nack { key: "k!1".into() },
             Ack::Start {
                 name: "smoke".into(),
             },
@@ -398,6 +458,11 @@ mod tests {
             "t:x",
             "t:",
             "q:x",
+            "k:a",
+            "k::abc",
+            "k:a:b*c",
+            "n:",
+            "n:a b",
         ] {
             assert!(Ack::parse_label(bad).is_err(), "{bad:?} parsed");
         }

@@ -390,6 +390,9 @@ impl Generator {
             steps,
             power_cut: None,
             after_crash: None,
+            guest_packages: Vec::new(),
+            checker: None,
+            allow_root_exec: false,
         }
     }
 
@@ -441,6 +444,7 @@ pub fn step_kind(step: &Step) -> &'static str {
         Step::File(FileOp::Remove { .. }) => "remove",
         Step::Fault(_) => "fault",
         Step::ClearFault => "clear_fault",
+        Step::Exec(_) => "exec",
     }
 }
 

@@ -5,6 +5,7 @@ pub mod executor;
 pub mod generate;
 pub mod guest;
 pub mod payload;
+pub mod program;
 pub mod promises;
 pub mod protocol;
 pub mod spec;

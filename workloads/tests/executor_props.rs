@@ -86,6 +86,9 @@ fn workload() -> impl Strategy<Value = Workload> {
             steps,
             power_cut: None,
             after_crash: None,
+            guest_packages: Vec::new(),
+            checker: None,
+            allow_root_exec: false,
         })
 }
 
@@ -145,6 +148,9 @@ fn check(workload: &Workload, root: &Path, acks: &[Ack]) -> Result<(), TestCaseE
                 files.remove(path);
             }
             Ack::Retired { .. } | Ack::Start { .. } | Ack::End { .. } => {}
+            Ack::Key { .. } | Ack::Nack { .. } => {
+                prop_assert!(false, "a program ack from the engine")
+            }
         }
     }
     for (path, crc) in files {

@@ -180,6 +180,7 @@ impl VmTier {
             flavor: KernelFlavor::Cloud,
             agent: None,
             mutants: mutant.is_some(),
+            guest_packages: Vec::new(),
         };
         let agent = crate::vm::image::agent(&image, progress)?;
         if agent.libraries.is_empty() {

@@ -18,7 +18,8 @@ use super::output::printable;
 use super::pipeline::load_recorded_workload;
 use crate::exit::ViolationFound;
 use crate::recovery::{
-    checked_recovery_mutant, fs_type, guest_invariant_config, writer_recovery_with,
+    checked_recovery_mutant, fs_type, guest_invariant_config, guest_program_check,
+    writer_recovery_with,
 };
 use crate::two_crash;
 
@@ -66,6 +67,7 @@ pub fn repro(
     let config = CheckConfig {
         keep_dir: Some(keep.to_path_buf()),
         invariants: guest_invariant_config(),
+        program: recorded.as_ref().and_then(guest_program_check),
         ..CheckConfig::default()
     };
     let mutant = checked_recovery_mutant(recorded.as_ref())?;
@@ -200,6 +202,7 @@ fn ack_coverage(
     )?;
     let config = CheckConfig {
         invariants: guest_invariant_config(),
+        program: recorded.as_ref().and_then(guest_program_check),
         ..CheckConfig::default()
     };
     let mutant = checked_recovery_mutant(recorded.as_ref())?;

@@ -18,7 +18,7 @@ use powercut_workloads::spec::Workload;
 use super::args::CheckArgs;
 use super::output::{progress_bar, write_rendered, write_report_files, write_reports};
 use crate::record::{self, RecordOptions};
-use crate::recovery::{fs_type, recovery_for, recovery_mutant};
+use crate::recovery::{fs_type, guest_program_check, recovery_for, recovery_mutant};
 use crate::two_crash;
 use crate::vm;
 
@@ -40,6 +40,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     let block_log = BlockLog::open(&log).with_context(|| format!("reading {}", log.display()))?;
     config.max_entries = killed_log_whole_entries(dir, &block_log)?;
     config.acks = continued_acks(dir, &block_log)?;
+    config.program = guest_program_check(workload);
     let continued = config.acks.is_some();
     drop(block_log);
     let mut report = check_states(&log, &base, workload, &config)?;
@@ -49,6 +50,8 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     report.workload = workload.name.clone();
     let invariants = if continued {
         two_crash::junit_invariants()
+    } else if workload.is_program() {
+        check::PROGRAM_INVARIANTS.to_vec()
     } else {
         report::INVARIANTS.to_vec()
     };

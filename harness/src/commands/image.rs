@@ -34,6 +34,7 @@ pub fn run(command: ImageCommand, progress: &vm::progress::Progress) -> Result<(
         flavor: kernel,
         agent,
         mutants,
+        guest_packages: Vec::new(),
     };
     let image = vm::image::build(&options, progress)?;
     println!("kernel  {}", image.kernel.display());

@@ -57,6 +57,7 @@ impl VmArgs {
                 flavor: self.kernel,
                 agent: self.agent.clone(),
                 mutants: workload.writer.mutant.is_some(),
+                guest_packages: workload.guest_packages.clone(),
             },
             std::time::Duration::from_secs(self.timeout),
         )

@@ -174,6 +174,8 @@ pub fn mark_words(label: &str) -> String {
             last_lsn,
             ..
         }) => format!("reopen recovered LSN {first_lsn}-{last_lsn}"),
+        Ok(Ack::Key { key, digest }) => format!("ack {key} = {digest}"),
+        Ok(Ack::Nack { key }) => format!("nack {key}"),
         Ok(Ack::Start { name }) => format!("start of {name}"),
         Ok(Ack::End { name }) => format!("end of {name}"),
         Err(_) => return label.to_string(),

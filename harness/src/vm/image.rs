@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::guest_packages;
 use super::initramfs::CpioWriter;
 use super::progress::Progress;
 use super::provision;
@@ -57,6 +58,9 @@ pub struct BuildOptions {
     /// Build the agent with the engine's deliberately broken variants (`--features mutants`).
     /// Such an image is cached under its own key, so the default image never contains them.
     pub mutants: bool,
+    /// Debian packages whose files (with their dependencies') the guest carries for the
+    /// programs of `exec:` steps; their versions are part of the cache key.
+    pub guest_packages: Vec<String>,
 }
 
 /// A built image.
@@ -73,7 +77,7 @@ pub struct GuestImage {
     pub agent_sha256: String,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -377,10 +381,19 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
         .with_context(|| format!("reading the agent {}", agent.binary.display()))?;
     let agent_sha256 = sha256_hex(&agent_bytes);
 
+    let guest = guest_packages::resolve(
+        &options.guest_packages,
+        &cache,
+        apt_lists_stamp_ns(),
+        progress,
+    )?;
     let key = image_key(
         options,
         &agent,
-        &format!("kernel {kernel_package} {kernel_version}\nbusybox {busybox_version}\n"),
+        &format!(
+            "kernel {kernel_package} {kernel_version}\nbusybox {busybox_version}\n{}",
+            guest_packages::key_text(&guest)
+        ),
         &agent_sha256,
     );
     let variant = if options.mutants { "-mutants" } else { "" };
@@ -415,9 +428,13 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
     )?;
     let modules = modules_dir(&kernel_root, &release)?;
     let load_order = module_load_order(&modules, &kernel_root, &release, &busybox, progress)?;
+    let guest_roots = guest_packages::fetch(&guest, &cache, progress)?;
 
     progress.step("writing the initramfs", || -> Result<()> {
-        let archive = initramfs(&busybox, &agent, &agent_bytes, &modules, &load_order)?;
+        let mut archive = initramfs(&busybox, &agent, &agent_bytes, &modules, &load_order)?;
+        if !guest_roots.is_empty() {
+            archive = with_guest_packages(archive, &guest_roots, progress)?;
+        }
         install(&image_dir, &kernel_root, &release, &archive, &image)?;
         progress.line(format!(
             "initramfs: {} modules, {:.1} MiB",
@@ -580,6 +597,24 @@ fn initramfs(
     }
     cpio.file("etc/modules.load", 0o644, load_list.as_bytes());
     Ok(cpio.finish())
+}
+
+/// The initramfs `archive` with the files of the unpacked guest packages appended: a newc
+/// archive is a sequence of members, so a second archive concatenated after the first (its
+/// own trailer included) is unpacked by the kernel as well.
+fn with_guest_packages(
+    mut archive: Vec<u8>,
+    roots: &[PathBuf],
+    progress: &Progress,
+) -> Result<Vec<u8>> {
+    let mut cpio = CpioWriter::new();
+    let files = guest_packages::add_to_cpio(&mut cpio, roots)?;
+    archive.extend_from_slice(&cpio.finish());
+    progress.line(format!(
+        "guest packages: {} packages, {files} files",
+        roots.len()
+    ));
+    Ok(archive)
 }
 
 /// Moves the kernel, the initramfs and `image.json` into `image_dir`, through a staging

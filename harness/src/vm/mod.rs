@@ -1,5 +1,6 @@
 //! The QEMU backend: provisioning, the guest image and running VMs.
 
+pub mod guest_packages;
 pub mod image;
 pub mod initramfs;
 pub mod progress;

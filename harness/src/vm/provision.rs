@@ -6,6 +6,7 @@
 //! for `<codename>-backports`), passed to apt with `-o Dir::Etc::SourceParts=DIR`, so the
 //! system's configuration stays untouched.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -303,9 +304,84 @@ pub fn extract_deb(deb: &Path, dest: &Path, progress: &Progress) -> Result<()> {
     Ok(())
 }
 
+/// The packages `packages` need to run, themselves included: `apt-cache depends --recurse`
+/// without recommends, suggests or pre-dependencies, virtual names skipped; each with its
+/// candidate version (`apt-cache show`), sorted by name.
+pub fn package_closure(packages: &[String]) -> Result<Vec<(String, String)>> {
+    if packages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = run(Command::new("apt-cache")
+        .args([
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            "--no-pre-depends",
+        ])
+        .args(packages))?;
+    let names = closure_names(&out);
+    let shown = run(Command::new("apt-cache")
+        .args(["show", "--no-all-versions"])
+        .args(&names))?;
+    let versions = shown_versions(&shown);
+    names
+        .into_iter()
+        .map(|name| {
+            let version = versions.get(&name).cloned().with_context(|| {
+                format!("apt-cache show gives no version of {name} (run `apt-get update`)")
+            })?;
+            Ok((name, version))
+        })
+        .collect()
+}
+
+/// The package names of `apt-cache depends --recurse` output: its unindented lines, virtual
+/// packages (`<name>`) left out, sorted and deduplicated.
+pub fn closure_names(depends: &str) -> Vec<String> {
+    let names: BTreeSet<String> = depends
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('<') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    names.into_iter().collect()
+}
+
+/// Package -> version of `apt-cache show` stanzas.
+pub fn shown_versions(show: &str) -> BTreeMap<String, String> {
+    let mut versions = BTreeMap::new();
+    let mut package = None;
+    for line in show.lines() {
+        if let Some(name) = line.strip_prefix("Package:") {
+            package = Some(name.trim().to_string());
+        } else if let Some(version) = line.strip_prefix("Version:") {
+            if let Some(name) = package.take() {
+                versions
+                    .entry(name)
+                    .or_insert_with(|| version.trim().to_string());
+            }
+        }
+    }
+    versions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closures_and_versions_parse() {
+        let depends = "sqlite3\n  Depends: libc6\n  Depends: <libz>\nlibc6\n  Depends: libgcc-s1\n<libz>\nlibgcc-s1\nlibc6\n";
+        assert_eq!(closure_names(depends), ["libc6", "libgcc-s1", "sqlite3"]);
+        let show = "Package: sqlite3\nVersion: 3.40.1-2\nDepends: libc6\n\nPackage: libc6\nSource: glibc\nVersion: 2.36-9\n";
+        let v = shown_versions(show);
+        assert_eq!(v["sqlite3"], "3.40.1-2");
+        assert_eq!(v["libc6"], "2.36-9");
+    }
 
     #[test]
     fn backports_stanza_copies_the_main_entry() {

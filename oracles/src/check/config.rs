@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use powercut_workloads::ack::Ack;
 
+use super::program::ProgramCheck;
 use crate::crash::EnumConfig;
 use crate::invariants::InvariantConfig;
 
@@ -50,6 +51,9 @@ pub struct CheckConfig {
     /// entries whose header reached the log disk but whose data did not; only the entries up
     /// to the last mark the recorder waited for are known whole.
     pub max_entries: Option<u64>,
+    /// A program's run: its checker decides each state instead of the engine's recovery
+    /// (no journal, no I5 probe).
+    pub program: Option<ProgramCheck>,
 }
 
 impl Default for CheckConfig {
@@ -68,6 +72,7 @@ impl Default for CheckConfig {
             acks: None,
             max_kept_images: DEFAULT_MAX_KEPT_IMAGES,
             max_entries: None,
+            program: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 mod config;
 pub mod coverage;
 mod one_state;
+pub mod program;
 mod runner;
 mod scratch;
 mod state_image;
@@ -23,6 +24,7 @@ use std::time::Instant;
 use powercut_workloads::ack::Ack;
 
 pub use self::config::{CheckConfig, DEFAULT_MAX_KEPT_IMAGES};
+pub use self::program::{CheckerError, ProgramCheck, PROGRAM_INVARIANTS};
 pub use self::runner::Progress;
 pub use self::state_image::{build_state_image, rebuild_state};
 pub use crate::outcome::{CheckError, StateOutcome};

@@ -96,7 +96,13 @@ impl Run<'_> {
             kept: None,
         };
         match self.check_mounted(&exp, image, mnt, probe, work) {
-            Ok(mounted) => fill_outcome(&mut outcome, mounted?),
+            Ok(mounted) => {
+                fill_outcome(&mut outcome, mounted?);
+                if self.cfg.program.is_some() {
+                    // No journal was recovered: the checker judged the state.
+                    outcome.records_recovered = None;
+                }
+            }
             Err(MountError::Mount { source, .. }) => {
                 // The file system did not survive the crash state: a finding, not a harness error.
                 outcome.violations.push(Violation {
@@ -128,6 +134,10 @@ impl Run<'_> {
         work: &Path,
     ) -> Result<Result<Mounted, CheckError>, MountError> {
         mount::with_mounted(image, self.fs, mnt, |root| {
+            if let Some(program) = &self.cfg.program {
+                let violations = program.check(exp, root)?;
+                return Ok((violations, Ok(RecoveredJournal::default()), None));
+            }
             let (violations, result) =
                 invariants::check_mounted(exp, root, &self.cfg.invariants, self.recover);
             let mut probe_result = None;

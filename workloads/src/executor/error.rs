@@ -109,6 +109,23 @@ pub enum ExecError {
         /// The sink's error.
         message: String,
     },
+    /// A program of an `exec:` step could not start, failed, or outlived its timeout.
+    #[error("{phase}: program: {message}")]
+    Program {
+        /// Where.
+        phase: Phase,
+        /// What happened (with the end of the program's output).
+        message: String,
+    },
+    /// A program wrote a line that breaks the ack protocol.
+    #[error("{phase}: {source}")]
+    AckLine {
+        /// Where.
+        phase: Phase,
+        /// The line and what is wrong with it.
+        #[source]
+        source: crate::program::AckLineError,
+    },
     /// The sink refused an ack.
     #[error("{phase}: recording ack {label} failed: {message}")]
     Sink {

@@ -27,6 +27,7 @@ mod faults;
 mod files;
 mod ingest;
 mod ledger;
+mod program;
 mod records;
 mod run;
 mod sink;
@@ -39,6 +40,7 @@ use crate::spec::Workload;
 pub use after_crash::{check_prior_records, continue_after_crash, ContinuationSummary};
 pub use error::{ExecError, Phase};
 pub use files::file_contents;
+pub use program::PROGRAM_DATA_DIR;
 pub use sink::{AckSink, FaultAction, ProgressEvent};
 
 use ledger::Shared;
@@ -81,7 +83,11 @@ pub fn execute(
     let started = Instant::now();
     let shared = Shared::new(workload, sink);
     let mut run = Run::new(&shared, root, workload.steps.clone(), MAIN_WRITER, 0);
-    run.setup()?;
+    if workload.is_program() {
+        run.setup_program()?;
+    } else {
+        run.setup()?;
+    }
     run.run_steps(&shared, sink, started)
 }
 

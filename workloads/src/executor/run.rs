@@ -132,6 +132,10 @@ impl<'a, 's> Run<'a, 's> {
             sink.progress(&event(true));
         }
         self.steps = steps;
+        if workload.is_program() {
+            // Programs run no journal: the run ends with its last step.
+            return self.finish(shared, started);
+        }
         let journal = self.journal.take().ok_or_else(|| ExecError::Contract {
             phase: Phase::Finish,
             message: "no journal open at the end".into(),
@@ -145,10 +149,19 @@ impl<'a, 's> Run<'a, 's> {
                 source,
             })?,
         }
+        self.finish(shared, started)
+    }
+
+    /// The end ack and the summary.
+    fn finish(
+        mut self,
+        shared: &Shared<'_>,
+        started: Instant,
+    ) -> Result<ExecutionSummary, ExecError> {
         shared.ack(
             &Phase::Finish,
             &Ack::End {
-                name: workload.name.clone(),
+                name: shared.workload.name.clone(),
             },
         )?;
         self.summary.acks = shared.acks();
@@ -253,6 +266,7 @@ impl<'a, 's> Run<'a, 's> {
             Step::Reopen => self.reopen(phase),
             Step::File(op) => self.file_op(index, op, phase),
             Step::Ingest(i) => self.ingest(index, i, phase),
+            Step::Exec(e) => self.exec(index, e, phase),
         }
     }
 

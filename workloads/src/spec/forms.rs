@@ -12,6 +12,7 @@ use super::limits::{
     DEFAULT_EXT4_DISK_MIB, DEFAULT_FILE_BYTES, DEFAULT_SEED, MAX_LOG_MIB, MAX_STEPS,
     MIN_XFS_DISK_MIB,
 };
+use super::program::{CheckerSpec, ExecStep};
 use super::scalars::{
     de_at_ack, de_disk_mib, de_file_size, de_log_mib, de_name, de_opt_path, de_path,
 };
@@ -112,6 +113,12 @@ pub(super) struct WorkloadFile {
     power_cut: Option<PowerCut>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     after_crash: Option<Steps>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    guest_packages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checker: Option<CheckerSpec>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    allow_root_exec: bool,
 }
 
 impl From<WorkloadFile> for Workload {
@@ -133,6 +140,9 @@ impl From<WorkloadFile> for Workload {
             steps: f.steps.0,
             power_cut: f.power_cut,
             after_crash: f.after_crash.map(|s| s.0),
+            guest_packages: f.guest_packages,
+            checker: f.checker,
+            allow_root_exec: f.allow_root_exec,
         }
     }
 }
@@ -150,6 +160,9 @@ impl From<Workload> for WorkloadFile {
             steps: Steps(w.steps),
             power_cut: w.power_cut,
             after_crash: w.after_crash.map(Steps),
+            guest_packages: w.guest_packages,
+            checker: w.checker,
+            allow_root_exec: w.allow_root_exec,
         }
     }
 }
@@ -248,6 +261,8 @@ pub(super) struct StepFile {
         deserialize_with = "de_empty"
     )]
     clear_fault: Option<Empty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec: Option<ExecStep>,
 }
 
 /// The body of `rotate: {}` and `reopen: {}` (which take no options).
@@ -288,10 +303,13 @@ impl TryFrom<StepFile> for Step {
         if f.clear_fault.is_some() {
             steps.push(Step::ClearFault);
         }
+        if let Some(e) = f.exec {
+            steps.push(Step::Exec(e));
+        }
         if steps.len() != 1 {
             return Err(format!(
                 "a step has exactly one of the keys `append`, `rotate`, `retire`, `file`, \
-                 `ingest`, `reopen`, `fault`, `clear_fault`; this one has {}",
+                 `ingest`, `reopen`, `fault`, `clear_fault`, `exec`; this one has {}",
                 steps.len()
             ));
         }
@@ -310,6 +328,7 @@ impl From<Step> for StepFile {
             reopen: None,
             fault: None,
             clear_fault: None,
+            exec: None,
         };
         match step {
             Step::Append(a) => f.append = Some(a),
@@ -320,6 +339,7 @@ impl From<Step> for StepFile {
             Step::Reopen => f.reopen = Some(Empty {}),
             Step::Fault(fault) => f.fault = Some(fault),
             Step::ClearFault => f.clear_fault = Some(Empty {}),
+            Step::Exec(e) => f.exec = Some(e),
         }
         f
     }

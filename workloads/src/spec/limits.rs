@@ -49,3 +49,15 @@ pub(super) const GUEST_WRITE_BLOCK_BYTES: usize = 4096;
 pub(super) const USABLE_DISK_PERCENT: u64 = 75;
 /// Bytes in a MiB.
 pub(super) const MIB: u64 = 1024 * 1024;
+/// Most arguments of a program's command line (`exec:` and checkers).
+pub const MAX_ARGV: usize = 256;
+/// Longest argument or environment value of a program.
+pub const MAX_ARG_BYTES: usize = 64 * 1024;
+/// Most extra environment variables of an `exec:` step.
+pub const MAX_ENV_VARS: usize = 64;
+/// Longest an `exec:` step may run.
+pub const MAX_EXEC_TIMEOUT_S: u64 = 3600;
+/// Most Debian packages a workload may bring into the guest.
+pub const MAX_GUEST_PACKAGES: usize = 32;
+/// uid and gid of the unprivileged user that runs programs in the guest.
+pub const PROGRAM_UID_GID: u32 = 1000;

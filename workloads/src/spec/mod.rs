@@ -23,6 +23,7 @@ mod forms;
 mod input;
 mod limits;
 mod load;
+mod program;
 mod scalars;
 mod step_checks;
 mod steps;
@@ -35,12 +36,17 @@ pub use diagnostics::{SpecDiagnostic, SpecError};
 pub use engine::{DurabilitySpec, IoPathSpec, PreallocationSpec, WriterSpec};
 pub use input::{InputError, MAX_NESTING_DEPTH, MAX_SPEC_BYTES, MAX_YAML_NODES};
 pub use limits::{
-    DEFAULT_EXT4_DISK_MIB, DEFAULT_FILE_BYTES, DEFAULT_SEED, MAX_COMMIT_EVERY, MAX_DISK_MIB,
-    MAX_FILE_BYTES, MAX_INGEST_CLIENTS, MAX_LOG_MIB, MAX_RECORDS_PER_STEP, MAX_RECORD_BYTES,
+    DEFAULT_EXT4_DISK_MIB, DEFAULT_FILE_BYTES, DEFAULT_SEED, MAX_ARGV, MAX_ARG_BYTES,
+    MAX_COMMIT_EVERY, MAX_DISK_MIB, MAX_ENV_VARS, MAX_EXEC_TIMEOUT_S, MAX_FILE_BYTES,
+    MAX_GUEST_PACKAGES, MAX_INGEST_CLIENTS, MAX_LOG_MIB, MAX_RECORDS_PER_STEP, MAX_RECORD_BYTES,
     MAX_SEGMENT_BYTES, MAX_STAGING_BYTES, MAX_STEPS, MAX_TOTAL_ACKS, MIN_EXT4_DISK_MIB,
-    MIN_SEGMENT_BYTES, MIN_STAGING_BYTES, MIN_XFS_DISK_MIB,
+    MIN_SEGMENT_BYTES, MIN_STAGING_BYTES, MIN_XFS_DISK_MIB, PROGRAM_UID_GID,
 };
 pub use load::{load, parse};
+pub use program::{
+    argv_problem, package_name_problem, parse_duration_s, CheckerSpec, ExecStep, ExecUser,
+    DEFAULT_EXEC_TIMEOUT_S,
+};
 pub use scalars::parse_byte_size;
 pub use steps::{AppendStep, EioKind, FaultSpec, FaultTarget, FileOp, IngestStep, SizeRange, Step};
 
@@ -71,6 +77,14 @@ pub struct Workload {
     /// What the run after the power cut does once it has recovered the journal (invariant I8);
     /// `None`: [`default_after_crash_steps`]. Only meaningful with a power cut.
     pub after_crash: Option<Vec<Step>>,
+    /// Debian packages whose files the guest image carries (with their dependencies), for the
+    /// programs of `exec:` steps.
+    pub guest_packages: Vec<String>,
+    /// How the crash states of a program's run are judged (needed with `exec:` steps).
+    pub checker: Option<CheckerSpec>,
+    /// `exec:` steps may run as root (docs/programs.md: such a program can write the raw
+    /// device and craft an image that attacks the host kernel that mounts it).
+    pub allow_root_exec: bool,
 }
 
 /// Payload writer id of the main appender after a crash: far above the ingest clients' ids, so
@@ -181,6 +195,11 @@ impl Workload {
     /// (I9), its steps' and end.
     pub fn after_crash_acks(&self) -> u64 {
         3 + self.after_crash_steps().iter().map(Step::acks).sum::<u64>()
+    }
+
+    /// Whether the workload runs programs under test (`exec:` steps) instead of the engine.
+    pub fn is_program(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Exec(_)))
     }
 
     /// Whether any step injects a fault.

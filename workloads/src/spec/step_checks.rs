@@ -56,6 +56,7 @@ impl Step {
                     _ => Ok(()),
                 }
             }
+            Step::Exec(e) => e.check(),
             Step::Rotate | Step::Retire | Step::Reopen | Step::ClearFault => Ok(()),
         }
     }

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::forms::{FileStepFile, StepFile};
+use super::program::ExecStep;
 use super::scalars::{de_clear_after_steps, de_clients, de_commit_every, de_records_count, one};
 
 /// One step of a workload.
@@ -29,6 +30,8 @@ pub enum Step {
     Fault(FaultSpec),
     /// Map the whole data disk back to the device below (undo `fault:`).
     ClearFault,
+    /// Run a program under test in the guest; its ack lines become acks.
+    Exec(ExecStep),
 }
 
 /// `fault:` step: which I/O fails and for how long.
@@ -77,7 +80,9 @@ pub enum FaultTarget {
 impl fmt::Display for FaultTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FaultTarget::Journal => f.write_str("the journal's segment files"),
+            FaultTarget::Journal => {
+                f.write_str("the journal's segment files (a program's: its data directory's files)")
+            }
             FaultTarget::Device => f.write_str("the data device"),
             FaultTarget::Sectors([start, count]) => {
                 write!(f, "sectors {start}..{}", start.saturating_add(*count))
@@ -180,7 +185,7 @@ impl FileOp {
 }
 
 impl Step {
-    /// The step's key in the file: `append`, `rotate`, `file`, `ingest`, `reopen`.
+    /// The step's key in the file: `append`, `rotate`, `file`, `ingest`, `reopen`, `exec`, ...
     pub fn kind(&self) -> &'static str {
         match self {
             Step::Append(_) => "append",
@@ -191,6 +196,7 @@ impl Step {
             Step::Reopen => "reopen",
             Step::Fault(_) => "fault",
             Step::ClearFault => "clear_fault",
+            Step::Exec(_) => "exec",
         }
     }
 
@@ -226,6 +232,7 @@ impl Step {
                 }
             }
             Step::ClearFault => "clear fault".to_string(),
+            Step::Exec(e) => e.describe(),
         }
     }
 
@@ -237,7 +244,8 @@ impl Step {
             Step::Ingest(i) => i.clients * i.records_per_client,
             // A reopen acks what its recovery returned (I9).
             Step::Retire | Step::Reopen => 1,
-            Step::Rotate | Step::Fault(_) | Step::ClearFault => 0,
+            // A program acks what it chooses to: not known in advance.
+            Step::Rotate | Step::Fault(_) | Step::ClearFault | Step::Exec(_) => 0,
         }
     }
 

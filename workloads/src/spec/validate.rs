@@ -8,6 +8,7 @@ use super::limits::{
     GUEST_WRITE_BLOCK_BYTES, MAX_DISK_MIB, MAX_LOG_MIB, MAX_STEPS, MAX_TOTAL_ACKS, MIB,
     MIN_EXT4_DISK_MIB, MIN_XFS_DISK_MIB, RECORD_OVERHEAD_BYTES, USABLE_DISK_PERCENT,
 };
+use super::program::{self, ExecUser};
 use super::step_checks::name_problem;
 use super::{FileOp, Filesystem, PowerCut, Step, Workload};
 
@@ -48,6 +49,7 @@ impl Workload {
     /// Checks that need the whole workload; errors carry the field path only.
     pub(super) fn check_whole(&self) -> Result<(), Broken> {
         self.check_disks()?;
+        self.check_program()?;
         self.check_step_counts()?;
         let after_crash = self.after_crash_steps();
         self.check_after_crash(&after_crash)?;
@@ -303,6 +305,67 @@ impl Workload {
             return Err((
                 "steps".into(),
                 "the last fault is never cleared: add `clear_fault: {}` or `clear_after_steps`"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Workload {
+    /// A program's workload: `exec:` steps with faults around them and a checker, nothing of
+    /// the engine, no power cut; packages, a checker and root only with `exec:` steps.
+    fn check_program(&self) -> Result<(), Broken> {
+        if let Some(why) = program::packages_problem(&self.guest_packages) {
+            return Err(("guest_packages".into(), why));
+        }
+        if !self.is_program() {
+            let stray = [
+                ("guest_packages", !self.guest_packages.is_empty()),
+                ("checker", self.checker.is_some()),
+                ("allow_root_exec", self.allow_root_exec),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((field, _)) => Err((
+                    (*field).into(),
+                    "only for workloads that run programs (`exec:` steps)".into(),
+                )),
+                None => Ok(()),
+            };
+        }
+        let checker = self.checker.as_ref().ok_or_else(|| {
+            (
+                "checker".to_string(),
+                "a workload with `exec:` steps needs a checker (`kv: { dump: [...] }` or                  `command: [...]`) to judge its crash states"
+                    .to_string(),
+            )
+        })?;
+        if let Some(why) = program::argv_problem(checker.argv()) {
+            return Err(("checker".into(), why));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Exec(e) if e.user == ExecUser::Root && !self.allow_root_exec => {
+                    return Err((
+                        format!("steps[{i}].exec.user"),
+                        "`root` needs `allow_root_exec: true`: a program with raw device                          access can craft an image that attacks the host kernel mounting it                          (docs/programs.md)"
+                            .into(),
+                    ));
+                }
+                Step::Exec(_) | Step::Fault(_) | Step::ClearFault => {}
+                other => {
+                    return Err((
+                        format!("steps[{i}].{}", other.kind()),
+                        "a workload with `exec:` steps runs programs, not the engine: only                          `exec`, `fault` and `clear_fault` steps"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if self.power_cut.is_some() || self.after_crash.is_some() {
+            return Err((
+                "power_cut".into(),
+                "not supported yet with `exec:` steps: every crash state of the log is checked                  offline instead"
                     .into(),
             ));
         }

@@ -1,0 +1,127 @@
+//! Programs under test, end to end under QEMU (`powercut run` on workloads with `exec:` steps):
+//! a shell program that fsyncs before it acks holds, one that acks first is caught with a
+//! minimal reproducer, one whose fsync meets an injected EIO nacks and holds; SQLite (Debian's sqlite3 in the guest, WAL) holds with
+//! synchronous=FULL and loses an acknowledged commit with synchronous=OFF; a malformed ack
+//! line and a checker that crashes are harness errors (exit 2) that say what went wrong.
+//!
+//! Needs root and QEMU; prints "SKIPPED: <reason>" (a failure under CI=true) otherwise.
+
+mod common;
+
+use common::{assert_clean_report, output_text, read_json, run_workload, vm_test_dir, workspace};
+
+use std::path::Path;
+
+/// Runs a workload of the workspace; returns its exit code, output and JSON report (if any).
+fn run(workload: &Path, out: &Path) -> (Option<i32>, String, Option<serde_json::Value>) {
+    let (output, json) = run_workload(workload, &[], out);
+    let report = json.exists().then(|| read_json(&json));
+    (output.status.code(), output_text(&output), report)
+}
+
+fn bundled(name: &str) -> std::path::PathBuf {
+    workspace().join("workloads").join(name)
+}
+
+/// The output directory of a bundled workload's run under `dir`.
+fn out_of(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join(name.trim_end_matches(".yaml").replace('/', "-"))
+}
+
+fn assert_holds(name: &str, dir: &Path) -> serde_json::Value {
+    let (code, text, report) = run(&bundled(name), &out_of(dir, name));
+    assert_eq!(code, Some(0), "{name} must hold:\n{text}");
+    let report = report.unwrap();
+    assert_clean_report(&report);
+    assert!(report["states_checked"].as_u64().unwrap() > 10, "{report}");
+    println!(
+        "{name}: {} states, {:.1} states/s",
+        report["states_checked"],
+        report["states_per_second"].as_f64().unwrap()
+    );
+    report
+}
+
+fn assert_caught(name: &str, dir: &Path) -> serde_json::Value {
+    let (code, text, report) = run(&bundled(name), &out_of(dir, name));
+    assert_eq!(code, Some(1), "{name} must be caught:\n{text}");
+    let report = report.unwrap();
+    let violations = report["violations"].as_array().unwrap();
+    assert!(!violations.is_empty());
+    assert!(
+        violations.iter().all(|v| v["invariant"] == "KV"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[0]["found"].as_str().unwrap().contains("missing")
+            || violations[0]["found"].as_str().unwrap().contains("holds"),
+        "{:?}",
+        violations[0]
+    );
+    assert!(!report["minimal_repro"].is_null(), "{report}");
+    report
+}
+
+#[test]
+fn vm_shell_programs_hold_when_they_fsync_first_and_are_caught_otherwise() {
+    let Some(dir) = vm_test_dir() else {
+        return;
+    };
+    let report = assert_holds("programs/fsync-then-ack.yaml", dir.path());
+    assert_eq!(report["coverage"]["acks_uncovered"], 0, "{report}");
+    assert_caught("programs/ack-before-fsync.yaml", dir.path());
+    // EIO on the program's files: its fsync fails, it nacks, and the states still hold.
+    assert_holds("programs/eio-nack.yaml", dir.path());
+}
+
+#[test]
+fn vm_sqlite_full_holds_and_off_loses_an_acknowledged_commit() {
+    let Some(dir) = vm_test_dir() else {
+        return;
+    };
+    assert_holds("sqlite-full.yaml", dir.path());
+    assert_caught("sqlite-off.yaml", dir.path());
+}
+
+/// A workload written for the test: a program and a checker.
+fn write_workload(dir: &Path, name: &str, script: &str, checker: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let text = format!(
+        "name: {name}\nsteps:\n  - exec: {{ argv: [sh, -c, {script:?}], timeout: 30s }}\nchecker: {checker}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn vm_malformed_ack_lines_and_crashing_checkers_are_harness_errors() {
+    let Some(dir) = vm_test_dir() else {
+        return;
+    };
+    let kv = "{ kv: { dump: [sh, -c, 'cat k1 2>/dev/null | sed s/^/k1\\ /; true'] } }";
+    let malformed = write_workload(
+        dir.path(),
+        "malformed",
+        "echo x > k1; sync k1; sync .; echo 'ack k1 x' >&$POWERCUT_ACK_FD; echo 'ack k2' >&$POWERCUT_ACK_FD",
+        kv,
+    );
+    let (code, text, _) = run(&malformed, &dir.path().join("malformed"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("malformed ack line 2") && text.contains("ack k2"),
+        "{text}"
+    );
+
+    let crashing = write_workload(
+        dir.path(),
+        "crashing-checker",
+        "echo x > k1; sync k1; sync .; echo 'ack k1 x' >&$POWERCUT_ACK_FD",
+        "{ command: [sh, -c, 'cat > /dev/null; echo checker broke >&2; exit 2'] }",
+    );
+    let (code, text, _) = run(&crashing, &dir.path().join("crashing"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("exit status 2") && text.contains("checker broke"),
+        "{text}"
+    );
+}

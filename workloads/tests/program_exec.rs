@@ -1,0 +1,196 @@
+//! Programs under test: the `exec:` step, `guest_packages:` and `checker:` in the spec (parsed,
+//! round-tripped through JSON, refused with located errors), and the executor running shell
+//! programs whose ack lines become acks, failing on malformed lines, timeouts and exits.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::scratch;
+use powercut_workloads::ack::Ack;
+use powercut_workloads::executor::{self, AckSink, ExecError, PROGRAM_DATA_DIR};
+use powercut_workloads::spec::{self, CheckerSpec, ExecUser, SpecError, Step, Workload};
+
+#[derive(Default)]
+struct Sink(Mutex<Vec<Ack>>);
+
+impl AckSink for Sink {
+    fn ack(&self, ack: &Ack) -> Result<(), String> {
+        assert_eq!(&Ack::parse_label(&ack.to_label()).unwrap(), ack);
+        self.0.lock().unwrap().push(ack.clone());
+        Ok(())
+    }
+}
+
+fn program(script: &str, extra: &str) -> String {
+    format!(
+        "name: prog\nguest_packages: [sqlite3]\nsteps:\n  - exec:\n      argv: [sh, -c, {script:?}]\n      timeout: 5s\n{extra}checker:\n  kv: {{ dump: [cat, keys.txt] }}\n"
+    )
+}
+
+fn parse(text: &str) -> Workload {
+    spec::parse(text, "p.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn invalid(text: &str) -> String {
+    match spec::parse(text, "p.yaml") {
+        Ok(w) => panic!("parsed an invalid workload: {w:?}"),
+        Err(e @ SpecError::Invalid(_)) => e.to_string(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn run(w: &Workload) -> (Result<executor::ExecutionSummary, ExecError>, Vec<Ack>) {
+    let dir = scratch("program");
+    let sink = Sink::default();
+    let result = executor::execute(w, &dir.path().join("pc"), &sink);
+    let acks = sink.0.into_inner().unwrap();
+    (result, acks)
+}
+
+#[test]
+fn exec_step_parses_and_round_trips() {
+    let w = parse(&program(
+        "true",
+        "      env: { MODE: full }\n      user: program\n",
+    ));
+    assert!(w.is_program());
+    assert_eq!(w.guest_packages, ["sqlite3"]);
+    let Step::Exec(e) = &w.steps[0] else {
+        panic!("{:?}", w.steps[0])
+    };
+    assert_eq!(e.argv, ["sh", "-c", "true"]);
+    assert_eq!(e.timeout_s, 5);
+    assert_eq!(e.env["MODE"], "full");
+    assert_eq!(e.user, ExecUser::Program);
+    assert_eq!(
+        w.checker,
+        Some(CheckerSpec::Kv {
+            dump: vec!["cat".into(), "keys.txt".into()]
+        })
+    );
+    let back = Workload::from_json(&w.to_json()).unwrap();
+    assert_eq!(back, w);
+}
+
+#[test]
+fn bad_program_workloads_are_refused_with_their_place() {
+    let no_checker = "name: p\nsteps:\n  - exec: { argv: [true] }\n";
+    assert!(invalid(no_checker).contains("needs a checker"));
+    let e = invalid(&program("true", "      user: root\n"));
+    assert!(e.contains("allow_root_exec"), "{e}");
+    let e = invalid(&program("true", "      timeout: 2d\n").replace("      timeout: 5s\n", ""));
+    assert!(e.contains("duration unit"), "{e}");
+    let e = invalid(&program("true", "      env: { POWERCUT_ACK_FD: '3' }\n"));
+    assert!(e.contains("agent's"), "{e}");
+    let e = invalid(&program("true", "").replace("[sqlite3]", "[SQLite]"));
+    assert!(e.contains("guest_packages"), "{e}");
+    let mixed =
+        program("true", "").replace("steps:\n", "steps:\n  - append: { count: 1, size: 100 }\n");
+    assert!(invalid(&mixed).contains("not the engine"));
+    let e = invalid("name: p\nsteps:\n  - exec: { argv: [] }\nchecker: { command: [x] }\n");
+    assert!(
+        e.contains("steps[0].exec.argv") || e.contains("argv"),
+        "{e}"
+    );
+    let engine_with_checker = "name: p\nsteps:\n  - rotate: {}\nchecker: { command: [x] }\n";
+    assert!(invalid(engine_with_checker).contains("only for workloads that run programs"));
+    let with_root = program("true", "      user: root\n") + "allow_root_exec: true\n";
+    assert_eq!(
+        parse(&with_root).steps[0],
+        parse(&with_root).steps[0],
+        "root is accepted with the flag"
+    );
+}
+
+#[test]
+fn ack_lines_become_acks_in_order_in_the_data_directory() {
+    let script = "test \"$PWD\" = \"$POWERCUT_DATA_DIR\" || exit 9; \
+                  printf v1 > k1 && echo \"ack k1 $(printf v1 | od -An -tx1 | tr -d ' ') k1\" >&$POWERCUT_ACK_FD; \
+                  echo 'nack k2 disk full' >&$POWERCUT_ACK_FD; echo 'ack k3 Zm9v' >&$POWERCUT_ACK_FD";
+    let (result, acks) = run(&parse(&program(script, "")));
+    let summary = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.acks, 5);
+    assert_eq!(
+        acks[1..4],
+        [
+            Ack::Key {
+                key: "k1".into(),
+                digest: "7631".into()
+            },
+            Ack::Nack { key: "k2".into() },
+            Ack::Key {
+                key: "k3".into(),
+                digest: "Zm9v".into()
+            },
+        ]
+    );
+    assert!(matches!(acks[0], Ack::Start { .. }));
+    assert!(matches!(acks[4], Ack::End { .. }));
+}
+
+#[test]
+fn a_malformed_line_fails_the_run_naming_the_line() {
+    let script = "echo 'ack k1 aa' >&$POWERCUT_ACK_FD; echo 'ack k2' >&$POWERCUT_ACK_FD; sleep 8";
+    let started = std::time::Instant::now();
+    let (result, acks) = run(&parse(&program(script, "")));
+    assert!(
+        started.elapsed().as_secs() < 6,
+        "the program is stopped at the malformed line"
+    );
+    let e = result.unwrap_err();
+    assert!(matches!(e, ExecError::AckLine { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("line 2") && text.contains("ack k2"), "{text}");
+    assert_eq!(
+        acks.len(),
+        2,
+        "the valid line before it was acked: {acks:?}"
+    );
+}
+
+#[test]
+fn a_program_past_its_timeout_is_killed_and_fails_the_run() {
+    let text = program("echo started; sleep 30", "").replace("timeout: 5s", "timeout: 3s");
+    let started = std::time::Instant::now();
+    let e = run(&parse(&text)).0.unwrap_err().to_string();
+    assert!(started.elapsed().as_secs() < 12);
+    assert!(e.contains("timeout of 3s") && e.contains("started"), "{e}");
+}
+
+#[test]
+fn a_background_child_holding_the_channel_is_killed_at_the_timeout() {
+    // The line is written at once; the timeout only has to outlast a loaded machine's start.
+    let text = program("sleep 30 & echo 'ack k1 aa' >&$POWERCUT_ACK_FD", "")
+        .replace("timeout: 5s", "timeout: 3s");
+    let (result, acks) = run(&parse(&text));
+    assert!(result.unwrap_err().to_string().contains("timeout"));
+    assert_eq!(acks.len(), 2);
+}
+
+#[test]
+fn a_failing_program_fails_the_run_with_its_output() {
+    let e = run(&parse(&program("echo oops >&2; exit 3", "")))
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("exited with status 3") && e.contains("oops"),
+        "{e}"
+    );
+    let missing = program("true", "").replace("argv: [sh, -c, \"true\"]", "argv: [/no/such]");
+    let e = run(&parse(&missing)).0.unwrap_err().to_string();
+    assert!(e.contains("/no/such"), "{e}");
+}
+
+#[test]
+fn the_data_directory_is_made_for_the_program() {
+    let dir = scratch("program");
+    let root = dir.path().join("pc");
+    let w = parse(&program("echo x > f", ""));
+    executor::execute(&w, &root, &Sink::default()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join(PROGRAM_DATA_DIR).join("f")).unwrap(),
+        "x\n"
+    );
+}
