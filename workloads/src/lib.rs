@@ -8,4 +8,5 @@ pub mod payload;
 pub mod promises;
 pub mod protocol;
 pub mod spec;
+pub mod stack;
 mod sys;

@@ -1,0 +1,277 @@
+//! Test aid: `powercut record --backend dm` run inside the guest, for machines whose own kernel
+//! has no device-mapper. The host builds `powercut` static (musl), puts it with the workload, a
+//! base image and the command line on an ext4 work disk (`mkfs.ext4 -d`), boots the guest with
+//! `powercut.mode=dm-backend` (the agent then runs that `powercut` instead of a job), and copies
+//! the recording back off the work disk with `debugfs rdump` (no mount needed).
+//!
+//! Disks in the guest: the work disk is `/dev/vda`; with `--data-dev`/`--log-dev` two blank
+//! disks follow as `/dev/vdb` (data) and `/dev/vdc` (log), and the names given are passed on.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use powercut_workloads::guest::disks;
+use powercut_workloads::guest::fault::FLUSH_FAULT_RESERVE_SECTORS;
+use powercut_workloads::protocol::GuestMessage;
+use powercut_workloads::spec::Workload;
+
+use super::DmOptions;
+use crate::record::{self, LedgerEntry, RecordOptions, RecordOutcome, RecordSummary};
+use crate::vm::image::{self, BuildOptions};
+use crate::vm::progress::Progress;
+use crate::vm::provision;
+use crate::vm::qemu::{Disk, RunningVm, VmConfig, KERNEL_APPEND};
+
+/// The kernel command line word the agent looks for.
+const MODE: &str = "powercut.mode=dm-backend";
+const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// Where the agent mounts the work disk.
+const WORK: &str = "/work";
+/// Room on the work disk beyond the recording's own files.
+const WORK_SLACK_MIB: u64 = 64;
+
+/// `cargo build --release --target musl -p powercut`: the static CLI for the guest.
+fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(image::workspace_root())
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args([
+            "-p",
+            "powercut",
+            "--bin",
+            "powercut",
+            "--target",
+            MUSL_TARGET,
+        ])
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    if mutants {
+        command.args(["--features", "mutants"]);
+    }
+    let stdout = progress.step("building the static powercut (musl, release)", || {
+        provision::run(&mut command).context("building the static powercut")
+    })?;
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|m| {
+            (m["reason"] == "compiler-artifact" && m["target"]["name"] == "powercut")
+                .then(|| m["executable"].as_str().map(PathBuf::from))
+                .flatten()
+        })
+        .context("cargo built no static powercut executable")
+}
+
+/// The guest's `powercut` command line (one argument a line in `args`).
+fn guest_args(workload: &Workload, options: &RecordOptions, dm: &DmOptions) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "record",
+        "workload.yaml",
+        "--out",
+        "rec",
+        "--backend",
+        "dm",
+        "--base-image",
+        "base-in.img",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--timeout".into(), options.timeout.as_secs().to_string()]);
+    if let (Some(data), Some(log)) = (&dm.data_dev, &dm.log_dev) {
+        args.extend([
+            "--data-dev".into(),
+            data.display().to_string(),
+            "--log-dev".into(),
+            log.display().to_string(),
+        ]);
+    }
+    if let Some(scratch) = &dm.scratch_dir {
+        args.extend(["--scratch-dir".into(), scratch.display().to_string()]);
+    }
+    let _ = workload;
+    args
+}
+
+/// Makes the work disk image: `powercut`, the workload (JSON is YAML), the base image, `args`.
+fn work_disk(
+    workload: &Workload,
+    out: &Path,
+    options: &RecordOptions,
+    dm: &DmOptions,
+    powercut: &Path,
+    progress: &Progress,
+) -> Result<PathBuf> {
+    let dir = out.join("guest-work");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(powercut, dir.join("powercut")).context("copying the static powercut")?;
+    std::fs::write(dir.join("workload.yaml"), workload.to_json())?;
+    let base = dir.join("base-in.img");
+    record::make_data_disk(workload, &base, options, progress)?;
+    let mut args = guest_args(workload, options, dm).join("\n");
+    args.push('\n');
+    std::fs::write(dir.join("args"), args)?;
+    let base_mib = std::fs::metadata(&base)?.len() >> 20;
+    let mib = 4 * (base_mib + 1) + 2 * workload.log_mib + WORK_SLACK_MIB;
+    let image = out.join("guest-work.img");
+    record::create_sized(&image, mib << 20)?;
+    let mkfs = provision::find_in_path("mkfs.ext4").context("mkfs.ext4 is missing (e2fsprogs)")?;
+    let mut command = Command::new(mkfs);
+    command.args(["-F", "-q", "-d"]).arg(&dir).arg(&image);
+    progress.step("making the work disk", || provision::run(&mut command))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(image)
+}
+
+/// Blank disks for `--data-dev`/`--log-dev` in the guest.
+fn named_disks(workload: &Workload, out: &Path, dm: &DmOptions) -> Result<Vec<Disk>> {
+    if dm.data_dev.is_none() {
+        return Ok(Vec::new());
+    }
+    let data = out.join("guest-data.img");
+    let log = out.join("guest-log.img");
+    let data_bytes = (workload.disk_mib << 20) + FLUSH_FAULT_RESERVE_SECTORS * 512;
+    record::create_sized(&data, data_bytes)?;
+    record::create_sized(&log, workload.log_mib << 20)?;
+    Ok([(data, disks::DATA_SERIAL), (log, disks::LOG_SERIAL)]
+        .into_iter()
+        .map(|(path, serial)| Disk {
+            path,
+            serial: serial.into(),
+            read_only: false,
+        })
+        .collect())
+}
+
+/// Boots the guest in the dm-backend mode and waits for the agent's `done`.
+fn boot(
+    config: &VmConfig,
+    out: &Path,
+    options: &RecordOptions,
+    progress: &Progress,
+) -> Result<f64> {
+    let mut vm = RunningVm::spawn(config, &out.join("guest-console.log"))?;
+    let deadline = Instant::now() + options.timeout;
+    let mut outcome: Option<Result<f64, String>> = None;
+    while let Some(line) = vm.next_line(deadline).inspect_err(|_| {
+        let _ = vm.kill();
+    })? {
+        match GuestMessage::parse_line(&line) {
+            Some(Ok(GuestMessage::Done(done))) => outcome = Some(Ok(done.workload_s)),
+            Some(Ok(GuestMessage::Error { message })) => outcome = Some(Err(message)),
+            Some(_) => {}
+            None => progress.line(format!("guest: {line}")),
+        }
+    }
+    vm.wait(deadline)?;
+    match outcome {
+        Some(Ok(seconds)) => Ok(seconds),
+        Some(Err(message)) => bail!("{message}; console tail:\n{}", vm.tail()),
+        None => bail!(
+            "the guest ended without a report; console tail:\n{}",
+            vm.tail()
+        ),
+    }
+}
+
+/// Copies `/rec` of the work disk into `out` with `debugfs rdump`.
+fn copy_back(image: &Path, out: &Path) -> Result<()> {
+    let debugfs = provision::find_in_path("debugfs").context("debugfs is missing (e2fsprogs)")?;
+    let staging = out.join("guest-rec");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let mut command = Command::new(debugfs);
+    command
+        .arg("-R")
+        .arg(format!("rdump /rec {}", staging.display()))
+        .arg(image);
+    provision::run(&mut command)?;
+    for entry in std::fs::read_dir(staging.join("rec"))? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), out.join(entry.file_name()))?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// Runs `powercut record --backend dm` for `workload` in the guest; the recording lands in
+/// `out` as if made here.
+pub fn record(
+    workload: &Workload,
+    out: &Path,
+    options: &RecordOptions,
+    dm: &DmOptions,
+    progress: &Progress,
+) -> Result<RecordOutcome> {
+    dm.validate()?;
+    if options.continue_after_crash.is_some() {
+        bail!("the dm backend in the guest records fresh runs only");
+    }
+    workload
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid workload: {e}"))?;
+    let mutants = options.image.mutants || workload.writer.mutant.is_some();
+    let image = image::build(
+        &BuildOptions {
+            mutants,
+            ..options.image.clone()
+        },
+        progress,
+    )?;
+    let powercut = build_static_powercut(mutants, progress)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let work = work_disk(workload, out, options, dm, &powercut, progress)?;
+    let mut disks = vec![Disk {
+        path: work.clone(),
+        serial: disks::WORK_SERIAL.into(),
+        read_only: false,
+    }];
+    disks.extend(named_disks(workload, out, dm)?);
+    let config = VmConfig {
+        qemu: image.qemu.clone(),
+        kernel: image.kernel.clone(),
+        initrd: image.initrd.clone(),
+        disks,
+        memory_mib: 512,
+        append: format!("{KERNEL_APPEND} {MODE}"),
+    };
+    progress.line(format!(
+        "booting {} to run powercut record --backend dm in {WORK}",
+        image.kernel_package
+    ));
+    let guest_s = boot(&config, out, options, progress)?;
+    progress.line(format!("powercut ran {guest_s:.2}s in the guest"));
+    copy_back(&work, out)?;
+    for scratch in ["guest-work.img", "guest-data.img", "guest-log.img"] {
+        let _ = std::fs::remove_file(out.join(scratch));
+    }
+    read_outcome(out)
+}
+
+/// The recording's `record.json` and `ledger.jsonl` as [`record()`] returns them.
+fn read_outcome(out: &Path) -> Result<RecordOutcome> {
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("record.json")).context("the guest left no record.json")?,
+    )?;
+    let summary: RecordSummary =
+        serde_json::from_value(json).with_context(|| format!("{}/record.json", out.display()))?;
+    let text = std::fs::read_to_string(out.join("ledger.jsonl"))?;
+    let ledger = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| serde_json::from_str::<LedgerEntry>(line).context("ledger.jsonl"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordOutcome {
+        out: out.to_path_buf(),
+        summary,
+        ledger,
+    })
+}
