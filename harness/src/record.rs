@@ -76,7 +76,7 @@ pub enum Backend {
     Dm(crate::dm_backend::DmOptions),
     /// Test aid: `powercut record --backend dm` run inside the guest (a static build on a work
     /// disk), the recording copied back.
-    DmInGuest(crate::dm_backend::DmOptions),
+    DmInGuest(crate::dm_backend::guest::GuestDmOptions),
 }
 
 impl RecordOptions {

@@ -78,6 +78,10 @@ pub struct BackendArgs {
     /// directory).
     #[arg(long, value_name = "DIR", conflicts_with = "data_dev")]
     scratch_dir: Option<PathBuf>,
+    /// Test aid for `--backend dm-in-guest`: run powercut twice in the guest, SIGKILLing the
+    /// first run this many milliseconds after it mounted; the second must clean up after it.
+    #[arg(long, hide = true, value_name = "MS")]
+    guest_kill_first_after_ms: Option<u64>,
 }
 
 impl BackendArgs {
@@ -90,6 +94,9 @@ impl BackendArgs {
             log_dev: self.log_dev.clone(),
             scratch_dir: self.scratch_dir.clone(),
         };
+        if self.guest_kill_first_after_ms.is_some() && self.backend != BackendKind::DmInGuest {
+            anyhow::bail!("--guest-kill-first-after-ms is for --backend dm-in-guest");
+        }
         Ok(match self.backend {
             BackendKind::Qemu => {
                 if dm != DmOptions::default() {
@@ -98,7 +105,12 @@ impl BackendArgs {
                 Backend::Qemu
             }
             BackendKind::Dm => Backend::Dm(dm),
-            BackendKind::DmInGuest => Backend::DmInGuest(dm),
+            BackendKind::DmInGuest => {
+                Backend::DmInGuest(crate::dm_backend::guest::GuestDmOptions {
+                    dm,
+                    kill_first_after_ms: self.guest_kill_first_after_ms,
+                })
+            }
         })
     }
 }

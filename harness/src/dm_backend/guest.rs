@@ -31,6 +31,18 @@ const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const WORK: &str = "/work";
 /// Room on the work disk beyond the recording's own files.
 const WORK_SLACK_MIB: u64 = 64;
+/// The VM gets this long beyond `--timeout` (boot, making and copying the disks).
+const BOOT_SLACK: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The guest mode's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestDmOptions {
+    /// The dm backend's own options, passed on.
+    pub dm: DmOptions,
+    /// Run `powercut` twice, SIGKILLing the first run this many milliseconds after it mounted
+    /// its file system: the second must clean up the first one's stack and record as usual.
+    pub kill_first_after_ms: Option<u64>,
+}
 
 /// `cargo build --release --target musl -p powercut`: the static CLI for the guest.
 fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> {
@@ -105,7 +117,7 @@ fn work_disk(
     workload: &Workload,
     out: &Path,
     options: &RecordOptions,
-    dm: &DmOptions,
+    guest: &GuestDmOptions,
     powercut: &Path,
     progress: &Progress,
 ) -> Result<PathBuf> {
@@ -116,8 +128,11 @@ fn work_disk(
     std::fs::write(dir.join("workload.yaml"), workload.to_json())?;
     let base = dir.join("base-in.img");
     record::make_data_disk(workload, &base, options, progress)?;
-    let mut args = guest_args(workload, options, dm).join("\n");
+    let mut args = guest_args(workload, options, &guest.dm).join("\n");
     args.push('\n');
+    if let Some(ms) = guest.kill_first_after_ms {
+        args = format!("kill-after-mount-ms={ms}\n{args}\n{args}");
+    }
     std::fs::write(dir.join("args"), args)?;
     let base_mib = std::fs::metadata(&base)?.len() >> 20;
     let mib = 4 * (base_mib + 1) + 2 * workload.log_mib + WORK_SLACK_MIB;
@@ -151,54 +166,83 @@ fn named_disks(workload: &Workload, out: &Path, dm: &DmOptions) -> Result<Vec<Di
         .collect())
 }
 
-/// Boots the guest in the dm-backend mode and waits for the agent's `done`.
+/// Boots the guest in the dm-backend mode and waits for it to end; the agent's error, if any.
 fn boot(
     config: &VmConfig,
     out: &Path,
     options: &RecordOptions,
     progress: &Progress,
-) -> Result<f64> {
+) -> Result<Option<String>> {
     let mut vm = RunningVm::spawn(config, &out.join("guest-console.log"))?;
-    let deadline = Instant::now() + options.timeout;
-    let mut outcome: Option<Result<f64, String>> = None;
+    let deadline = Instant::now() + options.timeout + BOOT_SLACK;
+    let mut outcome: Option<Option<String>> = None;
     while let Some(line) = vm.next_line(deadline).inspect_err(|_| {
         let _ = vm.kill();
     })? {
         match GuestMessage::parse_line(&line) {
-            Some(Ok(GuestMessage::Done(done))) => outcome = Some(Ok(done.workload_s)),
-            Some(Ok(GuestMessage::Error { message })) => outcome = Some(Err(message)),
+            Some(Ok(GuestMessage::Done(_))) => outcome = Some(None),
+            Some(Ok(GuestMessage::Error { message })) => outcome = Some(Some(message)),
             Some(_) => {}
             None => progress.line(format!("guest: {line}")),
         }
     }
     vm.wait(deadline)?;
-    match outcome {
-        Some(Ok(seconds)) => Ok(seconds),
-        Some(Err(message)) => bail!("{message}; console tail:\n{}", vm.tail()),
-        None => bail!(
+    outcome.with_context(|| {
+        format!(
             "the guest ended without a report; console tail:\n{}",
             vm.tail()
-        ),
-    }
+        )
+    })
 }
 
-/// Copies `/rec` of the work disk into `out` with `debugfs rdump`.
+/// Copies `/rec` (if the guest's powercut got that far) and `/guest.json` of the work disk
+/// into `out` with debugfs, which reads ext4 without a mount.
 fn copy_back(image: &Path, out: &Path) -> Result<()> {
     let debugfs = provision::find_in_path("debugfs").context("debugfs is missing (e2fsprogs)")?;
     let staging = out.join("guest-rec");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
+    let request = format!(
+        "rdump /rec {0}\ndump /guest.json {0}/guest.json\n",
+        staging.display()
+    );
+    let requests = out.join("guest-debugfs.txt");
+    std::fs::write(&requests, request)?;
     let mut command = Command::new(debugfs);
-    command
-        .arg("-R")
-        .arg(format!("rdump /rec {}", staging.display()))
-        .arg(image);
+    command.arg("-f").arg(&requests).arg(image);
     provision::run(&mut command)?;
-    for entry in std::fs::read_dir(staging.join("rec"))? {
-        let entry = entry?;
-        std::fs::rename(entry.path(), out.join(entry.file_name()))?;
+    let _ = std::fs::remove_file(&requests);
+    let guest_json = staging.join("guest.json");
+    std::fs::rename(&guest_json, out.join("guest.json"))
+        .context("the guest left no guest.json on the work disk")?;
+    if let Ok(entries) = std::fs::read_dir(staging.join("rec")) {
+        for entry in entries {
+            let entry = entry?;
+            std::fs::rename(entry.path(), out.join(entry.file_name()))?;
+        }
     }
     let _ = std::fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// The last run's exit code from `guest.json`; an error unless it is 0.
+fn last_run_succeeded(out: &Path, agent_error: Option<String>) -> Result<()> {
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("guest.json"))?)?;
+    if let Some(message) = agent_error {
+        bail!("the agent failed: {message} (guest.json: {status})");
+    }
+    let last = status["exit_codes"]
+        .as_array()
+        .and_then(|codes| codes.last())
+        .cloned()
+        .unwrap_or_default();
+    if last != serde_json::json!(0) {
+        bail!(
+            "powercut in the guest exited with {last} (see guest-console.log; guest.json: \
+             {status})"
+        );
+    }
     Ok(())
 }
 
@@ -208,10 +252,10 @@ pub fn record(
     workload: &Workload,
     out: &Path,
     options: &RecordOptions,
-    dm: &DmOptions,
+    guest: &GuestDmOptions,
     progress: &Progress,
 ) -> Result<RecordOutcome> {
-    dm.validate()?;
+    guest.dm.validate()?;
     if options.continue_after_crash.is_some() {
         bail!("the dm backend in the guest records fresh runs only");
     }
@@ -228,13 +272,13 @@ pub fn record(
     )?;
     let powercut = build_static_powercut(mutants, progress)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let work = work_disk(workload, out, options, dm, &powercut, progress)?;
+    let work = work_disk(workload, out, options, guest, &powercut, progress)?;
     let mut disks = vec![Disk {
         path: work.clone(),
         serial: disks::WORK_SERIAL.into(),
         read_only: false,
     }];
-    disks.extend(named_disks(workload, out, dm)?);
+    disks.extend(named_disks(workload, out, &guest.dm)?);
     let config = VmConfig {
         qemu: image.qemu.clone(),
         kernel: image.kernel.clone(),
@@ -247,12 +291,13 @@ pub fn record(
         "booting {} to run powercut record --backend dm in {WORK}",
         image.kernel_package
     ));
-    let guest_s = boot(&config, out, options, progress)?;
-    progress.line(format!("powercut ran {guest_s:.2}s in the guest"));
-    copy_back(&work, out)?;
+    let agent_error = boot(&config, out, options, progress)?;
+    let copied = copy_back(&work, out);
     for scratch in ["guest-work.img", "guest-data.img", "guest-log.img"] {
         let _ = std::fs::remove_file(out.join(scratch));
     }
+    copied?;
+    last_run_succeeded(out, agent_error)?;
     read_outcome(out)
 }
 

@@ -14,7 +14,9 @@
 //!
 //! A power cut ends the recording at the chosen ack: the fault layer becomes all `error`, so no
 //! later write or flush reaches the log, and the stack is torn down cleanly; `record.json` says
-//! `end: killed` with `killed_after_ack`, as after a VM kill. Teardown (unmount, DATA, LOG,
+//! `end: killed` with `killed_after_ack`, as after a VM kill, and `final.img` is `base.img` with
+//! the log replayed up to the cut's mark (onto a fresh file), where the two-crash check's
+//! second run starts. Teardown (unmount, DATA, LOG,
 //! loop devices, in that order) happens on success, error, `--timeout` and Ctrl-C; the stacks
 //! of a crashed earlier run (`powercut-<pid>-*` of a dead pid) are removed at the next start.
 
@@ -28,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use powercut_oracles::blocklog::BlockLog;
+use powercut_oracles::replay::Replayer;
 use powercut_workloads::protocol::Job;
 use powercut_workloads::spec::Workload;
 use powercut_workloads::stack::{self, CutMode, JobSetup, StackNames};
@@ -61,6 +65,25 @@ impl DmOptions {
             _ => Ok(()),
         }
     }
+}
+
+/// Makes `final.img` the state a reboot after the cut sees: `base.img` with every log entry up to
+/// the mark of `label` (the cut's ack) applied, written into a fresh file. The second run of
+/// the two-crash check (I8) starts from it. Returns the entries applied.
+fn replay_to_cut(out: &Path, label: &str) -> Result<u64> {
+    let log_path = out.join("log.bin");
+    let log = BlockLog::open(&log_path)
+        .with_context(|| format!("reading the block log {}", log_path.display()))?;
+    let mark = log
+        .find_mark(label)
+        .with_context(|| format!("the cut's mark {label} is not in {}", log_path.display()))?;
+    let fresh = out.join("final.img.replaying");
+    std::fs::copy(out.join("base.img"), &fresh).context("copying base.img")?;
+    let mut replayer = Replayer::new(&log, &fresh)?;
+    replayer.advance_to(mark + 1)?;
+    drop(replayer);
+    std::fs::rename(&fresh, out.join("final.img")).context("replacing final.img")?;
+    Ok(mark + 1)
 }
 
 /// Records `workload` on this host's device-mapper into `out` (see the module docs).
@@ -118,8 +141,14 @@ pub fn record(
     let gathered = reporter.finish()?;
     let log_use = record::log_use(&files.log, out, files.log_disk_bytes, Some(&outcome.done))?;
     let end = if outcome.cut_after_ack.is_some() {
+        let last = gathered
+            .ledger
+            .last()
+            .context("a power cut before any ack")?;
+        let entries = replay_to_cut(out, &last.label)?;
         progress.line(format!(
-            "power cut after durable ack {}: nothing after it reached the log",
+            "power cut after durable ack {}: nothing after it reached the log; final.img is \
+             base.img with the {entries} log entries up to its mark",
             gathered.durable_acks
         ));
         RunEnd::Killed

@@ -83,36 +83,125 @@ fn run(console: &Console<Stdout>) -> Result<DoneReport, String> {
     Ok(done)
 }
 
-/// The dm-backend mode: mounts the work disk, runs its `powercut` with its `args` (output on the
-/// console), unmounts and reports the exit status.
+/// How long a run to be killed is given to mount its file system.
+const KILL_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// One `powercut` run of the dm-backend mode: its arguments, and when a test kills it.
+struct PowercutRun {
+    args: Vec<String>,
+    /// SIGKILL the run this long after it mounted (a crash the next run must clean up after).
+    kill_after: Option<std::time::Duration>,
+}
+
+/// Runs of the work disk's `args`: one argument a line, runs separated by an empty line; a run
+/// whose first line is `kill-after-mount-ms=N` is killed N ms after it mounted its file system
+/// (a crash midway, with the stack up).
+fn parse_runs(text: &str) -> Result<Vec<PowercutRun>, String> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut lines: Vec<&str> = block.lines().filter(|l| !l.is_empty()).collect();
+            let mut kill_after = None;
+            if let Some(ms) = lines
+                .first()
+                .and_then(|l| l.strip_prefix("kill-after-mount-ms="))
+            {
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| format!("args: bad kill-after-mount-ms {ms:?}"))?;
+                kill_after = Some(std::time::Duration::from_millis(ms));
+                lines.remove(0);
+            }
+            Ok(PowercutRun {
+                args: lines.into_iter().map(String::from).collect(),
+                kill_after,
+            })
+        })
+        .collect()
+}
+
+/// Runs `/work/powercut` once (output on the console); its exit code, `None` when killed.
+fn run_powercut_once(run: &PowercutRun, console: &Console<Stdout>) -> Result<Option<i32>, String> {
+    let _ = console.send(&GuestMessage::Progress {
+        what: format!("running powercut {}", run.args.join(" ")),
+        detail: serde_json::Value::Null,
+    });
+    let mut child = std::process::Command::new(Path::new(WORK_MOUNT).join("powercut"))
+        .args(&run.args)
+        .current_dir(WORK_MOUNT)
+        .spawn()
+        .map_err(|e| format!("starting {WORK_MOUNT}/powercut: {e}"))?;
+    if let Some(after) = run.kill_after {
+        let mounts = || leftovers(None)["mounts"].as_array().map_or(0, Vec::len);
+        let started = std::time::Instant::now();
+        while mounts() == 0 && started.elapsed() < KILL_WAIT_LIMIT {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(after);
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for powercut: {e}"))?;
+    Ok(status.code())
+}
+
+/// What the runs left behind: dm devices, mounts besides the agent's own, attached loop
+/// devices. Empty after a correct teardown.
+fn leftovers(dm: Option<&DmControl>) -> serde_json::Value {
+    let devices: Vec<String> = dm
+        .and_then(|dm| dm.devices().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let ours = ["/", "/proc", "/sys", "/dev", WORK_MOUNT];
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|point| !ours.contains(&point.as_str()))
+        .collect();
+    let loops: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("loop/backing_file").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({ "dm_devices": devices, "mounts": mounts, "loop_devices": loops })
+}
+
+/// The dm-backend mode: mounts the work disk, runs its `powercut` with its `args`, writes what
+/// happened (exit codes, leftovers) to `guest.json` on the work disk, unmounts and reports.
 fn run_powercut(console: &Console<Stdout>) -> Result<DoneReport, String> {
     let work = find_disk(disks::WORK_SERIAL)?;
     let mount_point = Path::new(WORK_MOUNT);
     mount::mount(&work.dev_path, mount_point, "ext4").map_err(|e| e.to_string())?;
     let args_path = mount_point.join("args");
-    let args = std::fs::read_to_string(&args_path)
-        .map_err(|e| format!("reading {}: {e}", args_path.display()));
+    let runs = std::fs::read_to_string(&args_path)
+        .map_err(|e| format!("reading {}: {e}", args_path.display()))
+        .and_then(|text| parse_runs(&text));
     let started = std::time::Instant::now();
-    let status = args.and_then(|args| {
-        let _ = console.send(&GuestMessage::Progress {
-            what: format!(
-                "running powercut {}",
-                args.lines().collect::<Vec<_>>().join(" ")
-            ),
-            detail: serde_json::Value::Null,
-        });
-        std::process::Command::new(mount_point.join("powercut"))
-            .args(args.lines().filter(|l| !l.is_empty()))
-            .current_dir(mount_point)
-            .status()
-            .map_err(|e| format!("starting {WORK_MOUNT}/powercut: {e}"))
+    let exits = runs.and_then(|runs| {
+        runs.iter()
+            .map(|run| run_powercut_once(run, console))
+            .collect::<Result<Vec<_>, String>>()
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let dm = DmControl::open().ok();
+    let status = serde_json::json!({
+        "exit_codes": exits.as_ref().ok(),
+        "error": exits.as_ref().err(),
+        "powercut_s": elapsed,
+        "leftovers": leftovers(dm.as_ref()),
+    });
+    let written = std::fs::write(mount_point.join("guest.json"), status.to_string())
+        .map_err(|e| format!("writing guest.json: {e}"));
     mount::unmount(mount_point).map_err(|e| e.to_string())?;
-    let status = status?;
-    if !status.success() {
-        return Err(format!("powercut in the guest failed: {status}"));
-    }
+    written?;
+    exits?;
     Ok(DoneReport {
         acks: 0,
         log_entries: 0,
@@ -120,7 +209,7 @@ fn run_powercut(console: &Console<Stdout>) -> Result<DoneReport, String> {
         logging_disabled: false,
         kernel_errors: Vec::new(),
         workload_s: elapsed,
-        summary: serde_json::json!({ "mode": "dm-backend", "powercut_s": elapsed }),
+        summary: status,
     })
 }
 

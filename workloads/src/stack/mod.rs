@@ -438,6 +438,8 @@ pub fn clean_leftovers(dm: &DmControl) -> Result<Leftovers, StackError> {
                 path: target.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
+            // The crashed run's mount point, an empty directory now.
+            let _ = std::fs::remove_dir(&target);
             found.unmounted.push(target);
         }
         dm.remove_device(&name)?;
