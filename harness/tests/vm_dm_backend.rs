@@ -241,3 +241,58 @@ fn vm_dm_backend_power_cut_and_timeout_on_named_devices() {
     let guest = assert_nothing_left(&stopped);
     assert_eq!(guest["exit_codes"], serde_json::json!([2]), "{guest}");
 }
+
+/// Without device-mapper (this machine) or without root, `--backend dm` stops before making
+/// anything and names what is missing and how to get it; dm options need `--backend dm`. On a
+/// host that has device-mapper (as root) it records there instead, and the recording checks
+/// clean.
+#[test]
+fn dm_backend_names_what_the_host_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rec");
+    let misuse = record(
+        &deterministic_yaml("lacks", 3, ""),
+        &out,
+        &["--scratch-dir", "/tmp"],
+    );
+    assert_eq!(misuse.status.code(), Some(2), "{}", output_text(&misuse));
+    assert!(output_text(&misuse).contains("are for --backend dm"));
+    let root = nix::unistd::geteuid().is_root();
+    let has_dm = Path::new("/dev/mapper/control").exists();
+    if root && has_dm {
+        // A host with device-mapper: record on it for real, natively.
+        let output = record(
+            &deterministic_yaml("native", 30, ""),
+            &out,
+            &["--backend", "dm"],
+        );
+        assert_succeeded(&output, "record --backend dm on this host");
+        let check = Command::new(POWERCUT)
+            .arg("check")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_succeeded(&check, "check of the native dm recording");
+        return;
+    }
+    let output = record(
+        &deterministic_yaml("lacks", 3, ""),
+        &out,
+        &["--backend", "dm"],
+    );
+    let text = output_text(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    if root {
+        assert!(
+            text.contains("no device-mapper") && text.contains("modprobe dm-mod"),
+            "{text}"
+        );
+    } else {
+        assert!(text.contains("needs root"), "{text}");
+    }
+    assert!(text.contains("--backend qemu"), "{text}");
+    assert!(
+        !out.join("base.img").exists(),
+        "made files before the check"
+    );
+}

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-pub use sink::{CutMode, Reporter, StackSink};
+pub use sink::{AckCosts, CutMode, Reporter, StackSink};
 
 use crate::executor;
 use crate::guest::dm::{self, DmControl, LogWritesStatus, SuspendFlags};
@@ -341,11 +341,12 @@ pub fn run_job(
     let summary = run_executor(job, &root, &sink);
     let workload_s = started.elapsed().as_secs_f64();
     let cut_after_ack = sink.cut_after_ack();
-    let summary = match (summary, cut_after_ack) {
+    let mut summary = match (summary, cut_after_ack) {
         (Ok(summary), _) => summary,
         (Err(_), Some(n)) => serde_json::json!({ "power_cut_after_ack": n }),
         (Err(e), None) => return Err(e),
     };
+    summary["ack_costs"] = serde_json::to_value(sink.costs()).unwrap_or_default();
     mounted.unmount().map_err(|e| e.to_string())?;
     // After the unmount every write has been flushed, so the status covers the whole run.
     let status = stack.log_status().map_err(|e| e.to_string())?;

@@ -52,6 +52,20 @@ pub struct StackSink<'a> {
     /// Set once a [`CutMode::Local`] cut happened.
     cut_done: AtomicBool,
     stop: Option<&'a AtomicBool>,
+    /// Nanoseconds spent in the mark ioctl, and in the whole ack (mark plus report).
+    mark_ns: AtomicU64,
+    ack_ns: AtomicU64,
+}
+
+/// What the acks of a run cost, as [`StackSink::costs`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct AckCosts {
+    /// Acks marked.
+    pub acks: u64,
+    /// Mean time of the `DM_TARGET_MSG` mark ioctl, in microseconds.
+    pub mark_us_mean: f64,
+    /// Mean time of a whole ack (mark, then the report: a serial line or a ledger line).
+    pub ack_us_mean: f64,
 }
 
 impl std::fmt::Debug for StackSink<'_> {
@@ -84,12 +98,25 @@ impl<'a> StackSink<'a> {
             durable_acks: AtomicU64::new(0),
             cut_done: AtomicBool::new(false),
             stop,
+            mark_ns: AtomicU64::new(0),
+            ack_ns: AtomicU64::new(0),
         }
     }
 
     /// Acks marked so far.
     pub fn count(&self) -> u64 {
         *self.acks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the acks cost so far.
+    pub fn costs(&self) -> AckCosts {
+        let acks = self.count();
+        let mean = |ns: &AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e3 / acks.max(1) as f64;
+        AckCosts {
+            acks,
+            mark_us_mean: mean(&self.mark_ns),
+            ack_us_mean: mean(&self.ack_ns),
+        }
     }
 
     /// The durable ack the recording was cut after, once a local cut happened.
@@ -176,7 +203,9 @@ impl AckSink for StackSink<'_> {
         }
         let label = ack.to_label();
         let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         self.stack.mark(&label).map_err(|e| e.to_string())?;
+        let marked = started.elapsed();
         *acks += 1;
         let mut cut_here = false;
         if !matches!(ack, Ack::Start { .. } | Ack::End { .. }) {
@@ -191,6 +220,10 @@ impl AckSink for StackSink<'_> {
             label,
             ack: ack.clone(),
         });
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.mark_ns.fetch_add(nanos(marked), Ordering::Relaxed);
+        self.ack_ns
+            .fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
         if cut_here && self.cut_mode == CutMode::Local {
             // Reported first: the ack was given; then nothing more reaches the log.
             return self.power_cut();
