@@ -4,7 +4,8 @@
 //!
 //! * equivalence: for a deterministic workload the qemu and dm backends give the same ack marks,
 //!   and the state at every mark recovers the same records; the dm recording checks clean;
-//! * a run SIGKILLed midway leaves its stack, the next run removes it and records;
+//! * a run interrupted (SIGINT) midway tears its stack down; one SIGKILLed midway leaves it,
+//!   and the next run removes it and records;
 //! * a power cut on named devices, and a run stopped midway by `--timeout`: nothing is left
 //!   behind (no dm table, mount or loop device).
 //!
@@ -164,7 +165,7 @@ fn vm_dm_backend_records_what_the_qemu_backend_records() {
 }
 
 #[test]
-fn vm_dm_backend_cleans_up_after_a_killed_run() {
+fn vm_dm_backend_tears_down_on_sigint_and_cleans_up_after_sigkill() {
     let Some(dir) = dm_test_dir() else {
         return;
     };
@@ -180,14 +181,33 @@ fn vm_dm_backend_cleans_up_after_a_killed_run() {
             "300",
         ],
     );
-    assert_succeeded(&output, "the run after a killed one");
+    assert_succeeded(&output, "the run after an interrupted and a killed one");
     let text = output_text(&output);
     assert!(
-        text.contains("removed the devices of a crashed earlier run: powercut-"),
-        "the second run did not clean up the first:\n{text}"
+        text.contains("interrupted by SIGINT"),
+        "the first run did not stop on SIGINT:\n{text}"
+    );
+    // The interrupted run tore its stack down; only the killed one's is left to clean.
+    let cleaned = text
+        .lines()
+        .find(|l| l.contains("removed the devices of a crashed earlier run: "))
+        .unwrap_or_else(|| panic!("the third run did not clean up the second:\n{text}"));
+    let removed = cleaned
+        .split("crashed earlier run: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (unmounted").next())
+        .unwrap_or_default();
+    assert_eq!(
+        removed.split(", ").count(),
+        2,
+        "expected the two devices of the killed run: {cleaned}"
     );
     let guest = assert_nothing_left(&out);
-    assert_eq!(guest["exit_codes"], serde_json::json!([null, 0]), "{guest}");
+    assert_eq!(
+        guest["exit_codes"],
+        serde_json::json!([2, null, 0]),
+        "{guest}"
+    );
     assert_eq!(read_json(&out.join("record.json"))["end"], "clean");
 }
 

@@ -78,8 +78,9 @@ pub struct BackendArgs {
     /// directory).
     #[arg(long, value_name = "DIR", conflicts_with = "data_dev")]
     scratch_dir: Option<PathBuf>,
-    /// Test aid for `--backend dm-in-guest`: run powercut twice in the guest, SIGKILLing the
-    /// first run this many milliseconds after it mounted; the second must clean up after it.
+    /// Test aid for `--backend dm-in-guest`: run powercut three times in the guest, the first
+    /// interrupted (SIGINT) and the second killed (SIGKILL) this many milliseconds after they
+    /// mounted; the third must clean up after the second.
     #[arg(long, hide = true, value_name = "MS")]
     guest_kill_first_after_ms: Option<u64>,
 }

@@ -39,8 +39,9 @@ const BOOT_SLACK: std::time::Duration = std::time::Duration::from_secs(120);
 pub struct GuestDmOptions {
     /// The dm backend's own options, passed on.
     pub dm: DmOptions,
-    /// Run `powercut` twice, SIGKILLing the first run this many milliseconds after it mounted
-    /// its file system: the second must clean up the first one's stack and record as usual.
+    /// Run `powercut` three times: SIGINT to the first run this many milliseconds after it
+    /// mounted its file system (it must tear down), SIGKILL to the second (it leaves its
+    /// stack), and the third must clean up the second one's stack and record as usual.
     pub kill_first_after_ms: Option<u64>,
 }
 
@@ -131,7 +132,9 @@ fn work_disk(
     let mut args = guest_args(workload, options, &guest.dm).join("\n");
     args.push('\n');
     if let Some(ms) = guest.kill_first_after_ms {
-        args = format!("kill-after-mount-ms={ms}\n{args}\n{args}");
+        args = format!(
+            "interrupt-after-mount-ms={ms}\n{args}\nkill-after-mount-ms={ms}\n{args}\n{args}"
+        );
     }
     std::fs::write(dir.join("args"), args)?;
     let base_mib = std::fs::metadata(&base)?.len() >> 20;

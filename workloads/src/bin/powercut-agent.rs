@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::Stdout;
 use std::path::Path;
 
+use nix::sys::signal::Signal;
 use powercut_workloads::guest::disks::{self, BlockDisk};
 use powercut_workloads::guest::dm::DmControl;
 use powercut_workloads::guest::serial::Console;
@@ -89,32 +90,35 @@ const KILL_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120)
 /// One `powercut` run of the dm-backend mode: its arguments, and when a test kills it.
 struct PowercutRun {
     args: Vec<String>,
-    /// SIGKILL the run this long after it mounted (a crash the next run must clean up after).
-    kill_after: Option<std::time::Duration>,
+    /// Send this signal this long after the run mounted its file system.
+    signal_after: Option<(Signal, std::time::Duration)>,
 }
 
 /// Runs of the work disk's `args`: one argument a line, runs separated by an empty line; a run
-/// whose first line is `kill-after-mount-ms=N` is killed N ms after it mounted its file system
-/// (a crash midway, with the stack up).
+/// whose first line is `kill-after-mount-ms=N` (or `interrupt-after-mount-ms=N`) gets SIGKILL
+/// (SIGINT) N ms after it mounted its file system: a crash (a Ctrl-C) midway, with the stack up.
 fn parse_runs(text: &str) -> Result<Vec<PowercutRun>, String> {
     text.split("\n\n")
         .filter(|block| !block.trim().is_empty())
         .map(|block| {
             let mut lines: Vec<&str> = block.lines().filter(|l| !l.is_empty()).collect();
-            let mut kill_after = None;
-            if let Some(ms) = lines
-                .first()
-                .and_then(|l| l.strip_prefix("kill-after-mount-ms="))
-            {
-                let ms: u64 = ms
-                    .parse()
-                    .map_err(|_| format!("args: bad kill-after-mount-ms {ms:?}"))?;
-                kill_after = Some(std::time::Duration::from_millis(ms));
-                lines.remove(0);
+            let mut signal_after = None;
+            for (prefix, signal) in [
+                ("kill-after-mount-ms=", Signal::SIGKILL),
+                ("interrupt-after-mount-ms=", Signal::SIGINT),
+            ] {
+                if let Some(ms) = lines.first().and_then(|l| l.strip_prefix(prefix)) {
+                    let ms: u64 = ms
+                        .parse()
+                        .map_err(|_| format!("args: bad {prefix}{ms:?}"))?;
+                    signal_after = Some((signal, std::time::Duration::from_millis(ms)));
+                    lines.remove(0);
+                    break;
+                }
             }
             Ok(PowercutRun {
                 args: lines.into_iter().map(String::from).collect(),
-                kill_after,
+                signal_after,
             })
         })
         .collect()
@@ -131,14 +135,15 @@ fn run_powercut_once(run: &PowercutRun, console: &Console<Stdout>) -> Result<Opt
         .current_dir(WORK_MOUNT)
         .spawn()
         .map_err(|e| format!("starting {WORK_MOUNT}/powercut: {e}"))?;
-    if let Some(after) = run.kill_after {
+    if let Some((signal, after)) = run.signal_after {
         let mounts = || leftovers(None)["mounts"].as_array().map_or(0, Vec::len);
         let started = std::time::Instant::now();
         while mounts() == 0 && started.elapsed() < KILL_WAIT_LIMIT {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         std::thread::sleep(after);
-        let _ = child.kill();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
     }
     let status = child
         .wait()
