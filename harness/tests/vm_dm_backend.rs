@@ -6,8 +6,9 @@
 //!   and the state at every mark recovers the same records; the dm recording checks clean;
 //! * a run interrupted (SIGINT) midway tears its stack down; one SIGKILLed midway leaves it,
 //!   and the next run removes it and records;
-//! * a power cut on named devices, and a run stopped midway by `--timeout`: nothing is left
-//!   behind (no dm table, mount or loop device).
+//! * a power cut on named devices, its continuation (the reboot of the two-crash check, from
+//!   the log replayed to the cut), and a run stopped midway by `--timeout`: the recordings
+//!   check clean and nothing is left behind (no dm table, mount or loop device).
 //!
 //! Needs root, QEMU and the musl target (for the static powercut); prints "SKIPPED: <reason>"
 //! and returns otherwise (fails under CI=true).
@@ -225,12 +226,17 @@ fn vm_dm_backend_power_cut_and_timeout_on_named_devices() {
         "/dev/vdc",
     ];
     let cut = dir.path().join("cut");
+    let mut args = named.to_vec();
+    args.push("--guest-continue-after-cut");
     let output = record(
         &deterministic_yaml("cut", 30, "power_cut: {at_ack: 4}\n"),
         &cut,
-        &named,
+        &args,
     );
-    assert_succeeded(&output, "record with a power cut on named devices");
+    assert_succeeded(
+        &output,
+        "record with a power cut on named devices, then its continuation",
+    );
     assert_nothing_left(&cut);
     let summary = read_json(&cut.join("record.json"));
     assert_eq!(summary["end"], "killed", "{summary}");
@@ -250,6 +256,28 @@ fn vm_dm_backend_power_cut_and_timeout_on_named_devices() {
         .output()
         .unwrap();
     assert_succeeded(&check, "check of the cut recording");
+    // The reboot after the cut (I8), recorded on the dm backend from the log replayed to the
+    // cut: the four acked groups of three records are all there, and its log checks clean with
+    // the first run's acks expected in every state.
+    let after = cut.join("after-crash");
+    let second = read_json(&after.join("record.json"));
+    assert_eq!(second["continued_after_crash"], true, "{second}");
+    assert_eq!(second["prior_acks"], 5, "{second}");
+    assert_eq!(
+        second["prior_violations"],
+        serde_json::json!([]),
+        "{second}"
+    );
+    let recovered = second["done"]["summary"]["recovered_records"]
+        .as_u64()
+        .unwrap();
+    assert!(recovered >= 12, "{second}");
+    let check = Command::new(POWERCUT)
+        .arg("check")
+        .arg(&after)
+        .output()
+        .unwrap();
+    assert_succeeded(&check, "check of the continuation after the cut");
 
     let stopped = dir.path().join("stopped");
     let mut args = named.to_vec();

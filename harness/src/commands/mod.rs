@@ -83,6 +83,10 @@ pub struct BackendArgs {
     /// mounted; the third must clean up after the second.
     #[arg(long, hide = true, value_name = "MS")]
     guest_kill_first_after_ms: Option<u64>,
+    /// Test aid for `--backend dm-in-guest` with a power cut: record the continuation after
+    /// the cut in the guest too, into OUT/after-crash.
+    #[arg(long, hide = true)]
+    guest_continue_after_cut: bool,
 }
 
 impl BackendArgs {
@@ -95,8 +99,9 @@ impl BackendArgs {
             log_dev: self.log_dev.clone(),
             scratch_dir: self.scratch_dir.clone(),
         };
-        if self.guest_kill_first_after_ms.is_some() && self.backend != BackendKind::DmInGuest {
-            anyhow::bail!("--guest-kill-first-after-ms is for --backend dm-in-guest");
+        let guest_only = self.guest_kill_first_after_ms.is_some() || self.guest_continue_after_cut;
+        if guest_only && self.backend != BackendKind::DmInGuest {
+            anyhow::bail!("the --guest-* test aids are for --backend dm-in-guest");
         }
         Ok(match self.backend {
             BackendKind::Qemu => {
@@ -110,6 +115,7 @@ impl BackendArgs {
                 Backend::DmInGuest(crate::dm_backend::guest::GuestDmOptions {
                     dm,
                     kill_first_after_ms: self.guest_kill_first_after_ms,
+                    continue_after_cut: self.guest_continue_after_cut,
                 })
             }
         })

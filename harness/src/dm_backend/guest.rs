@@ -43,6 +43,9 @@ pub struct GuestDmOptions {
     /// mounted its file system (it must tear down), SIGKILL to the second (it leaves its
     /// stack), and the third must clean up the second one's stack and record as usual.
     pub kill_first_after_ms: Option<u64>,
+    /// After the recording (a workload with a power cut), record its continuation in the guest
+    /// too, `record --continue-from` into `OUT/after-crash` (the two-crash check's second run).
+    pub continue_after_cut: bool,
 }
 
 /// `cargo build --release --target musl -p powercut`: the static CLI for the guest.
@@ -83,20 +86,14 @@ fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> 
         .context("cargo built no static powercut executable")
 }
 
-/// The guest's `powercut` command line (one argument a line in `args`).
-fn guest_args(workload: &Workload, options: &RecordOptions, dm: &DmOptions) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "record",
-        "workload.yaml",
-        "--out",
-        "rec",
-        "--backend",
-        "dm",
-        "--base-image",
-        "base-in.img",
-    ]
-    .map(String::from)
-    .to_vec();
+/// The guest's `powercut record` command line (one argument a line in `args`): into `out` (in
+/// the work disk), from `start` (`--base-image base-in.img` or `--continue-from DIR`).
+fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: [&str; 2]) -> Vec<String> {
+    let mut args: Vec<String> = ["record", "workload.yaml", "--out", out, "--backend", "dm"]
+        .into_iter()
+        .chain(start)
+        .map(String::from)
+        .collect();
     args.extend(["--timeout".into(), options.timeout.as_secs().to_string()]);
     if let (Some(data), Some(log)) = (&dm.data_dev, &dm.log_dev) {
         args.extend([
@@ -109,7 +106,6 @@ fn guest_args(workload: &Workload, options: &RecordOptions, dm: &DmOptions) -> V
     if let Some(scratch) = &dm.scratch_dir {
         args.extend(["--scratch-dir".into(), scratch.display().to_string()]);
     }
-    let _ = workload;
     args
 }
 
@@ -129,8 +125,18 @@ fn work_disk(
     std::fs::write(dir.join("workload.yaml"), workload.to_json())?;
     let base = dir.join("base-in.img");
     record::make_data_disk(workload, &base, options, progress)?;
-    let mut args = guest_args(workload, options, &guest.dm).join("\n");
+    let mut args =
+        guest_args(options, &guest.dm, "rec", ["--base-image", "base-in.img"]).join("\n");
     args.push('\n');
+    if guest.continue_after_cut {
+        let after = guest_args(
+            options,
+            &guest.dm,
+            "rec/after-crash",
+            ["--continue-from", "rec"],
+        );
+        args = format!("{args}\n{}\n", after.join("\n"));
+    }
     if let Some(ms) = guest.kill_first_after_ms {
         args = format!(
             "interrupt-after-mount-ms={ms}\n{args}\nkill-after-mount-ms={ms}\n{args}\n{args}"
@@ -138,7 +144,8 @@ fn work_disk(
     }
     std::fs::write(dir.join("args"), args)?;
     let base_mib = std::fs::metadata(&base)?.len() >> 20;
-    let mib = 4 * (base_mib + 1) + 2 * workload.log_mib + WORK_SLACK_MIB;
+    // Base, data and final images and the log, twice over for a continuation.
+    let mib = 8 * (base_mib + 1) + 3 * workload.log_mib + WORK_SLACK_MIB;
     let image = out.join("guest-work.img");
     record::create_sized(&image, mib << 20)?;
     let mkfs = provision::find_in_path("mkfs.ext4").context("mkfs.ext4 is missing (e2fsprogs)")?;
@@ -221,7 +228,11 @@ fn copy_back(image: &Path, out: &Path) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(staging.join("rec")) {
         for entry in entries {
             let entry = entry?;
-            std::fs::rename(entry.path(), out.join(entry.file_name()))?;
+            let target = out.join(entry.file_name());
+            if target.is_dir() {
+                std::fs::remove_dir_all(&target)?;
+            }
+            std::fs::rename(entry.path(), target)?;
         }
     }
     let _ = std::fs::remove_dir_all(&staging);
@@ -260,7 +271,9 @@ pub fn record(
 ) -> Result<RecordOutcome> {
     guest.dm.validate()?;
     if options.continue_after_crash.is_some() {
-        bail!("the dm backend in the guest records fresh runs only");
+        bail!(
+            "the dm backend in the guest records fresh runs only (see --guest-continue-after-cut)"
+        );
     }
     workload
         .validate()
