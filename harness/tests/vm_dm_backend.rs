@@ -6,7 +6,7 @@
 //!   and the state at every mark recovers the same records; the dm recording checks clean;
 //! * a run interrupted (SIGINT) midway tears its stack down; one SIGKILLed midway leaves it,
 //!   and the next run removes it and records;
-//! * a power cut on named devices, its continuation (the reboot of the two-crash check, from
+//! * a named device that is mounted is refused; a power cut on named devices, its continuation (the reboot of the two-crash check, from
 //!   the log replayed to the cut), and a run stopped midway by `--timeout`: the recordings
 //!   check clean and nothing is left behind (no dm table, mount or loop device).
 //!
@@ -227,7 +227,7 @@ fn vm_dm_backend_power_cut_and_timeout_on_named_devices() {
     ];
     let cut = dir.path().join("cut");
     let mut args = named.to_vec();
-    args.push("--guest-continue-after-cut");
+    args.extend(["--guest-continue-after-cut", "--guest-refused-first"]);
     let output = record(
         &deterministic_yaml("cut", 30, "power_cut: {at_ack: 4}\n"),
         &cut,
@@ -237,7 +237,13 @@ fn vm_dm_backend_power_cut_and_timeout_on_named_devices() {
         &output,
         "record with a power cut on named devices, then its continuation",
     );
-    assert_nothing_left(&cut);
+    let text = output_text(&output);
+    assert!(
+        text.contains("--data-dev /dev/vda is mounted on /work"),
+        "recording onto the mounted work disk was not refused:\n{text}"
+    );
+    let guest = assert_nothing_left(&cut);
+    assert_eq!(guest["exit_codes"], serde_json::json!([2, 0, 0]), "{guest}");
     let summary = read_json(&cut.join("record.json"));
     assert_eq!(summary["end"], "killed", "{summary}");
     assert_eq!(summary["killed_after_ack"], 4, "{summary}");

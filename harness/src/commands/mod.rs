@@ -87,6 +87,10 @@ pub struct BackendArgs {
     /// the cut in the guest too, into OUT/after-crash.
     #[arg(long, hide = true)]
     guest_continue_after_cut: bool,
+    /// Test aid for `--backend dm-in-guest`: first try to record onto the guest's mounted work
+    /// disk, which must be refused.
+    #[arg(long, hide = true)]
+    guest_refused_first: bool,
 }
 
 impl BackendArgs {
@@ -99,7 +103,9 @@ impl BackendArgs {
             log_dev: self.log_dev.clone(),
             scratch_dir: self.scratch_dir.clone(),
         };
-        let guest_only = self.guest_kill_first_after_ms.is_some() || self.guest_continue_after_cut;
+        let guest_only = self.guest_kill_first_after_ms.is_some()
+            || self.guest_continue_after_cut
+            || self.guest_refused_first;
         if guest_only && self.backend != BackendKind::DmInGuest {
             anyhow::bail!("the --guest-* test aids are for --backend dm-in-guest");
         }
@@ -116,6 +122,7 @@ impl BackendArgs {
                     dm,
                     kill_first_after_ms: self.guest_kill_first_after_ms,
                     continue_after_cut: self.guest_continue_after_cut,
+                    refused_first: self.guest_refused_first,
                 })
             }
         })

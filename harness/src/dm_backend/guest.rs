@@ -46,6 +46,9 @@ pub struct GuestDmOptions {
     /// After the recording (a workload with a power cut), record its continuation in the guest
     /// too, `record --continue-from` into `OUT/after-crash` (the two-crash check's second run).
     pub continue_after_cut: bool,
+    /// First try to record onto the work disk itself (`/dev/vda`, mounted): that run must be
+    /// refused before it touches anything.
+    pub refused_first: bool,
 }
 
 /// `cargo build --release --target musl -p powercut`: the static CLI for the guest.
@@ -136,6 +139,21 @@ fn work_disk(
             ["--continue-from", "rec"],
         );
         args = format!("{args}\n{}\n", after.join("\n"));
+    }
+    if guest.refused_first {
+        let dm = DmOptions {
+            data_dev: Some("/dev/vda".into()),
+            log_dev: Some(
+                guest
+                    .dm
+                    .log_dev
+                    .clone()
+                    .unwrap_or_else(|| "/dev/vdc".into()),
+            ),
+            scratch_dir: None,
+        };
+        let refused = guest_args(options, &dm, "refused", ["--base-image", "base-in.img"]);
+        args = format!("{}\n\n{args}", refused.join("\n"));
     }
     if let Some(ms) = guest.kill_first_after_ms {
         args = format!(
