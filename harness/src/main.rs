@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod campaign;
 mod check_cmds;
 mod commands;
+mod dm_backend;
 mod exit;
 // New and reworked in its own change, which splits its long page builder.
 #[allow(clippy::too_many_lines)]

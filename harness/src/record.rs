@@ -62,6 +62,21 @@ pub struct RecordOptions {
     /// The reboot after a power cut: the first run's acks, which the guest checks against what
     /// it recovers before running the after-crash steps. Needs `base_image` (the crash image).
     pub continue_after_crash: Option<Vec<Ack>>,
+    /// Where the recording is made (a VM by default).
+    pub backend: Backend,
+}
+
+/// Where a recording is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// A QEMU guest (the default).
+    #[default]
+    Qemu,
+    /// This host's device-mapper, no VM (`--backend dm`).
+    Dm(crate::dm_backend::DmOptions),
+    /// Test aid: `powercut record --backend dm` run inside the guest (a static build on a work
+    /// disk), the recording copied back.
+    DmInGuest(crate::dm_backend::guest::GuestDmOptions),
 }
 
 impl RecordOptions {
@@ -72,6 +87,7 @@ impl RecordOptions {
             timeout,
             base_image: None,
             continue_after_crash: None,
+            backend: Backend::Qemu,
         }
     }
 }
@@ -96,7 +112,7 @@ pub fn read_ledger_acks(path: &Path) -> Result<Vec<Ack>> {
 }
 
 /// How the VM ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunEnd {
     /// The agent reported done and powered off.
@@ -106,7 +122,7 @@ pub enum RunEnd {
 }
 
 /// One ack as reported over serial (a line of `ledger.jsonl`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LedgerEntry {
     /// 1-based over every ack, start and end included.
     pub index: u64,
@@ -117,11 +133,11 @@ pub struct LedgerEntry {
 }
 
 /// `record.json`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RecordSummary {
     pub workload: String,
     pub seed: u64,
-    pub filesystem: &'static str,
+    pub filesystem: Filesystem,
     pub kernel_package: String,
     pub image_key: String,
     pub started_unix_s: u64,
@@ -165,7 +181,7 @@ pub struct RecordOutcome {
     pub ledger: Vec<LedgerEntry>,
 }
 
-fn create_sized(path: &Path, bytes: u64) -> Result<()> {
+pub(crate) fn create_sized(path: &Path, bytes: u64) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     file.set_len(bytes)
@@ -177,7 +193,7 @@ fn create_sized(path: &Path, bytes: u64) -> Result<()> {
 /// are the workload's. The file system spans `disk_mib`; the disk has
 /// [`FLUSH_FAULT_RESERVE_SECTORS`] more, never written by the file system, where a flush fault
 /// puts its failing piece.
-fn format_data_disk(path: &Path, filesystem: Filesystem, disk_mib: u64) -> Result<()> {
+pub(crate) fn format_data_disk(path: &Path, filesystem: Filesystem, disk_mib: u64) -> Result<()> {
     if filesystem == Filesystem::Xfs && disk_mib < 300 {
         bail!("XFS needs a data disk of at least 300 MiB (mkfs.xfs refuses smaller); disk_mib is {disk_mib}");
     }
@@ -223,6 +239,13 @@ pub fn record(
     options: &RecordOptions,
     progress: &Progress,
 ) -> Result<RecordOutcome> {
+    match &options.backend {
+        Backend::Qemu => {}
+        Backend::Dm(dm) => return crate::dm_backend::record(workload, out, options, dm, progress),
+        Backend::DmInGuest(dm) => {
+            return crate::dm_backend::guest::record(workload, out, options, dm, progress)
+        }
+    }
     workload
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid workload: {e}"))?;
@@ -256,7 +279,7 @@ pub fn record(
     let summary = RecordSummary {
         workload: workload.name.clone(),
         seed: workload.seed,
-        filesystem: workload.filesystem.name(),
+        filesystem: workload.filesystem,
         kernel_package: image.kernel_package.clone(),
         image_key: image.key.clone(),
         started_unix_s,
@@ -318,7 +341,7 @@ fn run_vm(
     Ok((gathered, end, vm_s))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -334,20 +357,28 @@ struct DiskFiles {
     log_disk_bytes: u64,
 }
 
-/// Writes the workload and the job, and makes the data disk (formatted or copied from the
-/// given base), its pristine copy `base.img` and an empty log disk.
-fn prepare_disks(
+/// Writes `workload.json` (and `prior-acks.json` for a continuation) after removing the files
+/// of an older recording in `out`; returns the job. Shared by both backends.
+pub(crate) fn write_job_files(
     workload: &Workload,
     out: &Path,
     options: &RecordOptions,
-    progress: &Progress,
-) -> Result<DiskFiles> {
+) -> Result<Job> {
     if options.continue_after_crash.is_some() && options.base_image.is_none() {
         bail!("continuing after a crash needs the crash image as the base image");
     }
+    for stale in [
+        "base.img",
+        "log.bin",
+        "ledger.jsonl",
+        "record.json",
+        "prior-acks.json",
+    ] {
+        let _ = std::fs::remove_file(out.join(stale));
+    }
     std::fs::write(out.join("workload.json"), workload.to_json())?;
-    let job_json = match &options.continue_after_crash {
-        None => Job::Fresh(workload.clone()).to_json(),
+    Ok(match &options.continue_after_crash {
+        None => Job::Fresh(workload.clone()),
         Some(prior_acks) => {
             std::fs::write(
                 out.join("prior-acks.json"),
@@ -357,9 +388,19 @@ fn prepare_disks(
                 workload: workload.clone(),
                 prior_acks: prior_acks.clone(),
             }
-            .to_json()
         }
-    };
+    })
+}
+
+/// Writes the workload and the job, and makes the data disk (formatted or copied from the
+/// given base), its pristine copy `base.img` and an empty log disk.
+fn prepare_disks(
+    workload: &Workload,
+    out: &Path,
+    options: &RecordOptions,
+    progress: &Progress,
+) -> Result<DiskFiles> {
+    let job_json = write_job_files(workload, out, options)?.to_json();
     let files = DiskFiles {
         data_disk: out.join("final.img"),
         log: out.join("log.bin"),
@@ -368,15 +409,6 @@ fn prepare_disks(
         log_disk_bytes: workload.log_mib << 20,
     };
     let base = out.join("base.img");
-    for stale in [
-        &base,
-        &files.log,
-        &files.ledger,
-        &out.join("record.json"),
-        &out.join("prior-acks.json"),
-    ] {
-        let _ = std::fs::remove_file(stale);
-    }
     make_data_disk(workload, &files.data_disk, options, progress)?;
     std::fs::copy(&files.data_disk, &base).context("copying the pristine base image")?;
     // A fresh log every run: stale entries of a longer old log would be scanned as real.
@@ -386,7 +418,7 @@ fn prepare_disks(
 }
 
 /// The data disk: a copy of the given base image, or a freshly formatted one.
-fn make_data_disk(
+pub(crate) fn make_data_disk(
     workload: &Workload,
     data_disk: &Path,
     options: &RecordOptions,
@@ -587,15 +619,15 @@ fn wait_for_end(vm: &mut RunningVm, deadline: Instant, gathered: &mut Gathered) 
 }
 
 /// How much of the log disk the recording used.
-struct LogUse {
+pub(crate) struct LogUse {
     /// First byte past the last entry.
-    end_bytes: u64,
-    entries: u64,
+    pub end_bytes: u64,
+    pub entries: u64,
     /// The log device ran out of space.
-    filled: bool,
+    pub filled: bool,
 }
 
-fn log_use(
+pub(crate) fn log_use(
     log_path: &Path,
     out: &Path,
     log_disk_bytes: u64,
@@ -623,7 +655,7 @@ fn log_use(
 }
 
 /// Writes `record.json`; a log device that filled up is an error after that.
-fn finish(
+pub(crate) fn finish(
     out: &Path,
     summary: RecordSummary,
     ledger: Vec<LedgerEntry>,

@@ -47,3 +47,5 @@ pub mod shrink;
 mod sys;
 
 pub use check::coverage;
+/// Loop devices over image files (also under the dm backend's stack).
+pub use sys::LoopDevice;

@@ -9,4 +9,5 @@ pub mod program;
 pub mod promises;
 pub mod protocol;
 pub mod spec;
+pub mod stack;
 mod sys;

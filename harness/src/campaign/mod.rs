@@ -123,6 +123,10 @@ pub struct CampaignArgs {
     /// Stop after the first N workloads of the sequence (counted over all shards).
     #[arg(long)]
     pub max_workloads: Option<u64>,
+    /// Where the vm tier records: a QEMU guest (default) or this host's device-mapper (`dm`,
+    /// loop devices in each run's directory; docs/dm-backend.md).
+    #[arg(long, value_enum, default_value_t = tiers::VmBackend::Qemu)]
+    pub backend: tiers::VmBackend,
 }
 
 /// The report file the campaign always writes into its output directory.
@@ -170,7 +174,12 @@ pub fn run(args: &CampaignArgs, progress: &Progress) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
     let vm = match args.tier {
         Tier::Sim => None,
-        Tier::Vm | Tier::Both => Some(VmTier::provision(&out, args.mutant, progress)?),
+        Tier::Vm | Tier::Both => Some(VmTier::provision(
+            &out,
+            args.mutant,
+            args.backend,
+            progress,
+        )?),
     };
     let mut campaign = Campaign::new(args, seed, &out, vm)?;
     let stop = campaign.run(&generator, progress);
@@ -609,6 +618,7 @@ mod tests {
             mutant: None,
             depth: 2,
             max_workloads: None,
+            backend: tiers::VmBackend::Qemu,
         };
         let dir = tempfile::tempdir().unwrap();
         let shards: Vec<CampaignArgs> = (0..3).map(|k| args(Some((k, 3)))).collect();

@@ -160,12 +160,22 @@ pub fn sim_replays(
     })
 }
 
+/// Where the vm tier records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VmBackend {
+    /// A QEMU guest.
+    Qemu,
+    /// This host's device-mapper (root, dm-log-writes), no VM.
+    Dm,
+}
+
 /// The vm tier: a provisioned guest image and where recordings go.
 #[derive(Debug)]
 pub struct VmTier {
     runs: PathBuf,
     mutant: Option<Mutant>,
     image: BuildOptions,
+    backend: VmBackend,
     errors_in_a_row: Cell<u32>,
 }
 
@@ -174,14 +184,30 @@ impl VmTier {
     /// be provisioned, as `powercut run` does. A static agent is copied to `DIR/agent` and every
     /// run uses that copy, so that the engine under test stays the same for the whole campaign
     /// even if the workspace changes meanwhile.
-    pub fn provision(out: &Path, mutant: Option<Mutant>, progress: &Progress) -> Result<VmTier> {
-        crate::vm::provision::ensure_qemu(progress)?;
+    pub fn provision(
+        out: &Path,
+        mutant: Option<Mutant>,
+        backend: VmBackend,
+        progress: &Progress,
+    ) -> Result<VmTier> {
         let mut image = BuildOptions {
             flavor: KernelFlavor::Cloud,
             agent: None,
             mutants: mutant.is_some(),
             guest_packages: Vec::new(),
         };
+        if backend == VmBackend::Dm {
+            // The engine runs in this process: no image, no agent.
+            crate::dm_backend::check_host(true)?;
+            return Ok(VmTier {
+                runs: out.join("runs"),
+                mutant,
+                image,
+                backend,
+                errors_in_a_row: Cell::new(0),
+            });
+        }
+        crate::vm::provision::ensure_qemu(progress)?;
         let agent = crate::vm::image::agent(&image, progress)?;
         if agent.libraries.is_empty() {
             let pinned = out.join("agent");
@@ -195,8 +221,18 @@ impl VmTier {
             runs: out.join("runs"),
             mutant,
             image,
+            backend,
             errors_in_a_row: Cell::new(0),
         })
+    }
+
+    /// Options of one recording of this tier.
+    fn record_options(&self) -> RecordOptions {
+        let mut options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
+        if self.backend == VmBackend::Dm {
+            options.backend = crate::record::Backend::Dm(crate::dm_backend::DmOptions::default());
+        }
+        options
     }
 
     /// Records and checks the workload as `powercut run` does, its crash-state check bounded by
@@ -211,7 +247,7 @@ impl VmTier {
         let mut workload = generated.workload.clone();
         workload.writer.mutant = self.mutant;
         let dir = self.runs.join(&workload.name);
-        let options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
+        let options = self.record_options();
         let args = CheckArgs::defaults_with_budget(remaining.max(MIN_VM_CHECK_BUDGET));
         let kinds = workload.steps.iter().map(step_kind).collect();
         let report = match check_cmds::run(&workload, &dir, &options, &args, &[], progress) {
@@ -250,7 +286,7 @@ impl VmTier {
     ) -> crate::shrink::Verdict {
         let mut workload = candidate.clone();
         workload.writer.mutant = self.mutant;
-        let options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
+        let options = self.record_options();
         let args = CheckArgs::defaults_with_budget(budget.max(MIN_VM_CHECK_BUDGET));
         let report = check_cmds::run(&workload, dir, &options, &args, &[], progress).ok();
         let first = report.as_ref().and_then(|r| r.all_violations().next());

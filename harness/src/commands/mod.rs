@@ -44,6 +44,89 @@ pub struct VmArgs {
     /// `writer.mutant`); the agent is then built with the `mutants` feature.
     #[arg(long)]
     mutant: Option<powercut_writer::Mutant>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// Where a recording is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    /// A QEMU guest (TCG), the kernel of the guest image.
+    Qemu,
+    /// This host's device-mapper and kernel, no VM (root, dm-log-writes).
+    Dm,
+    /// Test aid: `--backend dm` run inside the guest by a static powercut.
+    #[value(hide = true)]
+    DmInGuest,
+}
+
+/// `--backend` and the dm backend's devices.
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    /// Record in a QEMU guest (default) or on this host's device-mapper (`dm`: root, the
+    /// dm-log-writes target; see docs/dm-backend.md).
+    #[arg(long, value_enum, default_value_t = BackendKind::Qemu)]
+    backend: BackendKind,
+    /// dm backend: record on this block device instead of a loop device (overwritten; never
+    /// a device that is mounted or in use). Goes with --log-dev.
+    #[arg(long, value_name = "DEV", requires = "log_dev")]
+    data_dev: Option<PathBuf>,
+    /// dm backend: the block log's device (zeroed first). Goes with --data-dev.
+    #[arg(long, value_name = "DEV", requires = "data_dev")]
+    log_dev: Option<PathBuf>,
+    /// dm backend: directory of the loop devices' backing files (default: the output
+    /// directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "data_dev")]
+    scratch_dir: Option<PathBuf>,
+    /// Test aid for `--backend dm-in-guest`: run powercut three times in the guest, the first
+    /// interrupted (SIGINT) and the second killed (SIGKILL) this many milliseconds after they
+    /// mounted; the third must clean up after the second.
+    #[arg(long, hide = true, value_name = "MS")]
+    guest_kill_first_after_ms: Option<u64>,
+    /// Test aid for `--backend dm-in-guest` with a power cut: record the continuation after
+    /// the cut in the guest too, into OUT/after-crash.
+    #[arg(long, hide = true)]
+    guest_continue_after_cut: bool,
+    /// Test aid for `--backend dm-in-guest`: first try to record onto the guest's mounted work
+    /// disk, which must be refused.
+    #[arg(long, hide = true)]
+    guest_refused_first: bool,
+}
+
+impl BackendArgs {
+    /// The backend of [`RecordOptions`]; dm options without `--backend dm` are an error.
+    fn backend(&self) -> Result<crate::record::Backend> {
+        use crate::dm_backend::DmOptions;
+        use crate::record::Backend;
+        let dm = DmOptions {
+            data_dev: self.data_dev.clone(),
+            log_dev: self.log_dev.clone(),
+            scratch_dir: self.scratch_dir.clone(),
+        };
+        let guest_only = self.guest_kill_first_after_ms.is_some()
+            || self.guest_continue_after_cut
+            || self.guest_refused_first;
+        if guest_only && self.backend != BackendKind::DmInGuest {
+            anyhow::bail!("the --guest-* test aids are for --backend dm-in-guest");
+        }
+        Ok(match self.backend {
+            BackendKind::Qemu => {
+                if dm != DmOptions::default() {
+                    anyhow::bail!("--data-dev, --log-dev and --scratch-dir are for --backend dm");
+                }
+                Backend::Qemu
+            }
+            BackendKind::Dm => Backend::Dm(dm),
+            BackendKind::DmInGuest => {
+                Backend::DmInGuest(crate::dm_backend::guest::GuestDmOptions {
+                    dm,
+                    kill_first_after_ms: self.guest_kill_first_after_ms,
+                    continue_after_cut: self.guest_continue_after_cut,
+                    refused_first: self.guest_refused_first,
+                })
+            }
+        })
+    }
 }
 
 impl VmArgs {
@@ -51,8 +134,8 @@ impl VmArgs {
         load_workload(path, self.seed, self.filesystem.as_deref(), self.mutant)
     }
 
-    fn record_options(&self, workload: &Workload) -> RecordOptions {
-        RecordOptions::fresh(
+    fn record_options(&self, workload: &Workload) -> Result<RecordOptions> {
+        let mut options = RecordOptions::fresh(
             BuildOptions {
                 flavor: self.kernel,
                 agent: self.agent.clone(),
@@ -60,7 +143,9 @@ impl VmArgs {
                 guest_packages: workload.guest_packages.clone(),
             },
             std::time::Duration::from_secs(self.timeout),
-        )
+        );
+        options.backend = self.backend.backend()?;
+        Ok(options)
     }
 }
 

@@ -40,7 +40,7 @@ pub fn run(args: RecordArgs, progress: &Progress) -> Result<()> {
     io.dir("the recording (--out)", &args.out, &record::RECORDING_FILES)
         .check()?;
     let workload = args.vm.load(&args.workload)?;
-    let mut options = args.vm.record_options(&workload);
+    let mut options = args.vm.record_options(&workload)?;
     options.base_image = args.base_image;
     if let Some(first) = &args.continue_from {
         if options.base_image.is_none() {

@@ -43,7 +43,7 @@ pub fn run(args: RunArgs, progress: &Progress) -> Result<()> {
         .input("the workload", args.workload.as_path())
         .dir("the recording (--out)", &out, &record::RECORDING_FILES);
     args.check.report_outputs(io).check()?;
-    let options = args.vm.record_options(&workload);
+    let options = args.vm.record_options(&workload)?;
     let forged = args
         .forge_prior_ack
         .iter()

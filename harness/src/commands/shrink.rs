@@ -50,7 +50,7 @@ pub fn run(args: ShrinkArgs, progress: &Progress) -> Result<()> {
     let candidates = Candidates {
         sim: args.tier == "sim",
         out: &out,
-        options: args.vm.record_options(&workload),
+        options: args.vm.record_options(&workload)?,
         check: &args.check,
         progress,
     };

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 pub const DATA_SERIAL: &str = "pc-data";
 /// Virtio serial of the block-log disk.
 pub const LOG_SERIAL: &str = "pc-log";
+/// Virtio serial of the work disk of the dm-backend mode (the static `powercut` and its
+/// arguments; the recording is written back onto it).
+pub const WORK_SERIAL: &str = "pc-work";
 /// Virtio serial of the job disk.
 pub const JOB_SERIAL: &str = "pc-job";
 

@@ -18,11 +18,13 @@ use std::path::{Path, PathBuf};
 use crate::sys::guest::{dm_ioctl, DM_IOCTL_STRUCT_BYTES};
 
 const DM_VERSION_CMD: u8 = 0;
+const DM_LIST_DEVICES_CMD: u8 = 2;
 const DM_DEV_CREATE_CMD: u8 = 3;
 const DM_DEV_REMOVE_CMD: u8 = 4;
 const DM_DEV_SUSPEND_CMD: u8 = 6;
 const DM_TABLE_LOAD_CMD: u8 = 9;
 const DM_TABLE_STATUS_CMD: u8 = 12;
+const DM_LIST_VERSIONS_CMD: u8 = 13;
 const DM_TARGET_MSG_CMD: u8 = 14;
 
 const DM_SUSPEND_FLAG: u32 = 1 << 1;
@@ -207,6 +209,62 @@ fn encode_table(name: &str, targets: &[Target]) -> Result<Vec<u8>, DmError> {
     Ok(buf)
 }
 
+/// The output area of a list request: `data_start..data_size` of the reply.
+fn output_area<'a>(op: &'static str, buf: &'a [u8]) -> Result<&'a [u8], DmError> {
+    let data_start = get_u32(buf, OFFSET_DATA_START) as usize;
+    let data_size = (get_u32(buf, OFFSET_DATA_SIZE) as usize).min(buf.len());
+    if data_start < DM_IOCTL_STRUCT_BYTES || data_start > data_size {
+        return Err(DmError::Invalid {
+            op,
+            name: String::new(),
+            reason: "data_start outside the buffer".into(),
+        });
+    }
+    Ok(&buf[data_start..data_size])
+}
+
+/// Walks a chain of variable-size records (`struct dm_name_list`, `struct dm_target_versions`):
+/// `next_at` is where each record keeps the offset of the following one, relative to itself;
+/// 0 ends the chain. Calls `each(record)` with the bytes from the record to the end of `out`.
+fn walk_chain(out: &[u8], min_bytes: usize, next_at: usize, mut each: impl FnMut(&[u8])) {
+    let mut at = 0usize;
+    while at + min_bytes <= out.len() {
+        let record = &out[at..];
+        each(record);
+        let next = get_u32(record, next_at) as usize;
+        if next == 0 {
+            break;
+        }
+        at += next;
+    }
+}
+
+/// Decodes the `struct dm_target_versions` chain of DM_LIST_VERSIONS: u32 next, u32 version[3],
+/// then the NUL-terminated target name.
+fn decode_versions(buf: &[u8]) -> Result<Vec<(String, [u32; 3])>, DmError> {
+    let out = output_area("list versions", buf)?;
+    let mut targets = Vec::new();
+    walk_chain(out, 17, 0, |record| {
+        let version = [get_u32(record, 4), get_u32(record, 8), get_u32(record, 12)];
+        targets.push((c_str(&record[16..]), version));
+    });
+    Ok(targets)
+}
+
+/// Decodes the `struct dm_name_list` chain of DM_LIST_DEVICES: u64 dev, u32 next, then the
+/// NUL-terminated name. A lone record with `dev` 0 means no devices.
+fn decode_devices(buf: &[u8]) -> Result<Vec<(String, u64)>, DmError> {
+    let out = output_area("list devices", buf)?;
+    let mut devices = Vec::new();
+    walk_chain(out, 13, 8, |record| {
+        let dev = get_u64(record, 0);
+        if dev != 0 {
+            devices.push((c_str(&record[12..]), dev));
+        }
+    });
+    Ok(devices)
+}
+
 /// Decodes the target specs and strings a status request returned.
 fn decode_status(name: &str, buf: &[u8]) -> Result<Vec<TargetStatus>, DmError> {
     let op = "table status";
@@ -351,6 +409,38 @@ impl DmControl {
         }
     }
 
+    /// Runs a list command, growing the buffer while the kernel says it is full.
+    fn list(&self, op: &'static str, command: u8) -> Result<Vec<u8>, DmError> {
+        let mut data_bytes = 16 << 10;
+        loop {
+            let mut buf = request("list", data_bytes, op)?;
+            // A list request names no device.
+            buf[OFFSET_NAME..OFFSET_NAME + 4].fill(0);
+            self.call(op, "", command, &mut buf)?;
+            if get_u32(&buf, OFFSET_FLAGS) & DM_BUFFER_FULL_FLAG == 0 {
+                return Ok(buf);
+            }
+            if data_bytes >= 4 << 20 {
+                return Err(DmError::Invalid {
+                    op,
+                    name: String::new(),
+                    reason: "reply larger than 4 MiB".into(),
+                });
+            }
+            data_bytes *= 4;
+        }
+    }
+
+    /// The target types the kernel has loaded, with their versions (`dmsetup targets`).
+    pub fn target_versions(&self) -> Result<Vec<(String, [u32; 3])>, DmError> {
+        decode_versions(&self.list("list versions", DM_LIST_VERSIONS_CMD)?)
+    }
+
+    /// Every dm device: name and device number (`dmsetup ls`).
+    pub fn devices(&self) -> Result<Vec<(String, u64)>, DmError> {
+        decode_devices(&self.list("list devices", DM_LIST_DEVICES_CMD)?)
+    }
+
     /// Removes `name`.
     pub fn remove(&self, name: &str) -> Result<(), DmError> {
         let mut buf = request(name, 0, "remove")?;
@@ -369,18 +459,29 @@ impl DmControl {
             return Err(e);
         }
         let path = Path::new("/dev/mapper").join(name);
+        // On a host with udev the node may already be there; keep it if it is this device.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            if meta.file_type().is_block_device() && meta.rdev() == dev {
+                return Ok(path);
+            }
+        }
         let _ = std::fs::remove_file(&path);
-        nix::sys::stat::mknod(
+        let _ = std::fs::create_dir_all("/dev/mapper");
+        let made = nix::sys::stat::mknod(
             &path,
             nix::sys::stat::SFlag::S_IFBLK,
             nix::sys::stat::Mode::from_bits_truncate(0o600),
             dev as nix::libc::dev_t,
-        )
-        .map_err(|source| DmError::Node {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
+        );
+        match made {
+            // udev made it in the meantime.
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(path),
+            Err(source) => {
+                let _ = self.remove(name);
+                Err(DmError::Node { path, source })
+            }
+        }
     }
 
     /// Removes `name` and its `/dev/mapper` node.
@@ -453,6 +554,38 @@ mod tests {
         assert_eq!(get_u64(spec, 8), 2048);
         assert_eq!(c_str(&spec[24..40]), "log-writes");
         assert_eq!(c_str(&spec[40..]), "254:0 254:16");
+    }
+
+    #[test]
+    fn list_replies_decode_into_names() {
+        let mut buf = request("list", 64, "list").unwrap();
+        let at = DM_IOCTL_STRUCT_BYTES;
+        // Two dm_name_list records, the second at offset 24.
+        put_u64(&mut buf, at, 0xfd00);
+        put_u32(&mut buf, at + 8, 24);
+        buf[at + 12..at + 17].copy_from_slice(b"pclog");
+        put_u64(&mut buf, at + 24, 0xfd01);
+        buf[at + 36..at + 42].copy_from_slice(b"pcdata");
+        assert_eq!(
+            decode_devices(&buf).unwrap(),
+            vec![
+                ("pclog".to_string(), 0xfd00),
+                ("pcdata".to_string(), 0xfd01)
+            ]
+        );
+        let empty = request("list", 64, "list").unwrap();
+        assert!(decode_devices(&empty).unwrap().is_empty());
+        let mut versions = request("list", 64, "list").unwrap();
+        put_u32(&mut versions, at, 32);
+        put_u32(&mut versions, at + 4, 1);
+        versions[at + 16..at + 26].copy_from_slice(b"log-writes");
+        versions[at + 48..at + 53].copy_from_slice(b"error");
+        let names: Vec<String> = decode_versions(&versions)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["log-writes", "error"]);
     }
 
     #[test]

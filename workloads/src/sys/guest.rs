@@ -1,7 +1,7 @@
 //! The only `unsafe` of the guest agent: the device-mapper ioctl.
 //!
 //! The `devicemapper` crate would need libdevmapper headers and bindgen at build time, which a
-//! static musl agent built on a bare host does not have; the agent needs six commands of the
+//! static musl agent built on a bare host does not have; the stack needs eight commands of the
 //! stable dm ioctl interface (version 4), so they are encoded by hand in [`crate::guest::dm`].
 
 use std::os::fd::{AsRawFd, BorrowedFd};
