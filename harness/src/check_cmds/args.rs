@@ -2,7 +2,7 @@
 //! checks themselves (mutants, campaign), and the duration syntax of `--budget`.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use powercut_oracles::check::CheckConfig;
 use powercut_oracles::crash::EnumConfig;
@@ -58,6 +58,10 @@ pub struct CheckArgs {
     /// outcome and ledger; `powercut repro` rebuilds any of them).
     #[arg(long, default_value_t = powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES)]
     pub keep_images: usize,
+    /// The command's one deadline (`--budget` from the command's start), shared by every phase:
+    /// the recording, coverage, the states, the shrink, the run after a power cut.
+    #[arg(skip)]
+    pub deadline: Option<Instant>,
 }
 
 impl CheckArgs {
@@ -79,7 +83,23 @@ impl CheckArgs {
             html: None,
             workers: defaults.workers,
             keep_images: powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES,
+            deadline: None,
         }
+    }
+
+    /// These flags with the command's deadline made now from `--budget`, unless already made.
+    pub(crate) fn with_deadline(&self) -> CheckArgs {
+        CheckArgs {
+            deadline: self
+                .deadline
+                .or_else(|| self.budget.map(|b| Instant::now() + b)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the command's deadline has passed.
+    pub(crate) fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The report files these flags write, for the check of outputs against inputs.
@@ -92,6 +112,7 @@ impl CheckArgs {
     pub(crate) fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {
         CheckConfig {
             budget: self.budget,
+            deadline: self.deadline,
             shard: self.shard,
             states: EnumConfig {
                 max_exhaustive_subset: self.max_exhaustive_subset,
