@@ -142,6 +142,10 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
     };
     out.mid_log_probes += r.mid_log_probes;
     out.budget_exhausted |= r.budget_exhausted;
+    out.phases.push(crate::check_cmds::pipeline::recorded(
+        "after_crash_record",
+        second.vm_s,
+    ));
     out.phases.extend(r.phases.iter().map(|p| PhaseReport {
         name: format!("after_crash_{}", p.name),
         ..p.clone()

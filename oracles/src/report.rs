@@ -128,7 +128,11 @@ impl PhaseReport {
 pub struct TimeSplit {
     /// States whose time is counted.
     pub states: u64,
-    /// Building the image: replaying the durable prefix, the clone and the state's delta.
+    /// Replaying the durable prefix into a worker's prefix image (each entry once per worker and
+    /// pass: it moves only forward).
+    #[serde(default)]
+    pub replay_s: f64,
+    /// Building the state's image: the clone of the prefix image and the state's own writes.
     pub image_s: f64,
     /// Attaching the loop device and mounting (the file system's own journal replay included).
     pub mount_s: f64,
@@ -146,8 +150,9 @@ pub struct TimeSplit {
 
 impl TimeSplit {
     /// The parts with their names, in the order a state goes through them.
-    pub fn parts(&self) -> [(&'static str, f64); 7] {
+    pub fn parts(&self) -> [(&'static str, f64); 8] {
         [
+            ("replay", self.replay_s),
             ("image", self.image_s),
             ("mount", self.mount_s),
             ("recovery", self.recovery_s),
@@ -161,6 +166,7 @@ impl TimeSplit {
     /// Adds `other`'s figures to these.
     pub fn add(&mut self, other: &TimeSplit) {
         self.states += other.states;
+        self.replay_s += other.replay_s;
         self.image_s += other.image_s;
         self.mount_s += other.mount_s;
         self.recovery_s += other.recovery_s;
@@ -172,6 +178,9 @@ impl TimeSplit {
 
     /// `time per state 41.2 ms: image 6.1 (15%), mount 12.0 (29%), ...` (milliseconds).
     pub fn describe(&self) -> String {
+        if self.states == 0 {
+            return "time per state: no state checked".to_string();
+        }
         let total: f64 = self.parts().iter().map(|(_, s)| s).sum();
         let n = self.states.max(1) as f64;
         let parts: Vec<String> = self

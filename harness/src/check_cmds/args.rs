@@ -62,6 +62,10 @@ pub struct CheckArgs {
     /// the recording, coverage, the states, the shrink, the run after a power cut.
     #[arg(skip)]
     pub deadline: Option<Instant>,
+    /// Phases of the command that ran before the check (the recording of `run`): the report
+    /// lists them first.
+    #[arg(skip)]
+    pub phases_before: Vec<powercut_oracles::report::PhaseReport>,
 }
 
 impl CheckArgs {
@@ -84,6 +88,7 @@ impl CheckArgs {
             workers: defaults.workers,
             keep_images: powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES,
             deadline: None,
+            phases_before: Vec::new(),
         }
     }
 

@@ -46,6 +46,9 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     let continued = config.acks.is_some();
     drop(block_log);
     let mut report = check_states(&log, &base, workload, &config)?;
+    report
+        .phases
+        .splice(0..0, args.phases_before.iter().cloned());
     if continued {
         report = two_crash::report_as_i8(report);
     }
@@ -170,6 +173,10 @@ pub fn run(
         outcome.summary.log_bytes,
         started.elapsed().as_secs_f64()
     );
+    let args = &CheckArgs {
+        phases_before: vec![recorded("record", started.elapsed().as_secs_f64())],
+        ..args.clone()
+    };
     if outcome.summary.end != record::RunEnd::Killed {
         if !forged_prior_acks.is_empty() {
             bail!("--forge-prior-ack needs a workload with a power cut");
@@ -247,6 +254,19 @@ fn check_both_logs(
     let json = two_crash::report_json(&combined, &second)?;
     write_rendered(&json, &combined, args, &two_crash::junit_invariants())?;
     Ok(combined)
+}
+
+/// A recording that ran to its end (a recording is never cut short by the deadline: the check
+/// after it then stops at once, and says so).
+pub(crate) fn recorded(name: &str, seconds: f64) -> PhaseReport {
+    PhaseReport {
+        name: name.into(),
+        done: 1,
+        total: 1,
+        unit: "recordings".into(),
+        stopped_by_budget: false,
+        seconds,
+    }
 }
 
 /// The end of a run killed at a power cut whose deadline passed before the run after it: the

@@ -126,6 +126,7 @@ impl Run<'_> {
                 }
             };
             r.advance_to(state.prefix_len)?;
+            let building = self.timing.lap(Part::Replay, building);
             clone_image(&prefix, &image)?;
             apply_delta(self.log, state, &image)?;
             self.timing.lap(Part::Image, building);

@@ -9,6 +9,7 @@ use crate::report::TimeSplit;
 /// A part of a state's check.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Part {
+    Replay,
     Image,
     Mount,
     Recovery,
@@ -18,7 +19,7 @@ pub(crate) enum Part {
     Keep,
 }
 
-const PARTS: usize = 7;
+const PARTS: usize = 8;
 
 /// The time of each part of checking states, summed (nanoseconds), and the states counted.
 #[derive(Debug, Default)]
@@ -51,6 +52,7 @@ impl Timing {
         let s = |p: Part| self.nanos[p as usize].load(Ordering::Relaxed) as f64 / 1e9;
         TimeSplit {
             states: self.states.load(Ordering::Relaxed),
+            replay_s: s(Part::Replay),
             image_s: s(Part::Image),
             mount_s: s(Part::Mount),
             recovery_s: s(Part::Recovery),
