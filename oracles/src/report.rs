@@ -359,16 +359,12 @@ impl Report {
         })
     }
 
-    /// The phases the budget stopped and where the time of the states went, a line each.
+    /// What each phase covered when the budget stopped one, and where the time of the states
+    /// went, a line each.
     fn write_phases(&self, s: &mut String) {
-        let stopped: Vec<String> = self
-            .phases
-            .iter()
-            .filter(|p| p.stopped_by_budget)
-            .map(PhaseReport::describe)
-            .collect();
-        if !stopped.is_empty() {
-            let _ = writeln!(s, "budget ran out: {}", stopped.join("; "));
+        if self.phases.iter().any(|p| p.stopped_by_budget) {
+            let all: Vec<String> = self.phases.iter().map(PhaseReport::describe).collect();
+            let _ = writeln!(s, "budget ran out: {}", all.join("; "));
         }
         if let Some(split) = &self.time_split {
             let _ = writeln!(s, "{}", split.describe());

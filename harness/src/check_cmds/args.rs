@@ -66,6 +66,10 @@ pub struct CheckArgs {
     /// lists them first.
     #[arg(skip)]
     pub phases_before: Vec<powercut_oracles::report::PhaseReport>,
+    /// `--budget` starts once the recording is done (a crash-state budget per run, as
+    /// `powercut mutants --budget-per-run` says) instead of at the command's start.
+    #[arg(skip)]
+    pub budget_after_recording: bool,
 }
 
 impl CheckArgs {
@@ -89,6 +93,7 @@ impl CheckArgs {
             keep_images: powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES,
             deadline: None,
             phases_before: Vec::new(),
+            budget_after_recording: false,
         }
     }
 

@@ -158,8 +158,12 @@ pub fn run(
 ) -> Result<Report> {
     let started = Instant::now();
     // One deadline for the whole run: the recording, the checks, the shrink, the run after a
-    // power cut.
-    let args = &args.with_deadline();
+    // power cut (from the end of the recording when the caller asks so).
+    let args = &if args.budget_after_recording {
+        args.clone()
+    } else {
+        args.with_deadline()
+    };
     eprintln!(
         "powercut run: workload {} seed {} -> {}",
         workload.name,
@@ -175,7 +179,7 @@ pub fn run(
     );
     let args = &CheckArgs {
         phases_before: vec![recorded("record", started.elapsed().as_secs_f64())],
-        ..args.clone()
+        ..args.with_deadline()
     };
     if outcome.summary.end != record::RunEnd::Killed {
         if !forged_prior_acks.is_empty() {
