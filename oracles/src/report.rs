@@ -128,8 +128,9 @@ impl PhaseReport {
 pub struct TimeSplit {
     /// States whose time is counted.
     pub states: u64,
-    /// Replaying the durable prefix into a worker's prefix image (each entry once per worker and
-    /// pass: it moves only forward).
+    /// The one copy of the base image onto the scratch file system, then replaying the durable
+    /// prefix into a worker's prefix image (each entry once per worker and pass: it moves only
+    /// forward).
     #[serde(default)]
     pub replay_s: f64,
     /// Building the state's image: the clone of the prefix image and the state's own writes.

@@ -41,6 +41,14 @@ impl Run<'_> {
         phase: &'static str,
     ) -> Result<(Vec<StateOutcome>, bool), CheckError> {
         let start = Instant::now();
+        // The pass has begun: progress shows it before its first state is done.
+        progress(Progress {
+            phase,
+            states_done: 0,
+            states_total: states.len() as u64,
+            violations: 0,
+            elapsed: Duration::ZERO,
+        });
         let next = AtomicUsize::new(0);
         let exhausted = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
