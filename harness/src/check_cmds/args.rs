@@ -17,8 +17,10 @@ pub struct CheckArgs {
     /// Seed of the sampled subsets and tears (default: the workload seed).
     #[arg(long)]
     pub enumeration_seed: Option<u64>,
-    /// Stop starting new crash states after this long (e.g. 90s, 5m, 1h); the report says what
-    /// was covered.
+    /// The whole command's time (e.g. 90s, 5m, 1h), from its start: the recording, coverage,
+    /// the crash states, the I5 probe, the shrink and the run after a power cut share it; no new
+    /// work starts after it. The report says what each phase covered (`phases`); exit 4 when
+    /// something was left unchecked and nothing was found.
     #[arg(long, value_parser = parse_duration)]
     pub budget: Option<Duration>,
     /// Check only shard K of N (0-based), e.g. 0/4; `powercut merge` joins the shard reports.
