@@ -73,16 +73,8 @@ pub fn check_log(
         // One copy of the base image onto the scratch file system: every worker's prefix image
         // of every pass is then a clone of it, not a copy of the whole disk (a 1 GiB disk took
         // seconds per worker and pass before the first state).
-        let copying = Instant::now();
-        let local_base = scratch.join("base.img");
-        let base = if crate::replay::reflink_supported(scratch) {
-            crate::replay::clone_image(base_image, &local_base)?;
-            local_base.as_path()
-        } else {
-            base_image
-        };
-        timing.add(timing::Part::Replay, copying.elapsed());
-        let run = LogRun { base, ..run };
+        let base = local_base(scratch, base_image, &timing)?;
+        let run = LogRun { base: &base, ..run };
         run.passes(&states, scratch, progress)
     })?;
     let states_total = states.len() as u64;
@@ -336,14 +328,39 @@ pub fn with_state_checker<T>(
     f: impl FnOnce(&BlockLog, &mut StateChecker<'_>) -> T,
 ) -> Result<T, CheckError> {
     let (log, acks) = open_log(log_path, config)?;
-    let scratch = scratch(config)?;
+    let image_bytes = std::fs::metadata(base_image)
+        .map_err(io_err("stat base image", base_image))?
+        .len();
     let timing = Timing::default();
-    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing);
-    let mut checker = StateChecker {
-        run: Run::new(&run, &scratch.path),
-        replayer: None,
-    };
-    Ok(f(&log, &mut checker))
+    // On the reflink scratch as a check's passes are: each try's image is then a clone of the
+    // prefix image, not a copy of the whole disk.
+    let (out, _) = with_scratch(config, image_bytes, |scratch| {
+        let base = local_base(scratch, base_image, &timing)?;
+        let run = LogRun::new(&log, &base, fs, seed, &acks, config, recover, &timing);
+        let mut checker = StateChecker {
+            run: Run::new(&run, scratch),
+            replayer: None,
+        };
+        Ok(f(&log, &mut checker))
+    })?;
+    Ok(out)
+}
+
+/// The base image to clone prefix images from: one copy on the scratch file system when it can
+/// reflink (every clone of it is then cheap), else the original.
+fn local_base(
+    scratch: &Path,
+    base_image: &Path,
+    timing: &Timing,
+) -> Result<std::path::PathBuf, CheckError> {
+    if !crate::replay::reflink_supported(scratch) {
+        return Ok(base_image.to_path_buf());
+    }
+    let copying = Instant::now();
+    let local = scratch.join("base.img");
+    crate::replay::clone_image(base_image, &local)?;
+    timing.add(timing::Part::Replay, copying.elapsed());
+    Ok(local)
 }
 
 /// The checker of [`with_state_checker`].
