@@ -199,13 +199,26 @@ pub fn check_coverage(
     config: &CheckConfig,
     recover: &RecoverFn,
 ) -> Result<CoverageReport, CheckError> {
+    check_coverage_with(log_path, base_image, fs, seed, config, recover, &mut |_| {})
+}
+
+/// [`check_coverage`] reporting its progress (phase `coverage`).
+pub fn check_coverage_with(
+    log_path: &Path,
+    base_image: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CoverageReport, CheckError> {
     let (log, acks) = open_log(log_path, config)?;
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = scratch(config)?;
     let timing = super::Timing::default();
     let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing);
-    run_coverage(&run, &scratch.path, &mut |_| {}).map(|(report, _, _)| report)
+    run_coverage(&run, &scratch.path, progress).map(|(report, _, _)| report)
 }
 
 #[cfg(test)]
