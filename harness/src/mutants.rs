@@ -228,6 +228,8 @@ fn check_args(args: &MutantsArgs) -> CheckArgs {
         workers: args.workers.max(1),
         // The catch needs one state; a mutant can fail hundreds.
         keep_images: 2,
+        // The budget per run bounds its check and shrink, not its recording.
+        budget_after_recording: true,
         ..CheckArgs::defaults_with_budget(args.budget_per_run)
     }
 }

@@ -16,7 +16,7 @@ use powercut_oracles::blocklog::BlockLog;
 use powercut_oracles::check::{self, CheckConfig, Progress};
 use powercut_oracles::invariants::{self, Violation};
 use powercut_oracles::mount::FsType;
-use powercut_oracles::report::{CoverageReport, Report};
+use powercut_oracles::report::{CoverageReport, PhaseReport, Report, TimeSplit};
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::RunFinding;
 use powercut_workloads::spec::Workload;
@@ -142,6 +142,19 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
     };
     out.mid_log_probes += r.mid_log_probes;
     out.budget_exhausted |= r.budget_exhausted;
+    out.phases.push(crate::check_cmds::pipeline::recorded(
+        "after_crash_record",
+        second.vm_s,
+    ));
+    out.phases.extend(r.phases.iter().map(|p| PhaseReport {
+        name: format!("after_crash_{}", p.name),
+        ..p.clone()
+    }));
+    if let Some(split) = &r.time_split {
+        out.time_split
+            .get_or_insert_with(TimeSplit::default)
+            .add(split);
+    }
     out.violations.extend(r.all_violations().cloned());
     out.violations.extend(
         second
@@ -198,7 +211,8 @@ pub fn check_after_crash(
         log_path.display(),
         prior.len()
     );
-    let mut no_progress = |_: Progress| {};
+    let mut meters = crate::check_cmds::CheckMeters::new("after-crash ");
+    let mut on_progress = |p: Progress| meters.on(p);
     let recovery = crate::recovery::recovery_for(workload)?;
     let mut report = check::check_log(
         &log_path,
@@ -207,9 +221,10 @@ pub fn check_after_crash(
         workload.seed,
         &config,
         &recovery,
-        &mut no_progress,
+        &mut on_progress,
     )
     .with_context(|| format!("checking {}", log_path.display()))?;
+    meters.finish();
     report.workload = workload.name.clone();
     let summary = &second.summary;
     Ok(SecondCrash {
@@ -313,6 +328,8 @@ mod tests {
             budget_exhausted: false,
             minimal_repro: None,
             image_copies: None,
+            phases: Vec::new(),
+            time_split: None,
         }
     }
 

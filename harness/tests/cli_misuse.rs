@@ -133,6 +133,8 @@ fn shard_report(shard: Option<&str>, checked: u64, total: u64) -> Report {
         budget_exhausted: checked < total,
         minimal_repro: None,
         image_copies: None,
+        phases: Vec::new(),
+        time_split: None,
     }
 }
 

@@ -79,7 +79,8 @@ fn vm_a_forged_first_run_ack_fails_the_i8_check() {
     };
     let (code, report, junit, output) = run(
         dir.path(),
-        &["--forge-prior-ack", "r:999-999:00000000", "--budget", "5s"],
+        // The budget bounds the whole run (both recordings and both checks): room for two boots.
+        &["--forge-prior-ack", "r:999-999:00000000", "--budget", "40s"],
     );
     assert_eq!(code, Some(1), "an I8 violation exits 1:\n{output}");
     let violations = report["violations"].as_array().unwrap();

@@ -8,17 +8,20 @@
 //!    violation in place.
 //!
 //! "Still fails" means a violation of the same invariant. Each try is one image build, mount
-//! and recovery (tens of milliseconds), and the number of tries is bounded.
+//! and recovery (tens of milliseconds): the log and its ledger are read once and the durable
+//! prefix of the cut replayed once, so a try costs the same whatever the log's length. The
+//! number of tries is bounded, and no try starts after the config's deadline (or budget).
 
 use std::path::Path;
+use std::time::Instant;
 
 pub use crate::outcome::ShrunkState;
 
-use crate::blocklog::BlockLog;
-use crate::check::{check_one, CheckConfig, CheckError};
+use crate::check::{with_state_checker, CheckConfig, CheckError, Progress};
 use crate::crash::{self, StateId, Subset};
 use crate::invariants::RecoverFn;
 use crate::mount::FsType;
+use crate::report::PhaseReport;
 
 /// Most states tried while shrinking one violation.
 pub const MAX_SHRINK_TRIES: usize = 64;
@@ -37,42 +40,117 @@ pub fn shrink_state(
     config: &CheckConfig,
     recover: &RecoverFn,
 ) -> Result<ShrunkState, CheckError> {
-    let id: StateId = state_id.parse()?;
-    let log = BlockLog::open(log_path)?;
-    let original = crash::resolve(&log, &id)?;
-    let volatile = crash::volatile_writes(&log, id.cut);
-    // The volatile writes the failing state applies (whole or torn).
-    let mut applied: Vec<u64> = original
-        .applied
-        .iter()
-        .map(|a| a.index)
-        .filter(|i| volatile.binary_search(i).is_ok())
-        .collect();
-    applied.sort_unstable();
-    let still_fails = |candidate: &StateId| -> bool {
-        let candidate = candidate.to_string();
-        match check_one(&candidate, log_path, base_image, fs, seed, config, recover) {
-            Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == invariant),
-            Err(_) => false,
-        }
+    let target = Target {
+        state_id,
+        invariant,
+        log_path,
+        base_image,
     };
-    let mut search = Search {
-        current: id,
-        volatile,
-        applied,
-        tries: 0,
-        still_fails: &still_fails,
-    };
-    search.run();
-    Ok(ShrunkState {
-        invariant: invariant.to_string(),
-        original: state_id.to_string(),
-        minimal: search.current.to_string(),
-        dropped_writes: search.volatile.len().saturating_sub(search.applied.len()),
-        volatile_writes: search.volatile.len(),
-        torn: search.current.tear.is_some(),
-        tries: search.tries,
-    })
+    shrink_within(&target, fs, seed, config, recover, &mut |_| {}).map(|(s, _)| s)
+}
+
+/// The violation to shrink: its state, its invariant, and the recording it was found in.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The failing state.
+    pub state_id: &'a str,
+    /// The invariant it violates.
+    pub invariant: &'a str,
+    /// Its block log.
+    pub log_path: &'a Path,
+    /// The base image of the log.
+    pub base_image: &'a Path,
+}
+
+/// [`shrink_state`] within the config's deadline (`config.deadline`, else `config.budget` from
+/// now), reporting each try to `progress` (phase `shrink`). Returns the simplest failing state
+/// found so far and what the shrink covered (phase `shrink`, in tries; stopped by the budget
+/// when the deadline came before the search was done).
+pub fn shrink_within(
+    target: &Target<'_>,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(ShrunkState, PhaseReport), CheckError> {
+    let started = Instant::now();
+    let deadline = config.deadline_from(started);
+    let (t, invariant) = (target, target.invariant);
+    with_state_checker(
+        t.log_path,
+        t.base_image,
+        fs,
+        seed,
+        config,
+        recover,
+        |log, checker| {
+            let id: StateId = t.state_id.parse()?;
+            let original = crash::resolve(log, &id)?;
+            let volatile = crash::volatile_writes(log, id.cut);
+            // The volatile writes the failing state applies (whole or torn).
+            let mut applied: Vec<u64> = original
+                .applied
+                .iter()
+                .map(|a| a.index)
+                .filter(|i| volatile.binary_search(i).is_ok())
+                .collect();
+            applied.sort_unstable();
+            let most = max_tries(&id, &volatile, &applied);
+            let mut still_fails = |candidate: &StateId, tries: usize| -> bool {
+                let failed = match checker.check(candidate) {
+                    Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == invariant),
+                    Err(_) => false,
+                };
+                progress(Progress {
+                    phase: "shrink",
+                    states_done: tries as u64,
+                    states_total: most as u64,
+                    violations: 0,
+                    elapsed: started.elapsed(),
+                });
+                failed
+            };
+            let mut search = Search {
+                current: id,
+                volatile,
+                applied,
+                tries: 0,
+                deadline,
+                stopped: false,
+                still_fails: &mut still_fails,
+            };
+            search.run();
+            let phase = PhaseReport {
+                name: "shrink".into(),
+                done: search.tries as u64,
+                total: most as u64,
+                unit: "tries".into(),
+                stopped_by_budget: search.stopped,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            Ok((
+                ShrunkState {
+                    invariant: invariant.to_string(),
+                    original: t.state_id.to_string(),
+                    minimal: search.current.to_string(),
+                    dropped_writes: search.volatile.len().saturating_sub(search.applied.len()),
+                    volatile_writes: search.volatile.len(),
+                    torn: search.current.tear.is_some(),
+                    tries: search.tries,
+                },
+                phase,
+            ))
+        },
+    )?
+}
+
+/// The most tries the search of a state can take: the tear, the prefix, then each dropped
+/// write, at most [`MAX_SHRINK_TRIES`].
+fn max_tries(id: &StateId, volatile: &[u64], applied: &[u64]) -> usize {
+    let dropped = volatile.len().saturating_sub(applied.len());
+    let first = usize::from(id.tear.is_some()) + usize::from(dropped > 0);
+    (first + dropped).min(MAX_SHRINK_TRIES.max(first))
 }
 
 /// The greedy search of [`shrink_state`].
@@ -84,7 +162,11 @@ struct Search<'a> {
     /// The volatile writes `current` applies, sorted.
     applied: Vec<u64>,
     tries: usize,
-    still_fails: &'a dyn Fn(&StateId) -> bool,
+    /// No try starts at or after this instant.
+    deadline: Option<Instant>,
+    /// The deadline stopped the search before it was done.
+    stopped: bool,
+    still_fails: &'a mut dyn FnMut(&StateId, usize) -> bool,
 }
 
 impl Search<'_> {
@@ -103,7 +185,8 @@ impl Search<'_> {
             self.keep_if_failing(prefix, Some(self.volatile.clone()));
         }
         for i in 0..self.volatile.len() {
-            if self.applied.len() == self.volatile.len() || self.tries >= MAX_SHRINK_TRIES {
+            let done = self.applied.len() == self.volatile.len();
+            if done || self.stopped || self.tries >= MAX_SHRINK_TRIES {
                 break;
             }
             let entry = self.volatile[i];
@@ -121,8 +204,12 @@ impl Search<'_> {
     /// Tries `candidate`; when it still fails it becomes the current state (applying `applied`,
     /// when given).
     fn keep_if_failing(&mut self, candidate: StateId, applied: Option<Vec<u64>>) {
+        if self.stopped || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.stopped = true;
+            return;
+        }
         self.tries += 1;
-        if (self.still_fails)(&candidate) {
+        if (self.still_fails)(&candidate, self.tries) {
             self.current = candidate;
             if let Some(applied) = applied {
                 self.applied = applied;

@@ -2,7 +2,7 @@
 //! checks themselves (mutants, campaign), and the duration syntax of `--budget`.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use powercut_oracles::check::CheckConfig;
 use powercut_oracles::crash::EnumConfig;
@@ -17,8 +17,10 @@ pub struct CheckArgs {
     /// Seed of the sampled subsets and tears (default: the workload seed).
     #[arg(long)]
     pub enumeration_seed: Option<u64>,
-    /// Stop starting new crash states after this long (e.g. 90s, 5m, 1h); the report says what
-    /// was covered.
+    /// The whole command's time (e.g. 90s, 5m, 1h), from its start: the recording, coverage,
+    /// the crash states, the I5 probe, the shrink and the run after a power cut share it; no new
+    /// work starts after it. The report says what each phase covered (`phases`); exit 4 when
+    /// something was left unchecked and nothing was found.
     #[arg(long, value_parser = parse_duration)]
     pub budget: Option<Duration>,
     /// Check only shard K of N (0-based), e.g. 0/4; `powercut merge` joins the shard reports.
@@ -58,6 +60,18 @@ pub struct CheckArgs {
     /// outcome and ledger; `powercut repro` rebuilds any of them).
     #[arg(long, default_value_t = powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES)]
     pub keep_images: usize,
+    /// The command's one deadline (`--budget` from the command's start), shared by every phase:
+    /// the recording, coverage, the states, the shrink, the run after a power cut.
+    #[arg(skip)]
+    pub deadline: Option<Instant>,
+    /// Phases of the command that ran before the check (the recording of `run`): the report
+    /// lists them first.
+    #[arg(skip)]
+    pub phases_before: Vec<powercut_oracles::report::PhaseReport>,
+    /// `--budget` starts once the recording is done (a crash-state budget per run, as
+    /// `powercut mutants --budget-per-run` says) instead of at the command's start.
+    #[arg(skip)]
+    pub budget_after_recording: bool,
 }
 
 impl CheckArgs {
@@ -79,7 +93,25 @@ impl CheckArgs {
             html: None,
             workers: defaults.workers,
             keep_images: powercut_oracles::check::DEFAULT_MAX_KEPT_IMAGES,
+            deadline: None,
+            phases_before: Vec::new(),
+            budget_after_recording: false,
         }
+    }
+
+    /// These flags with the command's deadline made now from `--budget`, unless already made.
+    pub(crate) fn with_deadline(&self) -> CheckArgs {
+        CheckArgs {
+            deadline: self
+                .deadline
+                .or_else(|| self.budget.map(|b| Instant::now() + b)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the command's deadline has passed.
+    pub(crate) fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// The report files these flags write, for the check of outputs against inputs.
@@ -92,6 +124,7 @@ impl CheckArgs {
     pub(crate) fn config(&self, workload_seed: u64, keep_dir: PathBuf) -> CheckConfig {
         CheckConfig {
             budget: self.budget,
+            deadline: self.deadline,
             shard: self.shard,
             states: EnumConfig {
                 max_exhaustive_subset: self.max_exhaustive_subset,

@@ -207,8 +207,20 @@ fn ack_coverage(
     };
     let mutant = checked_recovery_mutant(recorded.as_ref())?;
     let recovery = move |dir: &Path| writer_recovery_with(dir, mutant);
-    coverage::check_coverage(log_path, base, fs, seed, &config, &recovery)
-        .context("checking that every ack is covered by a flush")
+    let mut meters = super::output::CheckMeters::new("");
+    let mut on_progress = |p: powercut_oracles::check::Progress| meters.on(p);
+    let report = coverage::check_coverage_with(
+        log_path,
+        base,
+        fs,
+        seed,
+        &config,
+        &recovery,
+        &mut on_progress,
+    )
+    .context("checking that every ack is covered by a flush");
+    meters.finish();
+    report
 }
 
 /// `log inspect --list`: one line per entry.

@@ -2,22 +2,60 @@
 //! files, and text made safe for a terminal.
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use powercut_oracles::check::Progress;
 use powercut_oracles::report::Report;
 
 use super::args::CheckArgs;
+use crate::vm::progress::Meter;
 
-pub(super) fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} {msg} (eta {eta})",
-        )
-        .expect("static progress template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
+/// Progress of a check's passes (coverage, states, the shrink's tries): one [`Meter`] per pass,
+/// named `PREFIX` + the pass.
+pub(crate) struct CheckMeters {
+    prefix: &'static str,
+    current: Option<(&'static str, Meter)>,
+}
+
+impl CheckMeters {
+    /// Meters named `prefix` + the pass (e.g. `after-crash ` for the log after a power cut).
+    pub(crate) fn new(prefix: &'static str) -> CheckMeters {
+        CheckMeters {
+            prefix,
+            current: None,
+        }
+    }
+
+    /// Shows `p`, on a new meter when its pass is not the one shown so far.
+    pub(crate) fn on(&mut self, p: Progress) {
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(phase, _)| *phase != p.phase)
+        {
+            self.finish();
+            let unit = if p.phase == "shrink" {
+                "tries"
+            } else {
+                "states"
+            };
+            let meter = Meter::stderr(&format!("{}{}", self.prefix, p.phase), unit);
+            self.current = Some((p.phase, meter));
+        }
+        if let Some((_, meter)) = &mut self.current {
+            let note = if p.phase == "shrink" {
+                String::new()
+            } else {
+                format!("{} violations", p.violations)
+            };
+            meter.update(p.states_done, p.states_total, &note);
+        }
+    }
+
+    /// Ends the meter shown, if any.
+    pub(crate) fn finish(&mut self) {
+        if let Some((_, mut meter)) = self.current.take() {
+            meter.finish();
+        }
+    }
 }
 
 /// Prints the summary line, then writes the report files.

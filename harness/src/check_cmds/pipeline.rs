@@ -10,13 +10,15 @@ use powercut_oracles::blocklog::BlockLog;
 use powercut_oracles::check::{self, CheckConfig, Progress};
 use powercut_oracles::invariants::Violation;
 use powercut_oracles::mount::FsType;
+use powercut_oracles::report::PhaseReport;
 use powercut_oracles::report::{self, Report};
+use powercut_oracles::shrink::{self, ShrunkState};
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::RunFinding;
 use powercut_workloads::spec::Workload;
 
 use super::args::CheckArgs;
-use super::output::{progress_bar, write_rendered, write_report_files, write_reports};
+use super::output::{write_rendered, write_report_files, write_reports, CheckMeters};
 use crate::record::{self, RecordOptions};
 use crate::recovery::{fs_type, guest_program_check, recovery_for, recovery_mutant};
 use crate::two_crash;
@@ -24,6 +26,7 @@ use crate::vm;
 
 /// Checks a recording directory (as `record` leaves it) and writes the reports.
 pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Result<Report> {
+    let args = &args.with_deadline();
     let log = dir.join("log.bin");
     let base = dir.join("base.img");
     for needed in [&log, &base] {
@@ -44,6 +47,9 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     let continued = config.acks.is_some();
     drop(block_log);
     let mut report = check_states(&log, &base, workload, &config)?;
+    report
+        .phases
+        .splice(0..0, args.phases_before.iter().cloned());
     if continued {
         report = two_crash::report_as_i8(report);
     }
@@ -88,7 +94,8 @@ fn continued_acks(dir: &Path, block_log: &BlockLog) -> Result<Option<Vec<(u64, A
     Ok(Some(acks))
 }
 
-/// Every crash state of `log` with a progress bar, the first violation shrunk.
+/// Every crash state of `log` with progress on stderr, the first violation shrunk (within the
+/// deadline of `config`); ends with where the time of each state went.
 fn check_states(
     log: &Path,
     base: &Path,
@@ -105,12 +112,8 @@ fn check_states(
     if let Some(m) = recovery_mutant(workload) {
         eprintln!("recovery of every state: mutant {m} ({})", m.describe());
     }
-    let bar = progress_bar(0, "states");
-    let mut on_progress = |p: Progress| {
-        bar.set_length(p.states_total);
-        bar.set_position(p.states_done);
-        bar.set_message(format!("{} violations", p.violations));
-    };
+    let mut meters = CheckMeters::new("");
+    let mut on_progress = |p: Progress| meters.on(p);
     let fs = fs_type(workload.filesystem);
     let mut report = check::check_log(
         log,
@@ -122,11 +125,24 @@ fn check_states(
         &mut on_progress,
     )
     .with_context(|| format!("checking {}", log.display()))?;
-    bar.finish_and_clear();
+    meters.finish();
+    if let Some(split) = &report.time_split {
+        eprintln!("{}", split.describe());
+    }
     let first = report.all_violations().next().cloned();
     if let Some(first) = first {
-        report.minimal_repro =
-            shrink_violation(&first, log, base, fs, workload.seed, config, &recovery);
+        let target = shrink::Target {
+            state_id: &first.state_id,
+            invariant: &first.invariant,
+            log_path: log,
+            base_image: base,
+        };
+        let (shrunk, phase) = shrink_violation(&target, fs, workload.seed, config, &recovery);
+        report.minimal_repro = shrunk;
+        if let Some(phase) = phase {
+            report.budget_exhausted |= phase.stopped_by_budget;
+            report.phases.push(phase);
+        }
     }
     Ok(report)
 }
@@ -144,6 +160,13 @@ pub fn run(
     progress: &vm::progress::Progress,
 ) -> Result<Report> {
     let started = Instant::now();
+    // One deadline for the whole run: the recording, the checks, the shrink, the run after a
+    // power cut (from the end of the recording when the caller asks so).
+    let args = &if args.budget_after_recording {
+        args.clone()
+    } else {
+        args.with_deadline()
+    };
     eprintln!(
         "powercut run: workload {} seed {} -> {}",
         workload.name,
@@ -157,6 +180,10 @@ pub fn run(
         outcome.summary.log_bytes,
         started.elapsed().as_secs_f64()
     );
+    let args = &CheckArgs {
+        phases_before: vec![recorded("record", started.elapsed().as_secs_f64())],
+        ..args.with_deadline()
+    };
     if outcome.summary.end != record::RunEnd::Killed {
         if !forged_prior_acks.is_empty() {
             bail!("--forge-prior-ack needs a workload with a power cut");
@@ -202,12 +229,21 @@ fn check_both_logs(
     args: &CheckArgs,
     after: &AfterCrash<'_>,
 ) -> Result<Report> {
+    // The first log's check gets half of what is left of the deadline, the run after the power
+    // cut (its recording and check) the rest: one pass must not starve the other.
+    let now = Instant::now();
     let first_args = CheckArgs {
         json: None,
         junit: None,
+        deadline: args
+            .deadline
+            .map(|d| now + d.saturating_duration_since(now) / 2),
         ..args.clone()
     };
     let first = check_recording(out, workload, &first_args)?;
+    if args.out_of_time() {
+        return without_second_run(first, args);
+    }
     let second_keep = out.join(two_crash::AFTER_CRASH_DIR).join("violations");
     let second = two_crash::check_after_crash(
         workload,
@@ -233,41 +269,71 @@ fn check_both_logs(
     Ok(combined)
 }
 
-/// Shrinks a violation's crash state to the simplest state of its cut that still shows it
-/// (None, with a note, when that cannot be done: the state is then its own reproducer).
+/// A recording that ran to its end (a recording is never cut short by the deadline: the check
+/// after it then stops at once, and says so).
+pub(crate) fn recorded(name: &str, seconds: f64) -> PhaseReport {
+    PhaseReport {
+        name: name.into(),
+        done: 1,
+        total: 1,
+        unit: "recordings".into(),
+        stopped_by_budget: false,
+        seconds,
+    }
+}
+
+/// The end of a run killed at a power cut whose deadline passed before the run after it: the
+/// first log's report, saying that the second recording and its check did not happen.
+fn without_second_run(mut first: Report, args: &CheckArgs) -> Result<Report> {
+    eprintln!("I8: the budget ran out before the run after the power cut: not recorded");
+    first.budget_exhausted = true;
+    first.phases.push(PhaseReport {
+        name: "after_crash_record".into(),
+        done: 0,
+        total: 1,
+        unit: "recordings".into(),
+        stopped_by_budget: true,
+        seconds: 0.0,
+    });
+    // The first log's summary is already printed: only what the budget left out is new.
+    println!("I8 (second crash): not recorded, the budget ran out");
+    write_report_files(&first, args, &two_crash::junit_invariants())?;
+    Ok(first)
+}
+
+/// Shrinks a violation's crash state to the simplest state of its cut that still shows it,
+/// within the deadline of `config` (None, with a note, when that cannot be done: the state is
+/// then its own reproducer), and what the shrink covered.
 fn shrink_violation(
-    violation: &powercut_oracles::invariants::Violation,
-    log: &Path,
-    base: &Path,
+    target: &shrink::Target<'_>,
     fs: FsType,
     seed: u64,
     config: &CheckConfig,
     recovery: &powercut_oracles::invariants::RecoverFn,
-) -> Option<powercut_oracles::shrink::ShrunkState> {
+) -> (Option<ShrunkState>, Option<PhaseReport>) {
     let started = Instant::now();
-    match powercut_oracles::shrink::shrink_state(
-        &violation.state_id,
-        &violation.invariant,
-        log,
-        base,
-        fs,
-        seed,
-        config,
-        recovery,
-    ) {
-        Ok(shrunk) => {
+    let mut meters = CheckMeters::new("");
+    let shrunk = shrink::shrink_within(target, fs, seed, config, recovery, &mut |p| meters.on(p));
+    meters.finish();
+    match shrunk {
+        Ok((shrunk, phase)) => {
             eprintln!(
-                "shrunk {} on {} in {:.1}s: {}",
-                violation.invariant,
-                violation.state_id,
+                "shrunk {} on {} in {:.1}s: {}{}",
+                target.invariant,
+                target.state_id,
                 started.elapsed().as_secs_f64(),
-                shrunk.describe()
+                shrunk.describe(),
+                if phase.stopped_by_budget {
+                    format!(" (the budget ran out after {} tries)", phase.done)
+                } else {
+                    String::new()
+                }
             );
-            Some(shrunk)
+            (Some(shrunk), Some(phase))
         }
         Err(e) => {
-            eprintln!("could not shrink {}: {e}", violation.state_id);
-            None
+            eprintln!("could not shrink {}: {e}", target.state_id);
+            (None, None)
         }
     }
 }

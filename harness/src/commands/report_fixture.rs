@@ -144,5 +144,7 @@ fn report(log: &BlockLog, lost_lsn: u64, mark_entry: u64) -> Report {
         budget_exhausted: false,
         minimal_repro: None,
         image_copies: None,
+        phases: Vec::new(),
+        time_split: None,
     }
 }

@@ -22,7 +22,7 @@ pub struct ShrinkArgs {
     #[arg(long, value_parser = ["vm", "sim"], default_value = "vm")]
     tier: String,
     /// Stop trying candidates after this long (e.g. 10m); `--budget` bounds each candidate's
-    /// crash-state check.
+    /// run (its recording, check and shrink), within what is left of this.
     #[arg(long, default_value = "15m", value_parser = check_cmds::parse_duration)]
     shrink_budget: std::time::Duration,
     /// Candidate recordings and minimal.yaml go here (default: out/shrink-WORKLOAD-SEED).
@@ -53,6 +53,7 @@ pub fn run(args: ShrinkArgs, progress: &Progress) -> Result<()> {
         options: args.vm.record_options(&workload)?,
         check: &args.check,
         progress,
+        deadline: std::time::Instant::now() + args.shrink_budget,
     };
     let mut run_candidate =
         |candidate: &Workload, attempt: usize| candidates.verdict(candidate, attempt);
@@ -88,16 +89,26 @@ struct Candidates<'a> {
     options: RecordOptions,
     check: &'a CheckArgs,
     progress: &'a Progress,
+    /// The end of `--shrink-budget`: no candidate's check goes past it.
+    deadline: std::time::Instant,
 }
 
 impl Candidates<'_> {
     /// Runs candidate number `attempt` and says which invariant it violated, if any.
     fn verdict(&self, candidate: &Workload, attempt: usize) -> Result<Verdict> {
+        let now = std::time::Instant::now();
         eprintln!(
-            "shrink: run {attempt}: {} steps, {} records",
+            "shrink: run {attempt}: {} steps, {} records ({:.0}s of the shrink budget left)",
             candidate.steps.len(),
-            candidate.total_records()
+            candidate.total_records(),
+            self.deadline.saturating_duration_since(now).as_secs_f64()
         );
+        // The candidate's own budget from now, within what is left of the shrink's.
+        let own = self.check.budget.map_or(self.deadline, |b| now + b);
+        let check = CheckArgs {
+            deadline: Some(own.min(self.deadline)),
+            ..self.check.clone()
+        };
         if self.sim {
             let report = sim_tier::run(candidate, candidate.writer.mutant, candidate.seed)?;
             let first = report.violations.first();
@@ -107,14 +118,7 @@ impl Candidates<'_> {
             });
         }
         let dir = self.out.join(format!("run-{attempt}"));
-        let report = check_cmds::run(
-            candidate,
-            &dir,
-            &self.options,
-            self.check,
-            &[],
-            self.progress,
-        )?;
+        let report = check_cmds::run(candidate, &dir, &self.options, &check, &[], self.progress)?;
         let first = report.all_violations().next();
         Ok(Verdict {
             invariant: first.map(|v| v.invariant.clone()),

@@ -1,7 +1,7 @@
 //! The knobs of a check run.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use powercut_workloads::ack::Ack;
 
@@ -17,6 +17,11 @@ pub const DEFAULT_MAX_KEPT_IMAGES: usize = 8;
 pub struct CheckConfig {
     /// Stop starting new states after this long (the report says what was covered).
     pub budget: Option<Duration>,
+    /// Stop starting new work at this instant: the one deadline of a command, made at its start
+    /// and shared by every phase (the recording, coverage, states, the I5 probe, the shrink, the
+    /// run after a power cut). The earlier of this and `budget` counted from the check's start
+    /// wins.
+    pub deadline: Option<Instant>,
     /// `(k, n)`: check only shard k of n (0-based).
     pub shard: Option<(u32, u32)>,
     /// Which crash states are enumerated: subsets, samples, tears, the device's atomic write
@@ -56,10 +61,22 @@ pub struct CheckConfig {
     pub program: Option<ProgramCheck>,
 }
 
+impl CheckConfig {
+    /// The instant at which a check started at `start` stops starting new work.
+    pub fn deadline_from(&self, start: Instant) -> Option<Instant> {
+        let from_budget = self.budget.map(|b| start + b);
+        match (self.deadline, from_budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
             budget: None,
+            deadline: None,
             shard: None,
             states: EnumConfig::default(),
             keep_dir: None,

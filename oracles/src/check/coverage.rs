@@ -10,7 +10,7 @@ use std::path::Path;
 use powercut_workloads::ack::Ack;
 
 use super::config::CheckConfig;
-use super::runner::run_states;
+use super::runner::{run_states, Progress};
 use super::scratch::scratch;
 use super::{open_log, LogRun};
 use crate::blocklog::BlockLog;
@@ -61,17 +61,26 @@ pub fn durable_states(log: &BlockLog, acks: &[(u64, Ack)]) -> Vec<(CrashState, V
     groups
 }
 
-/// The coverage pass of a run: checks the durable state of every ack; returns the report and the
-/// states it checked with their outcomes (the crash-state pass reuses them).
-#[allow(clippy::too_many_arguments)]
+/// What the coverage pass found: its report, the states it checked with their outcomes (the
+/// crash-state pass reuses them) and what it covered.
+type CoverageRun = (
+    CoverageReport,
+    Vec<(CrashState, StateOutcome)>,
+    crate::report::PhaseReport,
+);
+
+/// The coverage pass of a run: checks the durable state of every ack, reporting progress as
+/// `coverage`.
 pub(super) fn run_coverage(
     run: &LogRun<'_>,
     scratch: &Path,
-) -> Result<(CoverageReport, Vec<(CrashState, StateOutcome)>), CheckError> {
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CoverageRun, CheckError> {
+    let started = std::time::Instant::now();
     let (log, acks) = (run.log, run.acks);
     let groups = durable_states(log, acks);
     let states: Vec<CrashState> = groups.iter().map(|(s, _)| s.clone()).collect();
-    // One state per distinct durable image, within the run's budget (counted from `start`):
+    // One state per distinct durable image, within the run's deadline:
     // acks whose state was not reached are reported as unchecked, never as uncovered.
     let cfg = CheckConfig {
         mid_log_corruption: false,
@@ -81,7 +90,21 @@ pub(super) fn run_coverage(
         config: &cfg,
         ..*run
     };
-    let outcomes = run_states(&coverage_run, &scratch.join("coverage"), &states)?;
+    let (outcomes, exhausted) = run_states(
+        &coverage_run,
+        &scratch.join("coverage"),
+        &states,
+        progress,
+        "coverage",
+    )?;
+    let phase = super::phase(
+        "coverage",
+        outcomes.len(),
+        states.len(),
+        "states",
+        exhausted,
+        started.elapsed(),
+    );
     let by_id: HashMap<&str, usize> = outcomes
         .iter()
         .enumerate()
@@ -95,7 +118,7 @@ pub(super) fn run_coverage(
             Some((state, outcomes[i].clone()))
         })
         .collect();
-    Ok((report, checked))
+    Ok((report, checked, phase))
 }
 
 /// Each ack of `groups` is covered when its durable state was checked without a violation of it
@@ -176,12 +199,26 @@ pub fn check_coverage(
     config: &CheckConfig,
     recover: &RecoverFn,
 ) -> Result<CoverageReport, CheckError> {
+    check_coverage_with(log_path, base_image, fs, seed, config, recover, &mut |_| {})
+}
+
+/// [`check_coverage`] reporting its progress (phase `coverage`).
+pub fn check_coverage_with(
+    log_path: &Path,
+    base_image: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CoverageReport, CheckError> {
     let (log, acks) = open_log(log_path, config)?;
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = scratch(config)?;
-    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover);
-    run_coverage(&run, &scratch.path).map(|(report, _)| report)
+    let timing = super::Timing::default();
+    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing);
+    run_coverage(&run, &scratch.path, progress).map(|(report, _, _)| report)
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ pub mod program;
 mod runner;
 mod scratch;
 mod state_image;
+mod timing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use powercut_workloads::ack::Ack;
 
@@ -27,6 +28,7 @@ pub use self::config::{CheckConfig, DEFAULT_MAX_KEPT_IMAGES};
 pub use self::program::{CheckerError, ProgramCheck, PROGRAM_INVARIANTS};
 pub use self::runner::Progress;
 pub use self::state_image::{build_state_image, rebuild_state};
+pub use self::timing::Timing;
 pub use crate::outcome::{CheckError, StateOutcome};
 
 use self::coverage::{run_coverage, split_by_coverage};
@@ -38,7 +40,7 @@ use crate::crash::{self, CrashState, StateId};
 use crate::invariants::{self, RecoverFn};
 use crate::mount::{self, FsType};
 use crate::outcome::io_err;
-use crate::report::{CoverageReport, Report};
+use crate::report::{CoverageReport, PhaseReport, Report};
 
 /// Checks every crash state of `log_path` (or the configured shard) within the budget.
 pub fn check_log(
@@ -63,15 +65,24 @@ pub fn check_log(
     let image_bytes = std::fs::metadata(base_image)
         .map_err(io_err("stat base image", base_image))?
         .len();
+    let timing = Timing::default();
     let run = LogRun {
         start,
-        ..LogRun::new(&log, base_image, fs, seed, &acks, config, recover)
+        deadline: config.deadline_from(start),
+        ..LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing)
     };
     let (passes, image_copies) = with_scratch(config, image_bytes, |scratch| {
+        // One copy of the base image onto the scratch file system: every worker's prefix image
+        // of every pass is then a clone of it, not a copy of the whole disk (a 1 GiB disk took
+        // seconds per worker and pass before the first state).
+        let base = local_base(scratch, base_image, &timing)?;
+        let run = LogRun { base: &base, ..run };
         run.passes(&states, scratch, progress)
     })?;
     let states_total = states.len() as u64;
-    Ok(run.report(passes, states_total, enumeration.duplicates, image_copies))
+    let mut report = run.report(passes, states_total, enumeration.duplicates, image_copies);
+    report.time_split = Some(timing.split());
+    Ok(report)
 }
 
 /// One check of a log: the log, its ledger, what to check it with and when the check started.
@@ -85,10 +96,15 @@ pub(crate) struct LogRun<'a> {
     config: &'a CheckConfig,
     recover: &'a RecoverFn,
     start: Instant,
+    /// When to stop starting new states (the config's deadline or budget).
+    deadline: Option<Instant>,
+    /// Where the time of each state goes.
+    timing: &'a Timing,
 }
 
 impl<'a> LogRun<'a> {
     /// A check of `log` starting now.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         log: &'a BlockLog,
         base: &'a Path,
@@ -97,7 +113,9 @@ impl<'a> LogRun<'a> {
         acks: &'a [(u64, Ack)],
         config: &'a CheckConfig,
         recover: &'a RecoverFn,
+        timing: &'a Timing,
     ) -> LogRun<'a> {
+        let start = Instant::now();
         LogRun {
             log,
             base,
@@ -106,7 +124,9 @@ impl<'a> LogRun<'a> {
             acks,
             config,
             recover,
-            start: Instant::now(),
+            start,
+            deadline: config.deadline_from(start),
+            timing,
         }
     }
 }
@@ -128,6 +148,8 @@ fn open_log(
 /// What the passes of a run found.
 struct Passes {
     coverage: Option<CoverageReport>,
+    /// What each pass covered.
+    phases: Vec<PhaseReport>,
     outcomes: Vec<StateOutcome>,
     budget_exhausted: bool,
     /// States whose outcome is that of an equal state of the coverage pass.
@@ -143,8 +165,10 @@ impl LogRun<'_> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Passes, CheckError> {
         let config = self.config;
+        let mut phases = Vec::new();
         let (coverage, covered) = if config.coverage && config.shard.is_none_or(|(k, _)| k == 0) {
-            let (report, outcomes) = run_coverage(self, scratch)?;
+            let (report, outcomes, phase) = run_coverage(self, scratch, progress)?;
+            phases.push(phase);
             (Some(report), outcomes)
         } else {
             (None, Vec::new())
@@ -154,10 +178,33 @@ impl LogRun<'_> {
         let n_entries = self.log.entries().len() as u64;
         let mut run = Run::new(self, scratch);
         run.probe_index = probe_state(config, &to_check, n_entries);
-        let (checked, budget_exhausted) = run.run(&to_check, progress, self.start)?;
+        let started = Instant::now();
+        let (checked, budget_exhausted) = run.run(&to_check, progress, "states")?;
+        let seconds = started.elapsed();
+        let probed = checked.iter().any(|o| o.mid_log_probe.is_some());
         outcomes.extend(checked);
+        phases.push(phase(
+            "states",
+            outcomes.len(),
+            states.len(),
+            "states",
+            budget_exhausted,
+            seconds,
+        ));
+        if run.probe_index.is_some() {
+            let stopped = budget_exhausted && !probed;
+            phases.push(phase(
+                "i5_probe",
+                usize::from(probed),
+                1,
+                "probes",
+                stopped,
+                seconds,
+            ));
+        }
         Ok(Passes {
             coverage,
+            phases,
             outcomes,
             budget_exhausted,
             states_from_coverage,
@@ -208,10 +255,32 @@ impl LogRun<'_> {
             mid_log_probes: probes,
             violations,
             coverage: passes.coverage,
-            budget_exhausted: passes.budget_exhausted,
+            budget_exhausted: passes.budget_exhausted
+                || passes.phases.iter().any(|p| p.stopped_by_budget),
             minimal_repro: None,
             image_copies,
+            phases: passes.phases,
+            time_split: None,
         }
+    }
+}
+
+/// A phase's figures; stopped by the budget only when it did not get through its work.
+pub(crate) fn phase(
+    name: &str,
+    done: usize,
+    total: usize,
+    unit: &str,
+    exhausted: bool,
+    seconds: Duration,
+) -> PhaseReport {
+    PhaseReport {
+        name: name.to_string(),
+        done: done as u64,
+        total: total as u64,
+        unit: unit.to_string(),
+        stopped_by_budget: exhausted && done < total,
+        seconds: seconds.as_secs_f64(),
     }
 }
 
@@ -235,7 +304,8 @@ pub fn check_one(
     let scratch = scratch(config)?;
     let image = scratch.path.join("state.img");
     build_state_image(&log, base_image, &state, &image)?;
-    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover);
+    let timing = Timing::default();
+    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing);
     let run = Run::new(&run, &scratch.path);
     run.check_state(
         &state,
@@ -244,6 +314,98 @@ pub fn check_one(
         config.mid_log_corruption,
         &scratch.path,
     )
+}
+
+/// Checks states of one log one after another (a shrink's tries), as [`check_one`] would each
+/// but with the log and its ledger read once and the durable prefix replayed once per cut: `f`
+/// gets the log (cut to `config.max_entries`) and a checker of its states.
+#[allow(clippy::too_many_arguments)]
+pub fn with_state_checker<T>(
+    log_path: &Path,
+    base_image: &Path,
+    fs: FsType,
+    seed: u64,
+    config: &CheckConfig,
+    recover: &RecoverFn,
+    f: impl FnOnce(&BlockLog, &mut StateChecker<'_>) -> T,
+) -> Result<T, CheckError> {
+    let (log, acks) = open_log(log_path, config)?;
+    let image_bytes = std::fs::metadata(base_image)
+        .map_err(io_err("stat base image", base_image))?
+        .len();
+    let timing = Timing::default();
+    // On the reflink scratch as a check's passes are: each try's image is then a clone of the
+    // prefix image, not a copy of the whole disk.
+    let (out, _) = with_scratch(config, image_bytes, |scratch| {
+        let base = local_base(scratch, base_image, &timing)?;
+        let run = LogRun::new(&log, &base, fs, seed, &acks, config, recover, &timing);
+        let mut checker = StateChecker {
+            run: Run::new(&run, scratch),
+            replayer: None,
+        };
+        Ok(f(&log, &mut checker))
+    })?;
+    Ok(out)
+}
+
+/// The base image to clone prefix images from: one copy on the scratch file system when it can
+/// reflink (every clone of it is then cheap), else the original.
+fn local_base(
+    scratch: &Path,
+    base_image: &Path,
+    timing: &Timing,
+) -> Result<std::path::PathBuf, CheckError> {
+    if !crate::replay::reflink_supported(scratch) {
+        return Ok(base_image.to_path_buf());
+    }
+    let copying = Instant::now();
+    let local = scratch.join("base.img");
+    crate::replay::clone_image(base_image, &local)?;
+    timing.add(timing::Part::Replay, copying.elapsed());
+    Ok(local)
+}
+
+/// The checker of [`with_state_checker`].
+pub struct StateChecker<'a> {
+    run: Run<'a>,
+    /// The durable prefix image, kept between states (a shrink's tries share their cut).
+    replayer: Option<crate::replay::Replayer<'a>>,
+}
+
+impl std::fmt::Debug for StateChecker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateChecker")
+            .field("scratch", &self.run.scratch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateChecker<'_> {
+    /// Builds `id`'s image from the kept prefix image, mounts and checks it (with the I5 probe
+    /// if `config.mid_log_corruption`).
+    pub fn check(&mut self, id: &StateId) -> Result<StateOutcome, CheckError> {
+        let run = &self.run;
+        let state = crash::resolve(run.log, id)?;
+        let prefix = run.scratch.join("prefix.img");
+        let image = run.scratch.join("state.img");
+        let r = match &mut self.replayer {
+            Some(r) if r.position() <= state.prefix_len => r,
+            slot => {
+                crate::replay::clone_image(run.base, &prefix)?;
+                slot.insert(crate::replay::Replayer::new(run.log, &prefix)?)
+            }
+        };
+        r.advance_to(state.prefix_len)?;
+        crate::replay::clone_image(&prefix, &image)?;
+        state_image::apply_delta(run.log, &state, &image)?;
+        let probe = run.cfg.mid_log_corruption;
+        run.check_state(&state, &image, &run.scratch.join("mnt"), probe, run.scratch)
+    }
+
+    /// Where the time of the states checked so far went.
+    pub fn time_split(&self) -> crate::report::TimeSplit {
+        self.run.timing.split()
+    }
 }
 
 fn workload_name(acks: &[(u64, Ack)]) -> String {

@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use powercut_workloads::ack::Ack;
 
 use super::config::CheckConfig;
+use super::timing::{Part, Timing};
 use super::LogRun;
 use crate::blocklog::BlockLog;
 use crate::crash::CrashState;
@@ -42,6 +44,12 @@ pub(super) struct Run<'a> {
     pub(super) kept_images: AtomicUsize,
     /// Where failing states are kept (`cfg.keep_dir`), beside their log.
     pub(super) keeper: Option<Keeper>,
+    /// When to stop starting new states.
+    pub(super) deadline: Option<Instant>,
+    /// Where the time of each state goes.
+    pub(super) timing: &'a Timing,
+    /// The acks of `acks` without their indexes, built once: a state expects a prefix of them.
+    all_acks: Vec<Ack>,
 }
 
 impl<'a> Run<'a> {
@@ -59,6 +67,9 @@ impl<'a> Run<'a> {
             probe_index: None,
             kept_images: AtomicUsize::new(0),
             keeper: keeper_of(run.config, run.log),
+            deadline: run.deadline,
+            timing: run.timing,
+            all_acks: run.acks.iter().map(|(_, a)| a.clone()).collect(),
         }
     }
 }
@@ -74,16 +85,15 @@ impl Run<'_> {
         work: &Path,
     ) -> Result<StateOutcome, CheckError> {
         let id = state.id.to_string();
-        let acks = invariants::acks_before(self.acks, state.id.cut);
+        // The ledger is sorted by entry index: the expected acks are a prefix of it, the one in
+        // flight the next (no per-state copy or scan of the ledger).
+        let n = self.acks.partition_point(|(i, _)| *i < state.id.cut);
+        let acks = &self.all_acks[..n];
         let exp = Expectation {
             state_id: &id,
             seed: self.seed,
-            acks: &acks,
-            in_flight: self
-                .acks
-                .iter()
-                .find(|(i, _)| *i >= state.id.cut)
-                .map(|(_, a)| a),
+            acks,
+            in_flight: self.acks.get(n).map(|(_, a)| a),
         };
         let mut outcome = StateOutcome {
             state_id: id.clone(),
@@ -118,9 +128,12 @@ impl Run<'_> {
         }
         if !outcome.violations.is_empty() {
             if let Some(keeper) = &self.keeper {
-                outcome.kept = Some(self.keep(keeper, image, &outcome, &acks)?);
+                let keeping = Instant::now();
+                outcome.kept = Some(self.keep(keeper, image, &outcome, acks)?);
+                self.timing.lap(Part::Keep, keeping);
             }
         }
+        self.timing.count_state();
         Ok(outcome)
     }
 
@@ -133,16 +146,47 @@ impl Run<'_> {
         probe: bool,
         work: &Path,
     ) -> Result<Result<Mounted, CheckError>, MountError> {
-        mount::with_mounted(image, self.fs, mnt, |root| {
+        let t = self.timing;
+        let mounting = Instant::now();
+        let mut unmounting = None;
+        let mounted = mount::with_mounted(image, self.fs, mnt, |root| {
+            let recovering = t.lap(Part::Mount, mounting);
             if let Some(program) = &self.cfg.program {
+                // A program's checker judges the state; no journal is recovered.
                 let violations = program.check(exp, root)?;
+                unmounting = Some(t.lap(Part::Judge, recovering));
                 return Ok((violations, Ok(RecoveredJournal::default()), None));
             }
-            let (violations, result) =
-                invariants::check_mounted(exp, root, &self.cfg.invariants, self.recover);
+            // What `invariants::check_mounted` does, timed in its two parts.
+            let result = (self.recover)(&root.join(&self.cfg.invariants.journal_dir));
+            let judging = t.lap(Part::Recovery, recovering);
+            let mut violations = invariants::check_journal(exp, &result);
+            let files = root.join(&self.cfg.invariants.files_dir);
+            violations.extend(invariants::check_files(exp, &files));
+            let probing = t.lap(Part::Judge, judging);
+            let probed = self.probe(exp, root, probe, &result, work);
+            unmounting = Some(t.lap(Part::Probe, probing));
+            probed.map(|p| (violations, result, p))
+        });
+        if let Some(since) = unmounting {
+            t.lap(Part::Unmount, since);
+        }
+        mounted
+    }
+
+    /// The I5 probe on the mounted state when `probe` (and recovery succeeded).
+    fn probe(
+        &self,
+        exp: &Expectation<'_>,
+        root: &Path,
+        probe: bool,
+        result: &Result<RecoveredJournal, String>,
+        work: &Path,
+    ) -> Result<Option<MidLogProbe>, CheckError> {
+        {
             let mut probe_result = None;
             if probe {
-                if let Ok(j) = &result {
+                if let Ok(j) = result {
                     let journal = root.join(&self.cfg.invariants.journal_dir);
                     probe_result = Some(check_mid_log_corruption(
                         exp,
@@ -153,8 +197,8 @@ impl Run<'_> {
                     )?);
                 }
             }
-            Ok((violations, result, probe_result))
-        })
+            Ok(probe_result)
+        }
     }
 
     /// Keeps the image (up to `max_kept_images` per run), the ledger and the outcome of a

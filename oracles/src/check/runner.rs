@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::config::CheckConfig;
 use super::one_state::Run;
 use super::state_image::apply_delta;
+use super::timing::Part;
 use super::LogRun;
 use crate::crash::{CrashState, StateKind};
 use crate::outcome::{io_err, CheckError, StateOutcome};
@@ -17,6 +18,8 @@ use crate::replay::{clone_image, Replayer};
 /// Progress callback payload.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// The pass: `coverage` or `states` (or `shrink` for a shrink's tries).
+    pub phase: &'static str,
     /// States checked so far.
     pub states_done: u64,
     /// States to check in all.
@@ -28,14 +31,24 @@ pub struct Progress {
 }
 
 impl Run<'_> {
-    /// Checks `states` (sorted for replay) with the configured workers; stops at the budget.
-    /// Returns the outcomes and whether the budget ran out.
+    /// Checks `states` (sorted for replay) with the configured workers; stops at the deadline.
+    /// Returns the outcomes and whether the deadline came first. `phase` names the pass in
+    /// the progress reports.
     pub(super) fn run(
         &self,
         states: &[CrashState],
         progress: &mut dyn FnMut(Progress),
-        start: Instant,
+        phase: &'static str,
     ) -> Result<(Vec<StateOutcome>, bool), CheckError> {
+        let start = Instant::now();
+        // The pass has begun: progress shows it before its first state is done.
+        progress(Progress {
+            phase,
+            states_done: 0,
+            states_total: states.len() as u64,
+            violations: 0,
+            elapsed: Duration::ZERO,
+        });
         let next = AtomicUsize::new(0);
         let exhausted = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
@@ -48,7 +61,7 @@ impl Run<'_> {
                 let tx = tx.clone();
                 let (next, exhausted, failed) = (&next, &exhausted, &failed);
                 scope.spawn(move || {
-                    if let Err(e) = self.worker(w, states, next, exhausted, failed, start, &tx) {
+                    if let Err(e) = self.worker(w, states, next, exhausted, failed, &tx) {
                         failed.store(true, Ordering::SeqCst);
                         let _ = tx.send(Err(e));
                     }
@@ -62,6 +75,7 @@ impl Run<'_> {
                         violations += o.violations.len() as u64;
                         outcomes.push(o);
                         progress(Progress {
+                            phase,
                             states_done: outcomes.len() as u64,
                             states_total: states.len() as u64,
                             violations,
@@ -82,7 +96,6 @@ impl Run<'_> {
         Ok((outcomes, exhausted.load(Ordering::SeqCst)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn worker(
         &self,
         w: usize,
@@ -90,7 +103,6 @@ impl Run<'_> {
         next: &AtomicUsize,
         exhausted: &AtomicBool,
         failed: &AtomicBool,
-        start: Instant,
         tx: &mpsc::Sender<Result<StateOutcome, CheckError>>,
     ) -> Result<(), CheckError> {
         let dir = self.scratch.join(format!("worker{w}"));
@@ -103,7 +115,7 @@ impl Run<'_> {
             if failed.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            if self.cfg.budget.is_some_and(|b| start.elapsed() >= b) {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 exhausted.store(true, Ordering::SeqCst);
                 return Ok(());
             }
@@ -111,6 +123,7 @@ impl Run<'_> {
             let Some(state) = states.get(i) else {
                 return Ok(());
             };
+            let building = Instant::now();
             // States are sorted by durable prefix and each worker takes increasing indexes, so the
             // prefix image only moves forward.
             let r = match &mut replayer {
@@ -121,8 +134,10 @@ impl Run<'_> {
                 }
             };
             r.advance_to(state.prefix_len)?;
+            let building = self.timing.lap(Part::Replay, building);
             clone_image(&prefix, &image)?;
             apply_delta(self.log, state, &image)?;
+            self.timing.lap(Part::Image, building);
             let outcome =
                 self.check_state(state, &image, &mnt, self.probe_index == Some(i), &dir)?;
             if tx.send(Ok(outcome)).is_err() {
@@ -132,17 +147,16 @@ impl Run<'_> {
     }
 }
 
-/// Checks `states` (sorted for replay) of `run`'s log without the I5 probe and without progress
-/// reports.
+/// Checks `states` (sorted for replay) of `run`'s log without the I5 probe, reporting progress
+/// as `phase`. Returns the outcomes and whether the deadline came first.
 pub(crate) fn run_states(
     run: &LogRun<'_>,
     scratch: &Path,
     states: &[CrashState],
-) -> Result<Vec<StateOutcome>, CheckError> {
-    let mut no_progress = |_: Progress| {};
-    Ok(Run::new(run, scratch)
-        .run(states, &mut no_progress, run.start)?
-        .0)
+    progress: &mut dyn FnMut(Progress),
+    phase: &'static str,
+) -> Result<(Vec<StateOutcome>, bool), CheckError> {
+    Run::new(run, scratch).run(states, progress, phase)
 }
 
 /// The state that gets the I5 probe: the last full prefix of the log.
