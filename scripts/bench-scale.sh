@@ -2,7 +2,7 @@
 # Scaling benchmark: one workload shape (workloads/bench/scale-*.yaml) at three sizes, about 30,
 # 2,000 and 10,000 acks on 64 MiB, 256 MiB and 1 GiB disks. For each size it prints the crash
 # states checked, states per second, seconds per state and the peak memory (max RSS from
-# /usr/bin/time -v) of the whole `powercut` process.
+# /usr/bin/time -v) of the whole `powercut` process (in the vm tier, QEMU's: the guest's memory).
 #
 #   scripts/bench-scale.sh [--tier sim|vm] [--sizes small,medium,large] [--segment-bytes S]
 #                          [--out DIR]
@@ -88,7 +88,11 @@ import json, sys
 path, size, tier, start, end, rss_kib = sys.argv[1:]
 report = json.load(open(path))
 states = report.get("states_checked") or report.get("crash_states_checked") or report.get("states") or 0
-acks = report.get("acks", "?")
+acks = report.get("acks")
+if acks is None and report.get("coverage"):
+    c = report["coverage"]
+    acks = c.get("acks_covered", 0) + c.get("acks_uncovered", 0) + c.get("acks_unchecked", 0)
+acks = "?" if acks is None else acks
 seconds = report.get("elapsed_seconds") or (float(end) - float(start))
 rate = states / seconds if seconds else 0.0
 per = seconds / states if states else float("nan")
