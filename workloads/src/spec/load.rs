@@ -11,10 +11,18 @@ use super::Workload;
 #[cfg(doc)]
 use super::{MAX_NESTING_DEPTH, MAX_SPEC_BYTES, MAX_YAML_NODES};
 
-/// Reads and checks a workload file: a regular file of at most [`MAX_SPEC_BYTES`] bytes.
+/// Reads and checks a workload file: a regular file of at most [`MAX_SPEC_BYTES`] bytes. The
+/// relative paths of its `guest_files:` become paths relative to the file's directory.
 pub fn load(path: &Path) -> Result<Workload, SpecError> {
     let text = input::read_spec_file(path)?;
-    parse(&text, &path.display().to_string())
+    let mut workload = parse(&text, &path.display().to_string())?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for file in &mut workload.guest_files {
+        if !file.starts_with('/') {
+            *file = dir.join(&*file).to_string_lossy().into_owned();
+        }
+    }
+    Ok(workload)
 }
 
 /// Parses and checks workload YAML; `source_name` is used in error messages. Text larger than
