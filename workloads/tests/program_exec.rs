@@ -203,11 +203,12 @@ fn guest_files_parse_resolve_beside_the_workload_and_bad_lists_are_located() {
     assert_eq!(Workload::from_json(&w.to_json()).unwrap(), w);
     assert_eq!(spec::guest_file_name("tools/run.sh"), "run.sh");
 
-    // `load` resolves relative paths against the workload file's directory.
+    // `load` resolves relative paths against the workload file's directory, made absolute.
     let dir = scratch("guest-files");
     let path = dir.path().join("w.yaml");
     std::fs::write(&path, with_files("[tools/run.sh, /abs/check]")).unwrap();
     let loaded = spec::load(&path).unwrap();
+    assert!(loaded.guest_files[0].starts_with('/'), "{loaded:?}");
     assert_eq!(
         loaded.guest_files,
         [

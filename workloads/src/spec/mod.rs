@@ -81,8 +81,8 @@ pub struct Workload {
     /// Debian packages whose files the guest image carries (with their dependencies), for the
     /// programs of `exec:` steps.
     pub guest_packages: Vec<String>,
-    /// Files of the user's (paths on the host, relative to the workload file once
-    /// [`load`] has read it) copied into the guest at [`GUEST_FILES_DIR`]`/<base name>`.
+    /// Files of the user's (paths on the host; [`load`] resolves relative ones against the
+    /// workload file's directory) copied into the guest at [`GUEST_FILES_DIR`]`/<base name>`.
     pub guest_files: Vec<String>,
     /// How the crash states of a program's run are judged (needed with `exec:` steps).
     pub checker: Option<CheckerSpec>,

@@ -48,8 +48,8 @@ impl Step {
                     (EioKind::Writes, FaultTarget::Device) => Err((
                         "target",
                         "`eio: writes` on the whole device aborts the file system's journal \
-                         (EROFS) instead of failing the engine's writes: target `journal` or \
-                         `{ sectors: [start, count] }`"
+                         (EROFS) instead of failing the engine's writes: target `journal`, \
+                         `{ file: NAME }` or `{ sectors: [start, count] }`"
                             .into(),
                     )),
                     _ => Ok(()),
