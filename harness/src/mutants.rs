@@ -241,6 +241,7 @@ fn record_options(args: &MutantsArgs, mutants: bool) -> RecordOptions {
             agent: None,
             mutants,
             guest_packages: Vec::new(),
+            guest_files: Vec::new(),
         },
         Duration::from_secs(args.timeout),
     )

@@ -253,6 +253,7 @@ pub fn record(
     let image_options = BuildOptions {
         mutants: options.image.mutants || workload.writer.mutant.is_some(),
         guest_packages: workload.guest_packages.clone(),
+        guest_files: workload.guest_files.clone(),
         ..options.image.clone()
     };
     let image = image::build(&image_options, progress)?;

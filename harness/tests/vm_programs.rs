@@ -1,6 +1,8 @@
 //! Programs under test, end to end under QEMU (`powercut run` on workloads with `exec:` steps):
 //! a shell program that fsyncs before it acks holds, one that acks first is caught with a
-//! minimal reproducer, one whose fsync meets an injected EIO nacks and holds; SQLite (Debian's sqlite3 in the guest, WAL) holds with
+//! minimal reproducer, one whose fsync meets an injected EIO nacks and holds (and, with the
+//! fault on one named file and the program copied in by `guest_files:`, only that file's fsync
+//! fails); SQLite (Debian's sqlite3 in the guest, WAL) holds with
 //! synchronous=FULL and loses an acknowledged commit with synchronous=OFF; a malformed ack
 //! line and a checker that crashes are harness errors (exit 2) that say what went wrong.
 //!
@@ -72,6 +74,27 @@ fn vm_shell_programs_hold_when_they_fsync_first_and_are_caught_otherwise() {
     assert_caught("programs/ack-before-fsync.yaml", dir.path());
     // EIO on the program's files: its fsync fails, it nacks, and the states still hold.
     assert_holds("programs/eio-nack.yaml", dir.path());
+    // EIO on one named file, from a script of `guest_files:`: only that file's fsync fails
+    // (the script exits non-zero otherwise): k1 is nacked, k2 acked again.
+    assert_holds("programs/eio-one-file.yaml", dir.path());
+    let ledger = std::fs::read_to_string(
+        out_of(dir.path(), "programs/eio-one-file.yaml").join("ledger.jsonl"),
+    )
+    .unwrap();
+    let labels: Vec<String> = ledger
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["label"].to_string())
+        .collect();
+    let keys: Vec<&str> = labels
+        .iter()
+        .map(|l| l.trim_matches('"'))
+        .filter_map(|l| l.get(..4))
+        .collect();
+    assert_eq!(
+        keys,
+        ["s:ei", "k:k1", "k:k2", "n:k1", "k:k2", "e:ei"],
+        "{ledger}"
+    );
 }
 
 #[test]

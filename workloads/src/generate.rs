@@ -391,6 +391,7 @@ impl Generator {
             power_cut: None,
             after_crash: None,
             guest_packages: Vec::new(),
+            guest_files: Vec::new(),
             checker: None,
             allow_root_exec: false,
         }

@@ -87,6 +87,7 @@ fn workload() -> impl Strategy<Value = Workload> {
             power_cut: None,
             after_crash: None,
             guest_packages: Vec::new(),
+            guest_files: Vec::new(),
             checker: None,
             allow_root_exec: false,
         })

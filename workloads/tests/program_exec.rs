@@ -194,3 +194,53 @@ fn the_data_directory_is_made_for_the_program() {
         "x\n"
     );
 }
+
+#[test]
+fn guest_files_parse_resolve_beside_the_workload_and_bad_lists_are_located() {
+    let with_files = |files: &str| program("true", "") + &format!("guest_files: {files}\n");
+    let w = parse(&with_files("[tools/run.sh, /abs/check]"));
+    assert_eq!(w.guest_files, ["tools/run.sh", "/abs/check"]);
+    assert_eq!(Workload::from_json(&w.to_json()).unwrap(), w);
+    assert_eq!(spec::guest_file_name("tools/run.sh"), "run.sh");
+
+    // `load` resolves relative paths against the workload file's directory, made absolute.
+    let dir = scratch("guest-files");
+    let path = dir.path().join("w.yaml");
+    std::fs::write(&path, with_files("[tools/run.sh, /abs/check]")).unwrap();
+    let loaded = spec::load(&path).unwrap();
+    assert!(loaded.guest_files[0].starts_with('/'), "{loaded:?}");
+    assert_eq!(
+        loaded.guest_files,
+        [
+            dir.path()
+                .join("tools/run.sh")
+                .to_string_lossy()
+                .into_owned(),
+            "/abs/check".to_string()
+        ]
+    );
+
+    for (files, field, why) in [
+        (
+            "[a/run.sh, b/run.sh]",
+            "guest_files[1]",
+            "a second file named run.sh",
+        ),
+        ("[tools/]", "guest_files[0]", "the file's name"),
+        ("['']", "guest_files[0]", "the file's name"),
+        ("[..]", "guest_files[0]", "the file's name"),
+        ("['a b']", "guest_files[0]", "the file's name"),
+    ] {
+        let e = invalid(&with_files(files));
+        assert!(e.contains(field) && e.contains(why), "{files}: {e}");
+    }
+    let many: Vec<String> = (0..=spec::MAX_GUEST_FILES)
+        .map(|i| format!("f{i}"))
+        .collect();
+    let e = invalid(&with_files(&format!("[{}]", many.join(", "))));
+    assert!(e.contains("more than"), "{e}");
+
+    // Only for workloads that run programs.
+    let e = invalid("name: e\nsteps:\n  - append: { count: 1, size: 100 }\nguest_files: [x.sh]\n");
+    assert!(e.contains("guest_files") && e.contains("exec:"), "{e}");
+}

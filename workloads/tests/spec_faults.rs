@@ -246,3 +246,59 @@ fn clear_after_steps_clears_after_that_many_steps() {
     // Cleared once the two steps after the fault (2 + 3 records) are done, before the last.
     assert_eq!(actions[1], (9, executor::FaultAction::Clear));
 }
+
+#[test]
+fn file_fault_targets_parse_round_trip_and_bad_names_are_located() {
+    let text = with_steps(
+        "  - fault: { eio: writes, target: { file: sub/k1.db } }\n  - clear_fault: {}\n",
+    );
+    let w = spec::parse(&text, "x.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let Step::Fault(fault) = &w.steps[1] else {
+        panic!("{:?}", w.steps[1]);
+    };
+    assert_eq!(fault.target, FaultTarget::File("sub/k1.db".into()));
+    assert_eq!(
+        w.steps[1].describe(),
+        "fault: EIO on the file sub/k1.db",
+        "{w:?}"
+    );
+    assert_eq!(Workload::from_json(&w.to_json()).unwrap(), w);
+    let yaml = serde_yaml::to_string(&w).unwrap();
+    assert!(yaml.contains("file: sub/k1.db"), "{yaml}");
+    assert_eq!(spec::parse(&yaml, "y.yaml").unwrap(), w);
+
+    let long = "a".repeat(201);
+    for (name, why) in [
+        ("/etc/passwd", "relative"),
+        ("../k1", "'..'"),
+        ("a/../k1", "'..'"),
+        ("''", "1 to 200"),
+        (long.as_str(), "1 to 200"),
+        ("'a b'", "1 to 200"),
+    ] {
+        let d = diagnostic(&with_steps(&format!(
+            "  - fault: {{ eio: writes, target: {{ file: {name} }} }}\n  - clear_fault: {{}}\n"
+        )));
+        assert!(d.field.starts_with("steps[1].fault.target"), "{name}: {d}");
+        assert_eq!(d.line, Some(5), "{name}: {d}");
+        assert!(d.message.contains(why), "{name}: {d}");
+    }
+
+    // A flush fault covers the device, never one file.
+    let d = diagnostic(&with_steps(
+        "  - fault: { eio: flush, target: { file: k1 } }\n  - clear_fault: {}\n",
+    ));
+    assert!(d.message.contains("target: device"), "{d}");
+
+    // A workload built in code is held to the same checks.
+    let mut built = w.clone();
+    built.steps[1] = Step::Fault(FaultSpec {
+        eio: EioKind::Writes,
+        target: FaultTarget::File("../escape".into()),
+        clear_after_steps: None,
+    });
+    let err = Workload::from_json(&built.to_json())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'..'"), "{err}");
+}

@@ -195,6 +195,7 @@ impl VmTier {
             agent: None,
             mutants: mutant.is_some(),
             guest_packages: Vec::new(),
+            guest_files: Vec::new(),
         };
         if backend == VmBackend::Dm {
             // The engine runs in this process: no image, no agent.

@@ -35,6 +35,7 @@ pub fn run(command: ImageCommand, progress: &vm::progress::Progress) -> Result<(
         agent,
         mutants,
         guest_packages: Vec::new(),
+        guest_files: Vec::new(),
     };
     let image = vm::image::build(&options, progress)?;
     println!("kernel  {}", image.kernel.display());

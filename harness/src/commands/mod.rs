@@ -141,6 +141,7 @@ impl VmArgs {
                 agent: self.agent.clone(),
                 mutants: workload.writer.mutant.is_some(),
                 guest_packages: workload.guest_packages.clone(),
+                guest_files: workload.guest_files.clone(),
             },
             std::time::Duration::from_secs(self.timeout),
         );

@@ -2,12 +2,14 @@
 //! dependency closure is resolved with apt-cache, downloaded with `apt-get download`, unpacked
 //! with `dpkg -x` and laid into the initramfs (binaries, shared libraries, data; no
 //! documentation). The image is cached under a key that includes every package's version, as
-//! for the kernel.
+//! for the kernel. The user's own files (`guest_files:`) go the same way, at
+//! `/opt/powercut/files/<base name>`, keyed by their contents.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use powercut_workloads::spec::{guest_file_name, GUEST_FILES_DIR, MAX_GUEST_FILE_BYTES};
 
 use super::initramfs::CpioWriter;
 use super::progress::Progress;
@@ -95,15 +97,97 @@ pub fn fetch(
         .collect()
 }
 
-/// Lays the files of the unpacked packages `roots` into `cpio` (directories once each,
-/// symbolic links as links, modes kept); returns the number of files.
-pub fn add_to_cpio(cpio: &mut CpioWriter, roots: &[PathBuf]) -> Result<usize> {
-    let mut dirs: BTreeSet<String> = BASE_DIRS.iter().map(|d| (*d).to_string()).collect();
-    let mut files = 0;
-    for root in roots {
-        files += add_tree(cpio, root, root, &mut dirs)?;
+/// A file of the user's for the guest, read on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    /// Its base name: it lands at `/opt/powercut/files/<name>`.
+    pub name: String,
+    /// 0o755 when the host file has an execute bit, else 0o644.
+    pub mode: u32,
+    /// Its contents.
+    pub bytes: Vec<u8>,
+}
+
+/// Reads the `guest_files:` of a workload (paths on the host): each a regular file (symbolic
+/// links followed) of at most `MAX_GUEST_FILE_BYTES`, no two with the same base name.
+pub fn read_files(paths: &[String]) -> Result<Vec<GuestFile>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out: Vec<GuestFile> = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        let what = || format!("guest_files[{i}] {path}");
+        let meta = std::fs::metadata(path).with_context(what)?;
+        if !meta.is_file() {
+            bail!("{}: not a regular file", what());
+        }
+        if meta.len() > MAX_GUEST_FILE_BYTES {
+            bail!(
+                "{}: {} bytes is larger than the limit of {MAX_GUEST_FILE_BYTES}",
+                what(),
+                meta.len()
+            );
+        }
+        let name = guest_file_name(path).to_string();
+        if let Some(first) = out.iter().position(|f| f.name == name) {
+            bail!(
+                "{}: a second file named {name} (guest_files[{first}])",
+                what()
+            );
+        }
+        let bytes = std::fs::read(path).with_context(what)?;
+        if bytes.len() as u64 > MAX_GUEST_FILE_BYTES {
+            bail!(
+                "{}: grew past the limit of {MAX_GUEST_FILE_BYTES} bytes",
+                what()
+            );
+        }
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        out.push(GuestFile { name, mode, bytes });
     }
-    Ok(files)
+    Ok(out)
+}
+
+/// The key text of the guest files: one `file NAME MODE SHA256` line each.
+pub fn files_key_text(files: &[GuestFile]) -> String {
+    files
+        .iter()
+        .map(|f| {
+            let hash = super::image::sha256_hex(&f.bytes);
+            format!("file {} {:o} {hash}\n", f.name, f.mode)
+        })
+        .collect()
+}
+
+/// Lays the files of the unpacked packages `roots` into `cpio` (directories once each,
+/// symbolic links as links, modes kept), then the user's `files` in the guest files
+/// directory; returns the number of files.
+pub fn add_to_cpio(cpio: &mut CpioWriter, roots: &[PathBuf], files: &[GuestFile]) -> Result<usize> {
+    let mut dirs: BTreeSet<String> = BASE_DIRS.iter().map(|d| (*d).to_string()).collect();
+    let mut count = 0;
+    for root in roots {
+        count += add_tree(cpio, root, root, &mut dirs)?;
+    }
+    if !files.is_empty() {
+        let dir = GUEST_FILES_DIR.trim_start_matches('/');
+        let mut at = String::new();
+        for part in dir.split('/') {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            if dirs.insert(at.clone()) {
+                cpio.dir(&at);
+            }
+        }
+        for f in files {
+            cpio.file(&format!("{dir}/{}", f.name), f.mode, &f.bytes);
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn add_tree(
@@ -147,4 +231,77 @@ fn add_tree(
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn path_of(p: &Path) -> String {
+        p.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn guest_files_are_read_with_their_modes_and_keyed_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let data = dir.path().join("data.txt");
+        std::fs::write(&data, "x").unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let files = read_files(&[path_of(&script), path_of(&data)]).unwrap();
+        assert_eq!(files[0].name, "run.sh");
+        assert_eq!(files[0].mode, 0o755);
+        assert_eq!(files[1].mode, 0o644);
+        assert_eq!(files[1].bytes, b"x");
+        let key = files_key_text(&files);
+        std::fs::write(&data, "y").unwrap();
+        let changed = files_key_text(&read_files(&[path_of(&script), path_of(&data)]).unwrap());
+        assert_ne!(key, changed, "the key follows the contents");
+
+        let mut cpio = CpioWriter::new();
+        assert_eq!(add_to_cpio(&mut cpio, &[], &files).unwrap(), 2);
+        let archive = cpio.finish();
+        let text = String::from_utf8_lossy(&archive);
+        assert!(text.contains("opt/powercut/files/run.sh"), "{text}");
+    }
+
+    #[test]
+    fn bad_guest_files_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = path_of(&dir.path().join("missing.sh"));
+        let e = format!("{:#}", read_files(&[missing]).unwrap_err());
+        assert!(
+            e.contains("guest_files[0]") && e.contains("missing.sh"),
+            "{e}"
+        );
+
+        let e = format!("{:#}", read_files(&[path_of(dir.path())]).unwrap_err());
+        assert!(e.contains("not a regular file"), "{e}");
+
+        let big = dir.path().join("big.bin");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(MAX_GUEST_FILE_BYTES + 1).unwrap();
+        let e = format!("{:#}", read_files(&[path_of(&big)]).unwrap_err());
+        assert!(e.contains("larger than the limit"), "{e}");
+
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("big.bin"), "z").unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, "s").unwrap();
+        let e = format!(
+            "{:#}",
+            read_files(&[path_of(&small), path_of(&sub.join("small"))]).unwrap_err()
+        );
+        assert!(e.contains("guest_files[1]"), "{e}");
+        std::fs::write(sub.join("small"), "t").unwrap();
+        let e = format!(
+            "{:#}",
+            read_files(&[path_of(&small), path_of(&sub.join("small"))]).unwrap_err()
+        );
+        assert!(e.contains("a second file named small"), "{e}");
+    }
 }

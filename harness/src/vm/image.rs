@@ -61,6 +61,9 @@ pub struct BuildOptions {
     /// Debian packages whose files (with their dependencies') the guest carries for the
     /// programs of `exec:` steps; their versions are part of the cache key.
     pub guest_packages: Vec<String>,
+    /// Files of the user's (host paths) placed at `/opt/powercut/files/<base name>` in the
+    /// guest; their contents and modes are part of the cache key.
+    pub guest_files: Vec<String>,
 }
 
 /// A built image.
@@ -387,12 +390,14 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
         apt_lists_stamp_ns(),
         progress,
     )?;
+    let files = guest_packages::read_files(&options.guest_files)?;
     let key = image_key(
         options,
         &agent,
         &format!(
-            "kernel {kernel_package} {kernel_version}\nbusybox {busybox_version}\n{}",
-            guest_packages::key_text(&guest)
+            "kernel {kernel_package} {kernel_version}\nbusybox {busybox_version}\n{}{}",
+            guest_packages::key_text(&guest),
+            guest_packages::files_key_text(&files)
         ),
         &agent_sha256,
     );
@@ -432,8 +437,8 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
 
     progress.step("writing the initramfs", || -> Result<()> {
         let mut archive = initramfs(&busybox, &agent, &agent_bytes, &modules, &load_order)?;
-        if !guest_roots.is_empty() {
-            archive = with_guest_packages(archive, &guest_roots, progress)?;
+        if !guest_roots.is_empty() || !files.is_empty() {
+            archive = with_guest_packages(archive, &guest_roots, &files, progress)?;
         }
         install(&image_dir, &kernel_root, &release, &archive, &image)?;
         progress.line(format!(
@@ -599,20 +604,22 @@ fn initramfs(
     Ok(cpio.finish())
 }
 
-/// The initramfs `archive` with the files of the unpacked guest packages appended: a newc
-/// archive is a sequence of members, so a second archive concatenated after the first (its
-/// own trailer included) is unpacked by the kernel as well.
+/// The initramfs `archive` with the files of the unpacked guest packages and the user's guest
+/// files appended: a newc archive is a sequence of members, so a second archive concatenated
+/// after the first (its own trailer included) is unpacked by the kernel as well.
 fn with_guest_packages(
     mut archive: Vec<u8>,
     roots: &[PathBuf],
+    user_files: &[guest_packages::GuestFile],
     progress: &Progress,
 ) -> Result<Vec<u8>> {
     let mut cpio = CpioWriter::new();
-    let files = guest_packages::add_to_cpio(&mut cpio, roots)?;
+    let files = guest_packages::add_to_cpio(&mut cpio, roots, user_files)?;
     archive.extend_from_slice(&cpio.finish());
     progress.line(format!(
-        "guest packages: {} packages, {files} files",
-        roots.len()
+        "guest packages: {} packages, {files} files; guest files: {}",
+        roots.len(),
+        user_files.len()
     ));
     Ok(archive)
 }

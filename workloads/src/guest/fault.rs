@@ -295,6 +295,31 @@ mod tests {
         assert_eq!(table[0].length_sectors, 64);
     }
 
+    /// An empty file has no sector: a `target: { file: NAME }` fault on it finds an all-linear
+    /// table, which the fault arm refuses ("covers no sector of the data disk").
+    #[test]
+    fn fiemap_of_an_empty_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, b"").unwrap();
+        match file_sectors(&path) {
+            Ok(ranges) => assert!(ranges.is_empty(), "{ranges:?}"),
+            Err(FaultError::Fiemap {
+                source: nix::Error::EOPNOTSUPP | nix::Error::ENOTTY,
+                ..
+            }) => {
+                let why = "no FIEMAP on the temporary directory's file system";
+                powercut_writer::capability::runnable(Err(why.into()));
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let missing = file_sectors(&dir.path().join("missing")).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("open ") && missing.to_string().contains("missing"),
+            "{missing}"
+        );
+    }
+
     #[test]
     fn fiemap_of_a_written_file_covers_its_size() {
         let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,8 @@ use super::{
     WriterSpec,
 };
 
-const FAULT_TARGET_EXPECTED: &str = "`journal`, `device` or `{ sectors: [start, count] }`";
+const FAULT_TARGET_EXPECTED: &str =
+    "`journal`, `device`, `{ file: NAME }` or `{ sectors: [start, count] }`";
 
 impl Serialize for FaultTarget {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -32,6 +33,11 @@ impl Serialize for FaultTarget {
             FaultTarget::Sectors(range) => {
                 let mut map = serializer.serialize_map(Some(1))?;
                 map.serialize_entry("sectors", range)?;
+                map.end()
+            }
+            FaultTarget::File(name) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("file", name)?;
                 map.end()
             }
         }
@@ -59,23 +65,24 @@ impl<'de> Deserialize<'de> for FaultTarget {
                 let key: String = map.next_key()?.ok_or_else(|| {
                     de::Error::custom(format!("expected {FAULT_TARGET_EXPECTED}"))
                 })?;
-                if key != "sectors" {
-                    return Err(de::Error::custom(format!(
-                        "unknown fault target key `{key}`, expected {FAULT_TARGET_EXPECTED}"
-                    )));
-                }
-                let range: [u64; 2] = map.next_value()?;
+                let target = match key.as_str() {
+                    "sectors" => FaultTarget::Sectors(map.next_value()?),
+                    "file" => FaultTarget::File(map.next_value()?),
+                    _ => {
+                        return Err(de::Error::custom(format!(
+                            "unknown fault target key `{key}`, expected {FAULT_TARGET_EXPECTED}"
+                        )))
+                    }
+                };
                 if map.next_key::<String>()?.is_some() {
                     return Err(de::Error::custom(format!(
                         "a fault target has one key, expected {FAULT_TARGET_EXPECTED}"
                     )));
                 }
-                if range[1] == 0 {
-                    return Err(de::Error::custom(
-                        "a sector range needs a count of at least 1",
-                    ));
+                match target.problem() {
+                    Some(why) => Err(de::Error::custom(why)),
+                    None => Ok(target),
                 }
-                Ok(FaultTarget::Sectors(range))
             }
         }
         deserializer.deserialize_any(TargetVisitor)
@@ -115,6 +122,8 @@ pub(super) struct WorkloadFile {
     after_crash: Option<Steps>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     guest_packages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    guest_files: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checker: Option<CheckerSpec>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -141,6 +150,7 @@ impl From<WorkloadFile> for Workload {
             power_cut: f.power_cut,
             after_crash: f.after_crash.map(|s| s.0),
             guest_packages: f.guest_packages,
+            guest_files: f.guest_files,
             checker: f.checker,
             allow_root_exec: f.allow_root_exec,
         }
@@ -161,6 +171,7 @@ impl From<Workload> for WorkloadFile {
             power_cut: w.power_cut,
             after_crash: w.after_crash.map(Steps),
             guest_packages: w.guest_packages,
+            guest_files: w.guest_files,
             checker: w.checker,
             allow_root_exec: w.allow_root_exec,
         }

@@ -59,5 +59,11 @@ pub const MAX_ENV_VARS: usize = 64;
 pub const MAX_EXEC_TIMEOUT_S: u64 = 3600;
 /// Most Debian packages a workload may bring into the guest.
 pub const MAX_GUEST_PACKAGES: usize = 32;
+/// Most files of the user's a workload may copy into the guest (`guest_files:`).
+pub const MAX_GUEST_FILES: usize = 32;
+/// Largest file of `guest_files:` (it travels in the guest's initramfs, which lives in RAM).
+pub const MAX_GUEST_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The guest directory where each file of `guest_files:` is placed under its base name.
+pub const GUEST_FILES_DIR: &str = "/opt/powercut/files";
 /// uid and gid of the unprivileged user that runs programs in the guest.
 pub const PROGRAM_UID_GID: u32 = 1000;

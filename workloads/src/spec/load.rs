@@ -11,10 +11,21 @@ use super::Workload;
 #[cfg(doc)]
 use super::{MAX_NESTING_DEPTH, MAX_SPEC_BYTES, MAX_YAML_NODES};
 
-/// Reads and checks a workload file: a regular file of at most [`MAX_SPEC_BYTES`] bytes.
+/// Reads and checks a workload file: a regular file of at most [`MAX_SPEC_BYTES`] bytes. The
+/// relative paths of its `guest_files:` are resolved against the file's directory (made
+/// absolute, so the `workload.json` of a run names the same files from anywhere).
 pub fn load(path: &Path) -> Result<Workload, SpecError> {
     let text = input::read_spec_file(path)?;
-    parse(&text, &path.display().to_string())
+    let mut workload = parse(&text, &path.display().to_string())?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for file in &mut workload.guest_files {
+        if !file.starts_with('/') {
+            let joined = dir.join(&*file);
+            let resolved = std::path::absolute(&joined).unwrap_or(joined);
+            *file = resolved.to_string_lossy().into_owned();
+        }
+    }
+    Ok(workload)
 }
 
 /// Parses and checks workload YAML; `source_name` is used in error messages. Text larger than

@@ -36,16 +36,17 @@ pub use diagnostics::{SpecDiagnostic, SpecError};
 pub use engine::{DurabilitySpec, IoPathSpec, PreallocationSpec, WriterSpec};
 pub use input::{InputError, MAX_NESTING_DEPTH, MAX_SPEC_BYTES, MAX_YAML_NODES};
 pub use limits::{
-    DEFAULT_EXT4_DISK_MIB, DEFAULT_FILE_BYTES, DEFAULT_SEED, MAX_ARGV, MAX_ARG_BYTES,
-    MAX_COMMIT_EVERY, MAX_DISK_MIB, MAX_ENV_VARS, MAX_EXEC_TIMEOUT_S, MAX_FILE_BYTES,
-    MAX_GUEST_PACKAGES, MAX_INGEST_CLIENTS, MAX_LOG_MIB, MAX_RECORDS_PER_STEP, MAX_RECORD_BYTES,
-    MAX_SEGMENT_BYTES, MAX_STAGING_BYTES, MAX_STEPS, MAX_TOTAL_ACKS, MIN_EXT4_DISK_MIB,
-    MIN_SEGMENT_BYTES, MIN_STAGING_BYTES, MIN_XFS_DISK_MIB, PROGRAM_UID_GID,
+    DEFAULT_EXT4_DISK_MIB, DEFAULT_FILE_BYTES, DEFAULT_SEED, GUEST_FILES_DIR, MAX_ARGV,
+    MAX_ARG_BYTES, MAX_COMMIT_EVERY, MAX_DISK_MIB, MAX_ENV_VARS, MAX_EXEC_TIMEOUT_S,
+    MAX_FILE_BYTES, MAX_GUEST_FILES, MAX_GUEST_FILE_BYTES, MAX_GUEST_PACKAGES, MAX_INGEST_CLIENTS,
+    MAX_LOG_MIB, MAX_RECORDS_PER_STEP, MAX_RECORD_BYTES, MAX_SEGMENT_BYTES, MAX_STAGING_BYTES,
+    MAX_STEPS, MAX_TOTAL_ACKS, MIN_EXT4_DISK_MIB, MIN_SEGMENT_BYTES, MIN_STAGING_BYTES,
+    MIN_XFS_DISK_MIB, PROGRAM_UID_GID,
 };
 pub use load::{load, parse};
 pub use program::{
-    argv_problem, package_name_problem, parse_duration_s, CheckerSpec, ExecStep, ExecUser,
-    DEFAULT_EXEC_TIMEOUT_S,
+    argv_problem, guest_file_name, package_name_problem, parse_duration_s, CheckerSpec, ExecStep,
+    ExecUser, DEFAULT_EXEC_TIMEOUT_S,
 };
 pub use scalars::parse_byte_size;
 pub use steps::{AppendStep, EioKind, FaultSpec, FaultTarget, FileOp, IngestStep, SizeRange, Step};
@@ -80,6 +81,9 @@ pub struct Workload {
     /// Debian packages whose files the guest image carries (with their dependencies), for the
     /// programs of `exec:` steps.
     pub guest_packages: Vec<String>,
+    /// Files of the user's (paths on the host; [`load`] resolves relative ones against the
+    /// workload file's directory) copied into the guest at [`GUEST_FILES_DIR`]`/<base name>`.
+    pub guest_files: Vec<String>,
     /// How the crash states of a program's run are judged (needed with `exec:` steps).
     pub checker: Option<CheckerSpec>,
     /// `exec:` steps may run as root (docs/programs.md: such a program can write the raw

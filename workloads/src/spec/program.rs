@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{
-    MAX_ARGV, MAX_ARG_BYTES, MAX_ENV_VARS, MAX_EXEC_TIMEOUT_S, MAX_GUEST_PACKAGES, PROGRAM_UID_GID,
+    GUEST_FILES_DIR, MAX_ARGV, MAX_ARG_BYTES, MAX_ENV_VARS, MAX_EXEC_TIMEOUT_S, MAX_GUEST_FILES,
+    MAX_GUEST_PACKAGES, PROGRAM_UID_GID,
 };
 
 /// `exec:` step: run a program in the guest and turn the lines it writes on its ack channel
@@ -300,6 +301,55 @@ pub fn package_name_problem(name: &str) -> Option<String> {
     (!ok).then(|| {
         format!("{name:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')")
     })
+}
+
+/// The base name under which a file of `guest_files:` lands in [`GUEST_FILES_DIR`].
+pub fn guest_file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The `guest_files:` list: at most [`MAX_GUEST_FILES`] paths, each naming a file (a base name
+/// usable in the guest) and no two with the same base name; the error names the entry.
+pub(super) fn files_problem(files: &[String]) -> Result<(), (String, String)> {
+    if files.len() > MAX_GUEST_FILES {
+        return Err((
+            "guest_files".into(),
+            format!("more than {MAX_GUEST_FILES} files"),
+        ));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, path) in files.iter().enumerate() {
+        let field = || format!("guest_files[{i}]");
+        let name = guest_file_name(path);
+        let plain = !name.is_empty()
+            && name.len() <= 200
+            && name != "."
+            && name != ".."
+            && !path.contains('\0')
+            && path.len() <= 4096
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+        if !plain {
+            return Err((
+                field(),
+                format!(
+                    "{path:?}: the file's name must be 1 to 200 characters among letters, \
+                     digits, '.', '_', '-' and '+' (it becomes {GUEST_FILES_DIR}/NAME)"
+                ),
+            ));
+        }
+        if let Some(first) = seen.insert(name, i) {
+            return Err((
+                field(),
+                format!(
+                    "{path:?}: a second file named {name} (guest_files[{first}]): both would \
+                     be {GUEST_FILES_DIR}/{name}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `guest_packages:` list: valid names, no duplicates, at most [`MAX_GUEST_PACKAGES`].

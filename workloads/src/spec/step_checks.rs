@@ -34,11 +34,10 @@ impl Step {
                 if let Some(n) = f.clear_after_steps {
                     check_range("clear_after_steps", n, 1, MAX_STEPS as u64)?;
                 }
-                match (f.eio, f.target) {
-                    (_, FaultTarget::Sectors([_, 0])) => Err((
-                        "target",
-                        "a sector range needs a count of at least 1".into(),
-                    )),
+                if let Some(why) = f.target.problem() {
+                    return Err(("target", why));
+                }
+                match (f.eio, &f.target) {
                     (EioKind::Flush, FaultTarget::Device) => Ok(()),
                     (EioKind::Flush, _) => Err((
                         "target",
@@ -49,8 +48,8 @@ impl Step {
                     (EioKind::Writes, FaultTarget::Device) => Err((
                         "target",
                         "`eio: writes` on the whole device aborts the file system's journal \
-                         (EROFS) instead of failing the engine's writes: target `journal` or \
-                         `{ sectors: [start, count] }`"
+                         (EROFS) instead of failing the engine's writes: target `journal`, \
+                         `{ file: NAME }` or `{ sectors: [start, count] }`"
                             .into(),
                     )),
                     _ => Ok(()),
@@ -58,6 +57,20 @@ impl Step {
             }
             Step::Exec(e) => e.check(),
             Step::Rotate | Step::Retire | Step::Reopen | Step::ClearFault => Ok(()),
+        }
+    }
+}
+
+impl FaultTarget {
+    /// Why the target alone is invalid, if it is: an empty sector range, a file name that is
+    /// not a plain relative path.
+    pub(super) fn problem(&self) -> Option<String> {
+        match self {
+            FaultTarget::Sectors([_, 0]) => {
+                Some("a sector range needs a count of at least 1".into())
+            }
+            FaultTarget::File(name) => path_problem(name).map(|why| format!("file: {why}")),
+            _ => None,
         }
     }
 }
@@ -146,9 +159,7 @@ pub(super) fn path_problem(path: &str) -> Option<String> {
         ));
     }
     if path.starts_with('/') {
-        return Some(format!(
-            "invalid path {path:?}: must be relative to the files directory"
-        ));
+        return Some(format!("invalid path {path:?}: must be a relative path"));
     }
     if path
         .split('/')

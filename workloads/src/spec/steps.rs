@@ -64,9 +64,9 @@ pub enum EioKind {
     Flush,
 }
 
-/// Which sectors of the data disk a fault covers. Written `journal` or
-/// `{ sectors: [start, count] }` (serde_yaml would otherwise want a YAML tag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which sectors of the data disk a fault covers. Written `journal`, `device`,
+/// `{ file: NAME }` or `{ sectors: [start, count] }` (serde_yaml would otherwise want a YAML tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultTarget {
     /// Every block of the journal's segment files at the time of the fault (FIEMAP in the
     /// guest), so only the engine's own O_DIRECT writes fail and the file system stays usable.
@@ -75,6 +75,9 @@ pub enum FaultTarget {
     Sectors([u64; 2]),
     /// The whole data device: what a flush fault covers.
     Device,
+    /// Every block of one file at the time of the fault (FIEMAP in the guest): NAME is relative
+    /// to the program's data directory (an engine workload's: its journal directory).
+    File(String),
 }
 
 impl fmt::Display for FaultTarget {
@@ -84,6 +87,7 @@ impl fmt::Display for FaultTarget {
                 f.write_str("the journal's segment files (a program's: its data directory's files)")
             }
             FaultTarget::Device => f.write_str("the data device"),
+            FaultTarget::File(name) => write!(f, "the file {name}"),
             FaultTarget::Sectors([start, count]) => {
                 write!(f, "sectors {start}..{}", start.saturating_add(*count))
             }

@@ -319,9 +319,11 @@ impl Workload {
         if let Some(why) = program::packages_problem(&self.guest_packages) {
             return Err(("guest_packages".into(), why));
         }
+        program::files_problem(&self.guest_files)?;
         if !self.is_program() {
             let stray = [
                 ("guest_packages", !self.guest_packages.is_empty()),
+                ("guest_files", !self.guest_files.is_empty()),
                 ("checker", self.checker.is_some()),
                 ("allow_root_exec", self.allow_root_exec),
             ];

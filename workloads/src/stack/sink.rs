@@ -163,11 +163,14 @@ impl<'a> StackSink<'a> {
                 )
             }
             FaultAction::Arm { fault, journal_dir } => {
-                let ranges = match fault.target {
+                let ranges = match &fault.target {
                     FaultTarget::Journal => {
                         fault::dir_sectors(journal_dir).map_err(|e| e.to_string())?
                     }
-                    FaultTarget::Sectors([start, count]) => vec![SectorRange { start, count }],
+                    FaultTarget::File(name) => {
+                        fault::file_sectors(&journal_dir.join(name)).map_err(|e| e.to_string())?
+                    }
+                    &FaultTarget::Sectors([start, count]) => vec![SectorRange { start, count }],
                     FaultTarget::Device => {
                         return Err("`eio: writes` takes no `target: device`".into())
                     }
