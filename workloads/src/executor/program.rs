@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
@@ -93,7 +93,12 @@ impl Run<'_, '_> {
     }
 }
 
-/// A pipe whose read end stays in the agent and whose write end the program inherits.
+/// Descriptors from this one up are free for the ack channel (0-2 are the standard streams).
+const FIRST_ACK_FD: i32 = 3;
+
+/// A pipe whose read end stays in the agent and whose write end the program inherits, at the
+/// lowest free descriptor number: shells such as dash take only one digit in `>&$FD`, so
+/// `echo ... >&$POWERCUT_ACK_FD` works as long as fewer than seven other files are open.
 fn ack_pipe(phase: &Phase) -> Result<(OwnedFd, OwnedFd), ExecError> {
     let err = |what: &str, e: nix::Error| ExecError::Program {
         phase: phase.clone(),
@@ -101,9 +106,15 @@ fn ack_pipe(phase: &Phase) -> Result<(OwnedFd, OwnedFd), ExecError> {
     };
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("create the ack pipe", e))?;
-    fcntl(&write_end, FcntlArg::F_SETFD(FdFlag::empty()))
-        .map_err(|e| err("let the program inherit the ack pipe", e))?;
-    Ok((read_end, write_end))
+    // The lowest free number from FIRST_ACK_FD on, without close-on-exec; the original
+    // (close-on-exec) end is closed here.
+    let low =
+        crate::sys::dup_at_least(&write_end, FIRST_ACK_FD).map_err(|e| ExecError::Program {
+            phase: phase.clone(),
+            message: format!("let the program inherit the ack pipe: {e}"),
+        })?;
+    drop(write_end);
+    Ok((read_end, low))
 }
 
 /// Starts the program in its own process group, as its user, in the data directory.
