@@ -539,19 +539,7 @@ fn initramfs(
     load_order: &[String],
 ) -> Result<Vec<u8>> {
     let mut cpio = CpioWriter::new();
-    for dir in [
-        "bin",
-        "dev",
-        "dev/mapper",
-        "etc",
-        "lib",
-        "lib/modules",
-        "mnt",
-        "proc",
-        "run",
-        "sys",
-        "tmp",
-    ] {
+    for dir in super::guest_packages::BASE_DIRS {
         cpio.dir(dir);
     }
     // The kernel opens /dev/console for init before anything is mounted.
