@@ -296,7 +296,9 @@ impl Run<'_> {
     /// Checks the crash states of the file system as it is now.
     pub(super) fn check(&mut self, step: usize) {
         let fs = self.fs.clone();
-        self.check_fs(&fs, step);
+        if !self.check_snapshots_in_parallel(std::slice::from_ref(&fs), step) {
+            self.check_fs(&fs, step);
+        }
     }
 
     /// Checks the crash states of every copy the file system kept since the last call (one

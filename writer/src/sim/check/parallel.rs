@@ -22,7 +22,7 @@ const MAX_CHECK_THREADS: usize = 8;
 
 /// Fewer states than this in a batch are checked on the calling thread: starting threads
 /// would cost more than it saves.
-const MIN_PARALLEL_STATES: usize = 8;
+const MIN_PARALLEL_STATES: usize = 4;
 
 /// The judge's findings on one state: invariant, what was expected, what was found.
 type Findings = Vec<(SimInvariant, String, String)>;
@@ -64,6 +64,9 @@ impl Run<'_> {
         {
             return false;
         }
+        // Read before judging: a live file system's count may move meanwhile (background
+        // segment preparation), and a single thread reads it before its states too.
+        let at_ops: Vec<u64> = snapshots.iter().map(SimStorage::ops).collect();
         let mut jobs = Vec::new();
         for snapshot in 0..snapshots.len() {
             for state in self.next_check_states() {
@@ -83,7 +86,7 @@ impl Run<'_> {
             let Some(findings) = findings else {
                 return true;
             };
-            let at_op = snapshots[job.snapshot].ops();
+            let at_op = at_ops[job.snapshot];
             self.count_state();
             for (invariant, expected, found) in findings {
                 self.record(invariant, step, job.state, at_op, expected, found);
