@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{assert_succeeded, output_text, read_json, vm_test_dir, POWERCUT};
+use common::{assert_succeeded, ledger_labels, output_text, read_json, vm_test_dir, POWERCUT};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -65,17 +65,6 @@ fn record(yaml: &str, out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn ledger_labels(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("ledger.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
-            entry["label"].as_str().unwrap().to_string()
-        })
-        .collect()
 }
 
 /// Asserts that the guest's runs left no dm device, mount or loop device.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{vm_test_dir, POWERCUT};
+use common::{ledger_labels, vm_test_dir, POWERCUT};
 
 use std::path::Path;
 use std::process::Command;
@@ -63,17 +63,6 @@ fn read_log(log: &[u8], base: &[u8]) -> (Vec<String>, Vec<u8>, u64) {
         at += 512 + data_bytes;
     }
     (marks, image, entries)
-}
-
-fn ledger_labels(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("ledger.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
-            entry["label"].as_str().unwrap().to_string()
-        })
-        .collect()
 }
 
 fn record(yaml: &str, out: &Path) -> serde_json::Value {

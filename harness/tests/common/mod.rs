@@ -109,6 +109,19 @@ pub fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// The ack labels of a recording's `ledger.jsonl`, in order.
+#[allow(dead_code)] // not every test binary needs it
+pub fn ledger_labels(out: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("ledger.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            entry["label"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
 /// Asserts that a run's report found nothing: no violation, more than 10 states checked, every
 /// ack covered.
 #[allow(dead_code)] // not every test binary needs it
