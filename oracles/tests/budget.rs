@@ -8,24 +8,14 @@ use std::time::{Duration, Instant};
 
 use common::{capability, check_seeded, make_base, record_log, runnable, toy_recover, Engine};
 use powercut_oracles::check::{check_log, CheckConfig, Progress};
-use powercut_oracles::crash::EnumConfig;
 use powercut_oracles::mount::FsType;
 use powercut_oracles::report::PhaseReport;
 use powercut_oracles::shrink::{shrink_within, Target};
 
 fn cfg(dir: &std::path::Path) -> CheckConfig {
     CheckConfig {
-        keep_dir: Some(dir.join("keep")),
-        scratch_dir: Some(dir.join("scratch")),
         workers: 1,
-        states: EnumConfig {
-            max_exhaustive_subset: 4,
-            samples_per_epoch: 6,
-            torn_samples: 3,
-            atomic_write_bytes: 512,
-            seed: 11,
-        },
-        ..CheckConfig::default()
+        ..common::small_check_config(dir)
     }
 }
 

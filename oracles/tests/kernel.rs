@@ -11,23 +11,12 @@ use common::{
 };
 use powercut_oracles::check::{check_log, check_one, CheckConfig};
 use powercut_oracles::coverage::check_coverage;
-use powercut_oracles::crash::{EnumConfig, StateKind};
+use powercut_oracles::crash::StateKind;
 use powercut_oracles::mount::FsType;
 use powercut_oracles::replay::{replay_to, ReplayTarget};
 
 fn cfg(dir: &std::path::Path) -> CheckConfig {
-    CheckConfig {
-        keep_dir: Some(dir.join("keep")),
-        scratch_dir: Some(dir.join("scratch")),
-        states: EnumConfig {
-            max_exhaustive_subset: 4,
-            samples_per_epoch: 6,
-            torn_samples: 3,
-            atomic_write_bytes: 512,
-            seed: 11,
-        },
-        ..CheckConfig::default()
-    }
+    common::small_check_config(dir)
 }
 
 #[test]

@@ -15,6 +15,22 @@ use powercut_workloads::ack::Ack;
 use powercut_workloads::payload::derive;
 
 pub const SEED: u64 = 0x5eed;
+
+/// A check of the toy scenario's logs: images and kept states under `dir`, a small enumeration.
+pub fn small_check_config(dir: &Path) -> CheckConfig {
+    CheckConfig {
+        keep_dir: Some(dir.join("keep")),
+        scratch_dir: Some(dir.join("scratch")),
+        states: powercut_oracles::crash::EnumConfig {
+            max_exhaustive_subset: 4,
+            samples_per_epoch: 6,
+            torn_samples: 3,
+            atomic_write_bytes: 512,
+            seed: 11,
+        },
+        ..CheckConfig::default()
+    }
+}
 pub const BLOCK: usize = 4096;
 pub const SEG_BYTES: usize = 256 * 1024;
 const MAGIC: &[u8; 4] = b"TJR1";
