@@ -13,7 +13,7 @@ use super::super::fs::SimStorage;
 
 use super::super::SimError;
 use super::ledger::Ledger;
-use super::parallel::{crash_state, judge_one};
+use super::parallel::{crash_state, judge_crashed, Findings};
 use super::plan::{SimPlan, SimStep, SIM_JOURNAL_DIR};
 use super::report::{SimInvariant, SimReport, SimState, SimViolation};
 use super::MAX_KEPT_VIOLATIONS;
@@ -325,22 +325,28 @@ impl Run<'_> {
             self.offer(step, at_op, state, &crashed);
             // The mutant's own recovery: M4, M7 and M8 change it, the others recover as the
             // real engine does.
-            let findings = judge_one(&crashed, SimState::Live, &self.ledger, self.options.mutant);
-            self.count_state();
-            for (invariant, expected, found) in findings {
-                self.record(invariant, step, state, at_op, expected, found);
-            }
+            let findings = judge_crashed(&crashed, &self.ledger, self.options.mutant);
+            self.record_state(step, state, at_op, findings);
             if self.stopped() {
                 return;
             }
         }
     }
 
-    /// Counts a checked crash state (in the report and the progress).
-    pub(super) fn count_state(&mut self) {
+    /// Counts a checked crash state (in the report and the progress) and records its findings.
+    pub(super) fn record_state(
+        &mut self,
+        step: usize,
+        state: SimState,
+        at_op: u64,
+        findings: Findings,
+    ) {
         self.report.states_checked += 1;
         if let Some(progress) = &self.plan.progress {
             progress.states_checked.fetch_add(1, Ordering::Relaxed);
+        }
+        for (invariant, expected, found) in findings {
+            self.record(invariant, step, state, at_op, expected, found);
         }
     }
 
@@ -351,10 +357,8 @@ impl Run<'_> {
         at_op: u64,
         result: Result<Recovery, JournalError>,
     ) {
-        self.count_state();
-        for (invariant, expected, found) in self.ledger.verify(result) {
-            self.record(invariant, step, state, at_op, expected, found);
-        }
+        let findings = self.ledger.verify(result);
+        self.record_state(step, state, at_op, findings);
     }
 
     /// After a reopen the log is what recovery found: records past its end are gone, and the

@@ -25,7 +25,7 @@ const MAX_CHECK_THREADS: usize = 8;
 const MIN_PARALLEL_STATES: usize = 4;
 
 /// The judge's findings on one state: invariant, what was expected, what was found.
-type Findings = Vec<(SimInvariant, String, String)>;
+pub(super) type Findings = Vec<(SimInvariant, String, String)>;
 
 /// One crash state to check: which snapshot, which state of it.
 #[derive(Clone, Copy)]
@@ -87,10 +87,7 @@ impl Run<'_> {
                 return true;
             };
             let at_op = at_ops[job.snapshot];
-            self.count_state();
-            for (invariant, expected, found) in findings {
-                self.record(invariant, step, job.state, at_op, expected, found);
-            }
+            self.record_state(step, job.state, at_op, findings);
             if self.stopped() {
                 return true;
             }
@@ -132,17 +129,25 @@ fn judge_all(
         .collect()
 }
 
-/// The crash state `state` of `fs`, recovered (by the mutant's recovery, when it changes
-/// recovery) and judged against the ledger.
-pub(super) fn judge_one(
+/// The crash state `state` of `fs`, recovered and judged (see [`judge_crashed`]).
+fn judge_one(
     fs: &SimStorage,
     state: SimState,
     ledger: &Ledger,
     mutant: Option<Mutant>,
 ) -> Findings {
-    let crashed = crash_state(fs, state);
+    judge_crashed(&crash_state(fs, state), ledger, mutant)
+}
+
+/// The file system a crash left, recovered (by the mutant's recovery, when it changes
+/// recovery) and judged against the ledger.
+pub(super) fn judge_crashed(
+    crashed: &SimStorage,
+    ledger: &Ledger,
+    mutant: Option<Mutant>,
+) -> Findings {
     let mut records = Vec::new();
-    let result = recovery::scan(&crashed, Run::dir(), mutant, &mut |r| {
+    let result = recovery::scan(crashed, Run::dir(), mutant, &mut |r| {
         records.push(r.to_record())
     })
     .map(|scan| Recovery::new(scan.summary, records));
