@@ -178,7 +178,14 @@ fn run_checker(argv: &[String], dir: &Path, input: &str) -> Result<Finished, Str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cannot start it: {} is not installed on the host (checkers run on the host, \
+                 beside powercut, not in the guest: install it there)",
+                argv[0]
+            ),
+            _ => format!("cannot start it: {e}"),
+        })?;
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
