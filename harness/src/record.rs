@@ -64,6 +64,9 @@ pub struct RecordOptions {
     pub continue_after_crash: Option<Vec<Ack>>,
     /// Where the recording is made (a VM by default).
     pub backend: Backend,
+    /// `--allow-root-exec`: a workload's `exec:` steps may run as root (the workload must ask
+    /// for it too, with `allow_root_exec: true`; docs/programs.md says why both are needed).
+    pub allow_root_exec: bool,
 }
 
 /// Where a recording is made.
@@ -88,6 +91,7 @@ impl RecordOptions {
             base_image: None,
             continue_after_crash: None,
             backend: Backend::Qemu,
+            allow_root_exec: false,
         }
     }
 }
@@ -239,6 +243,7 @@ pub fn record(
     options: &RecordOptions,
     progress: &Progress,
 ) -> Result<RecordOutcome> {
+    refuse_root_without_consent(workload, options)?;
     match &options.backend {
         Backend::Qemu => {}
         Backend::Dm(dm) => return crate::dm_backend::record(workload, out, options, dm, progress),
@@ -305,6 +310,23 @@ pub fn record(
         guest_findings: gathered.guest_findings,
     };
     finish(out, summary, gathered.ledger, progress)
+}
+
+/// A program that runs as root is run only when the command line says so as well as the
+/// workload: the workload file may come from someone else, and such a program can write the raw
+/// data device and craft an image that attacks the kernel of the host mounting it.
+fn refuse_root_without_consent(workload: &Workload, options: &RecordOptions) -> Result<()> {
+    if let Some(field) = workload.root_exec_step() {
+        if !options.allow_root_exec {
+            bail!(
+                "{field} of workload {} runs a program as root: pass --allow-root-exec to \
+                 allow it (a program with raw device access can craft an image that attacks \
+                 this host's kernel when mounted; docs/programs.md)",
+                workload.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Boots the VM and gathers the agent's lines until it ends or the power cut; returns what was

@@ -203,6 +203,7 @@ pub fn check_after_crash(
         .with_context(|| format!("reading the second log {}", log_path.display()))?;
     let config = CheckConfig {
         acks: Some(expected_acks(&prior, &log).context("acks of the second log")?),
+        program: crate::recovery::guest_program_check(workload),
         ..config
     };
     drop(log);
@@ -260,9 +261,14 @@ pub fn report_json(combined: &Report, second: &SecondCrash) -> Result<String> {
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
-/// The invariants of a `run` JUnit report with a second crash.
-pub fn junit_invariants() -> Vec<&'static str> {
-    let mut all = powercut_oracles::report::INVARIANTS.to_vec();
+/// The invariants of a `run` JUnit report with a second crash: the engine's, or a program's
+/// checker's (`program`), and I8.
+pub fn junit_invariants(program: bool) -> Vec<&'static str> {
+    let mut all = if program {
+        check::PROGRAM_INVARIANTS.to_vec()
+    } else {
+        powercut_oracles::report::INVARIANTS.to_vec()
+    };
     all.push(I8);
     all
 }
@@ -379,7 +385,7 @@ mod tests {
         assert_eq!(json["states_checked"], 20);
         assert_eq!(json["second_crash"]["states_checked"], 10);
         assert_eq!(json["second_crash"]["prior_acks"], 4);
-        let xml = combined.to_junit_with(&junit_invariants()).unwrap();
+        let xml = combined.to_junit_with(&junit_invariants(false)).unwrap();
         assert!(xml.contains("two-crash::I8"));
         assert!(xml.contains("4 violations of I8"));
     }

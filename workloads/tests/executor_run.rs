@@ -335,6 +335,7 @@ fn a_refusing_sink_stops_the_run_at_its_step() {
         ExecError::Sink {
             phase:
                 Phase::Step {
+                    list: "steps",
                     index: 0,
                     kind: "append",
                 },

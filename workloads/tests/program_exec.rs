@@ -45,10 +45,15 @@ fn invalid(text: &str) -> String {
 /// side would hold the low numbers open for each other.
 static ONE_PROGRAM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn run(w: &Workload) -> (Result<executor::ExecutionSummary, ExecError>, Vec<Ack>) {
-    let _one = ONE_PROGRAM_AT_A_TIME
+/// Held by every test while it runs a program.
+fn one_program_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_PROGRAM_AT_A_TIME
         .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn run(w: &Workload) -> (Result<executor::ExecutionSummary, ExecError>, Vec<Ack>) {
+    let _one = one_program_at_a_time();
     let dir = scratch("program");
     let sink = Sink::default();
     let result = executor::execute(w, &dir.path().join("pc"), &sink);
@@ -196,7 +201,9 @@ fn the_data_directory_is_made_for_the_program() {
     let dir = scratch("program");
     let root = dir.path().join("pc");
     let w = parse(&program("echo x > f", ""));
+    let one = one_program_at_a_time();
     executor::execute(&w, &root, &Sink::default()).unwrap();
+    drop(one);
     assert_eq!(
         std::fs::read_to_string(root.join(PROGRAM_DATA_DIR).join("f")).unwrap(),
         "x\n"
@@ -251,4 +258,135 @@ fn guest_files_parse_resolve_beside_the_workload_and_bad_lists_are_located() {
     // Only for workloads that run programs.
     let e = invalid("name: e\nsteps:\n  - append: { count: 1, size: 100 }\nguest_files: [x.sh]\n");
     assert!(e.contains("guest_files") && e.contains("exec:"), "{e}");
+}
+
+/// A program's workload with a power cut after ack `at` and `after` as the after-crash script.
+fn with_power_cut(script: &str, at: &str, after: &str) -> String {
+    program(script, "")
+        + &format!(
+            "power_cut: {at}\nafter_crash:\n  - exec: {{ argv: [sh, -c, {after:?}], timeout: 5s }}\n"
+        )
+}
+
+#[test]
+fn a_programs_power_cut_is_at_a_given_ack_with_exec_steps_after_it() {
+    let w = parse(&with_power_cut("true", "{ at_ack: 40 }", "true"));
+    assert_eq!(
+        w.power_cut_after_ack(),
+        Some(40),
+        "a program's ack count is unknown: any ack may be named"
+    );
+    let e = invalid(&with_power_cut("true", "{ random: true }", "true"));
+    assert!(
+        e.contains("power_cut.random") && e.contains("at_ack"),
+        "{e}"
+    );
+    let e = invalid(&(program("true", "") + "power_cut: { at_ack: 2 }\n"));
+    assert!(
+        e.contains("after_crash") && e.contains("run the program again"),
+        "{e}"
+    );
+    let engine_after = program("true", "")
+        + "power_cut: { at_ack: 2 }\nafter_crash:\n  - append: { count: 1, size: 100 }\n";
+    assert!(invalid(&engine_after).contains("after_crash[0].append"));
+    let fault_after = with_power_cut("true", "{ at_ack: 2 }", "true")
+        .replace("after_crash:\n", "after_crash:\n  - clear_fault: {}\n");
+    assert!(invalid(&fault_after).contains("after_crash[0]"));
+    let root_after = with_power_cut("true", "{ at_ack: 2 }", "true")
+        .replace("timeout: 5s }\n", "timeout: 5s, user: root }\n");
+    let e = invalid(&root_after);
+    assert!(
+        e.contains("after_crash[0].exec.user") && e.contains("--allow-root-exec"),
+        "{e}"
+    );
+    let allowed = parse(&format!("{root_after}allow_root_exec: true\n"));
+    assert_eq!(
+        allowed.root_exec_step().as_deref(),
+        Some("after_crash[0].exec.user")
+    );
+    assert_eq!(parse(&program("true", "")).root_exec_step(), None);
+}
+
+#[derive(Default)]
+struct PriorSink {
+    acks: Sink,
+    findings: Mutex<Vec<executor::RunFinding>>,
+}
+
+impl AckSink for PriorSink {
+    fn ack(&self, ack: &Ack) -> Result<(), String> {
+        self.acks.ack(ack)
+    }
+
+    fn prior_violation(&self, violation: &executor::RunFinding) {
+        self.findings.lock().unwrap().push(violation.clone());
+    }
+}
+
+/// The first run, then the run after a (simulated) crash on the same directory.
+fn run_twice(w: &Workload) -> (executor::ContinuationSummary, Vec<Ack>, PriorSink) {
+    let _one = one_program_at_a_time();
+    let dir = scratch("program");
+    let root = dir.path().join("pc");
+    let first = Sink::default();
+    executor::execute(w, &root, &first).unwrap_or_else(|e| panic!("{e}"));
+    let prior = first.0.into_inner().unwrap();
+    let sink = PriorSink::default();
+    let outcome =
+        executor::continue_after_crash(w, &root, &prior, &sink).unwrap_or_else(|e| panic!("{e}"));
+    (outcome, prior, sink)
+}
+
+#[test]
+fn after_a_crash_the_program_runs_again_on_what_the_first_run_left() {
+    let w = parse(&with_power_cut(
+        "echo v1 > k1 && echo 'ack k1 v1' >&$POWERCUT_ACK_FD",
+        "{ at_ack: 1 }",
+        "test \"$(cat k1)\" = v1 || exit 7; echo 'ack k2 v2' >&$POWERCUT_ACK_FD",
+    ));
+    let (outcome, prior, sink) = run_twice(&w);
+    assert_eq!(prior.len(), 3, "start, k1, end: {prior:?}");
+    assert!(outcome.prior_violations.is_empty(), "{outcome:?}");
+    let execution = outcome.execution.expect("the after-crash steps ran");
+    assert_eq!(execution.acks, 3, "start, k2, end");
+    let acks = sink.acks.0.into_inner().unwrap();
+    assert_eq!(
+        acks[1],
+        Ack::Key {
+            key: "k2".into(),
+            digest: "v2".into()
+        }
+    );
+}
+
+#[test]
+fn a_program_that_fails_after_the_crash_is_a_restart_finding_not_an_error() {
+    let w = parse(&with_power_cut(
+        "echo v1 > k1 && echo 'ack k1 v1' >&$POWERCUT_ACK_FD",
+        "{ at_ack: 1 }",
+        "echo 'database disk image is malformed' >&2; exit 11",
+    ));
+    let (outcome, _, sink) = run_twice(&w);
+    assert!(outcome.execution.is_none());
+    let findings = sink.findings.into_inner().unwrap();
+    assert_eq!(findings, outcome.prior_violations);
+    let [finding] = &findings[..] else {
+        panic!("one finding: {findings:?}")
+    };
+    assert_eq!(finding.invariant, executor::PROGRAM_RESTART);
+    assert!(finding.expected.contains("after_crash[0]"), "{finding:?}");
+    assert!(
+        finding.found.contains("exited with status 11") && finding.found.contains("malformed"),
+        "{finding:?}"
+    );
+    // A program that cannot even start after the crash is the harness's error, not a finding.
+    let w = parse(&with_power_cut("true", "{ at_ack: 1 }", "true").replace(
+        "after_crash:\n  - exec: { argv: [sh,",
+        "after_crash:\n  - exec: { argv: [/no/such,",
+    ));
+    let _one = one_program_at_a_time();
+    let dir = scratch("program");
+    let e = executor::continue_after_crash(&w, &dir.path().join("pc"), &[], &PriorSink::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("/no/such"), "{e}");
 }

@@ -366,7 +366,7 @@ pub fn merge(
             .all_violations()
             .any(|v| v.invariant == two_crash::I8)
         {
-            two_crash::junit_invariants()
+            two_crash::junit_invariants(false)
         } else {
             report::INVARIANTS.to_vec()
         };

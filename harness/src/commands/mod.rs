@@ -44,6 +44,11 @@ pub struct VmArgs {
     /// `writer.mutant`); the agent is then built with the `mutants` feature.
     #[arg(long)]
     mutant: Option<powercut_writer::Mutant>,
+    /// Let `exec:` steps with `user: root` run (the workload must say `allow_root_exec: true`
+    /// too). Such a program can write the raw data device and craft an image that attacks
+    /// this host's kernel when mounted (docs/programs.md).
+    #[arg(long)]
+    allow_root_exec: bool,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -146,6 +151,7 @@ impl VmArgs {
             std::time::Duration::from_secs(self.timeout),
         );
         options.backend = self.backend.backend()?;
+        options.allow_root_exec = self.allow_root_exec;
         Ok(options)
     }
 }

@@ -38,6 +38,9 @@ pub struct ContinuationSummary {
 /// [`AFTER_CRASH_WRITER_BASE`], LSNs continuing after the recovered ones, every ack going to
 /// `sink`. Broken prior acks are returned, not errors, so the caller can report them and still
 /// finish cleanly; if the journal does not open, the steps are skipped.
+///
+/// A program's workload runs its `after_crash:` steps on the data directory the first run
+/// left ([`continue_program`]).
 pub fn continue_after_crash(
     workload: &Workload,
     root: &Path,
@@ -47,6 +50,9 @@ pub fn continue_after_crash(
     workload.validate()?;
     let started = Instant::now();
     let shared = Shared::new(workload, sink);
+    if workload.is_program() {
+        return continue_program(&shared, root, sink, started);
+    }
     let mut run = Run::new(
         &shared,
         root,
@@ -54,6 +60,7 @@ pub fn continue_after_crash(
         AFTER_CRASH_WRITER_BASE,
         AFTER_CRASH_RNG_STREAM,
     );
+    run.steps_list = "after_crash";
     run.create_dirs(false)?;
     let (journal, report, recovery) = match open_collecting(&run.journal_dir, workload) {
         Ok(opened) => opened,
@@ -79,6 +86,50 @@ pub fn continue_after_crash(
         truncated_tail: recovery.truncated_tail.map(|t| format!("{t:?}")),
         prior_violations: violations,
         execution: Some(summary),
+    })
+}
+
+/// Name of the finding of a program that fails when run again after the power cut.
+pub const PROGRAM_RESTART: &str = "RESTART";
+
+/// A program's run after a power cut: the `after_crash:` steps (the program run again on what
+/// the crash left). The first run's acks are judged on the host, in every crash state of this
+/// run's log, by the workload's checker; a program that fails here (a non-zero status: it does
+/// not come back from the crash) is a finding, and the steps after it are skipped.
+fn continue_program(
+    shared: &Shared<'_>,
+    root: &Path,
+    sink: &dyn AckSink,
+    started: Instant,
+) -> Result<ContinuationSummary, ExecError> {
+    let mut run = Run::new(
+        shared,
+        root,
+        shared.workload.after_crash_steps(),
+        AFTER_CRASH_WRITER_BASE,
+        AFTER_CRASH_RNG_STREAM,
+    );
+    run.steps_list = "after_crash";
+    run.setup_program()?;
+    let (execution, prior_violations) = match run.run_steps(shared, sink, started) {
+        Ok(summary) => (Some(summary), Vec::new()),
+        Err(ExecError::ProgramFailed { phase, message }) => {
+            let finding = RunFinding {
+                invariant: PROGRAM_RESTART.into(),
+                step: None,
+                expected: format!("the program runs again on the crash image ({phase} succeeds)"),
+                found: message,
+            };
+            sink.prior_violation(&finding);
+            (None, vec![finding])
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(ContinuationSummary {
+        recovered_records: 0,
+        truncated_tail: None,
+        prior_violations,
+        execution,
     })
 }
 

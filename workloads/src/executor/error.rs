@@ -15,6 +15,8 @@ pub enum Phase {
     Setup,
     /// A step of the workload.
     Step {
+        /// The list the step is in: `steps`, or `after_crash` in the run after a power cut.
+        list: &'static str,
         /// 0-based index.
         index: usize,
         /// Its key (`append`, `file`, ...).
@@ -28,7 +30,7 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Phase::Setup => f.write_str("setup"),
-            Phase::Step { index, kind } => write!(f, "steps[{index}] ({kind})"),
+            Phase::Step { list, index, kind } => write!(f, "{list}[{index}] ({kind})"),
             Phase::Finish => f.write_str("finish"),
         }
     }
@@ -115,6 +117,15 @@ pub enum ExecError {
         /// Where.
         phase: Phase,
         /// What happened (with the end of the program's output).
+        message: String,
+    },
+    /// A program of an `exec:` step ran to its end and reported failure (a non-zero status or
+    /// a signal). After a power cut this is a finding: the program does not come back.
+    #[error("{phase}: program: {message}")]
+    ProgramFailed {
+        /// Where.
+        phase: Phase,
+        /// The status (with the end of the program's output).
         message: String,
     },
     /// A program wrote a line that breaks the ack protocol.

@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use crate::spec::Workload;
 
-pub use after_crash::{check_prior_records, continue_after_crash, ContinuationSummary};
+pub use after_crash::{
+    check_prior_records, continue_after_crash, ContinuationSummary, PROGRAM_RESTART,
+};
 pub use error::{ExecError, Phase};
 pub use files::file_contents;
 pub use program::PROGRAM_DATA_DIR;

@@ -194,7 +194,7 @@ fn supervise(
             }
         }
         match status {
-            Ok(status) if !timed_out && !status.success() => Err(ExecError::Program {
+            Ok(status) if !timed_out && !status.success() => Err(ExecError::ProgramFailed {
                 phase: phase.clone(),
                 message: format!("{:?} {}", step.argv[0], describe_status(status)),
             }),
@@ -262,16 +262,24 @@ fn read_acks(shared: &Shared<'_>, read_end: OwnedFd, phase: &Phase) -> Result<u6
 
 /// Adds the end of the program's output to a failure.
 fn with_output(error: ExecError, output: &Path) -> ExecError {
-    let ExecError::Program { phase, message } = error else {
-        return error;
-    };
     let tail = output_tail(output);
-    if tail.trim().is_empty() {
-        return ExecError::Program { phase, message };
-    }
-    ExecError::Program {
-        phase,
-        message: format!("{message}; its output ends with:\n{tail}"),
+    let add_tail = |message: String| {
+        if tail.trim().is_empty() {
+            message
+        } else {
+            format!("{message}; its output ends with:\n{tail}")
+        }
+    };
+    match error {
+        ExecError::Program { phase, message } => ExecError::Program {
+            phase,
+            message: add_tail(message),
+        },
+        ExecError::ProgramFailed { phase, message } => ExecError::ProgramFailed {
+            phase,
+            message: add_tail(message),
+        },
+        other => other,
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct Run<'a, 's> {
     pub(super) steps: Vec<Step>,
     /// Payload writer id of the main appender; ingest clients follow it.
     pub(super) writer_base: u32,
+    /// Where the steps come from, as errors name them (`steps`, `after_crash`).
+    pub(super) steps_list: &'static str,
     /// Next payload sequence per writer.
     pub(super) next_sequence: BTreeMap<u32, u64>,
     /// LSN the next record must get (all writers).
@@ -69,6 +71,7 @@ impl<'a, 's> Run<'a, 's> {
             main_rng,
             steps,
             writer_base,
+            steps_list: "steps",
             next_sequence: BTreeMap::new(),
             next_lsn: 1,
             opened_with: None,
@@ -113,6 +116,7 @@ impl<'a, 's> Run<'a, 's> {
         let acks_total = 2 + opened_acks + steps.iter().map(Step::acks).sum::<u64>();
         for (index, step) in steps.iter().enumerate() {
             let phase = Phase::Step {
+                list: self.steps_list,
                 index,
                 kind: step.kind(),
             };

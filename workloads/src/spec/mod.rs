@@ -201,6 +201,20 @@ impl Workload {
         3 + self.after_crash_steps().iter().map(Step::acks).sum::<u64>()
     }
 
+    /// The first `exec:` step that runs as root, as a field path (`steps[2].exec.user`).
+    pub fn root_exec_step(&self) -> Option<String> {
+        let lists = [
+            ("steps", Some(&self.steps)),
+            ("after_crash", self.after_crash.as_ref()),
+        ];
+        lists.into_iter().find_map(|(list, steps)| {
+            let i = steps?
+                .iter()
+                .position(|s| matches!(s, Step::Exec(e) if e.user == ExecUser::Root))?;
+            Some(format!("{list}[{i}].exec.user"))
+        })
+    }
+
     /// Whether the workload runs programs under test (`exec:` steps) instead of the engine.
     pub fn is_program(&self) -> bool {
         self.steps.iter().any(|s| matches!(s, Step::Exec(_)))

@@ -260,14 +260,14 @@ impl Workload {
     /// The power cut falls after an ack the run emits.
     fn check_power_cut(&self) -> Result<(), Broken> {
         match self.power_cut {
-            Some(PowerCut::AtAck(n)) if n > self.durable_acks() => Err((
+            Some(PowerCut::AtAck(n)) if n > self.durable_acks() && !self.is_program() => Err((
                 "power_cut.at_ack".into(),
                 format!(
                     "ack {n} never happens: the run has {} durability acks",
                     self.durable_acks()
                 ),
             )),
-            Some(PowerCut::Random) if self.durable_acks() == 0 => Err((
+            Some(PowerCut::Random) if self.durable_acks() == 0 && !self.is_program() => Err((
                 "power_cut.random".into(),
                 "the run has no durability ack to cut the power after".into(),
             )),
@@ -314,7 +314,8 @@ impl Workload {
 
 impl Workload {
     /// A program's workload: `exec:` steps with faults around them and a checker, nothing of
-    /// the engine, no power cut; packages, a checker and root only with `exec:` steps.
+    /// the engine, a power cut only at a given ack and with `exec:` steps after it; packages, a
+    /// checker and root only with `exec:` steps.
     fn check_program(&self) -> Result<(), Broken> {
         if let Some(why) = program::packages_problem(&self.guest_packages) {
             return Err(("guest_packages".into(), why));
@@ -345,33 +346,65 @@ impl Workload {
         if let Some(why) = program::argv_problem(checker.argv()) {
             return Err(("checker".into(), why));
         }
-        for (i, step) in self.steps.iter().enumerate() {
+        self.check_program_steps("steps", &self.steps, true)?;
+        self.check_program_power_cut()
+    }
+
+    /// A program's steps: `exec` (as root only when allowed), and with `faults` also `fault`
+    /// and `clear_fault`; nothing of the engine.
+    fn check_program_steps(&self, list: &str, steps: &[Step], faults: bool) -> Result<(), Broken> {
+        for (i, step) in steps.iter().enumerate() {
             match step {
                 Step::Exec(e) if e.user == ExecUser::Root && !self.allow_root_exec => {
                     return Err((
-                        format!("steps[{i}].exec.user"),
-                        "`root` needs `allow_root_exec: true`: a program with raw device                          access can craft an image that attacks the host kernel mounting it                          (docs/programs.md)"
+                        format!("{list}[{i}].exec.user"),
+                        "`root` needs `allow_root_exec: true` here and `--allow-root-exec` on \
+                         the command line: a program with raw device access can craft an image \
+                         that attacks the host kernel mounting it (docs/programs.md)"
                             .into(),
                     ));
                 }
-                Step::Exec(_) | Step::Fault(_) | Step::ClearFault => {}
+                Step::Exec(_) => {}
+                Step::Fault(_) | Step::ClearFault if faults => {}
                 other => {
+                    let allowed = if faults {
+                        "only `exec`, `fault` and `clear_fault` steps"
+                    } else {
+                        "only `exec` steps (no faults after a power cut)"
+                    };
                     return Err((
-                        format!("steps[{i}].{}", other.kind()),
-                        "a workload with `exec:` steps runs programs, not the engine: only                          `exec`, `fault` and `clear_fault` steps"
-                            .into(),
+                        format!("{list}[{i}].{}", other.kind()),
+                        format!(
+                            "a workload with `exec:` steps runs programs, not the engine: \
+                             {allowed}"
+                        ),
                     ));
                 }
             }
         }
-        if self.power_cut.is_some() || self.after_crash.is_some() {
-            return Err((
-                "power_cut".into(),
-                "not supported yet with `exec:` steps: every crash state of the log is checked                  offline instead"
-                    .into(),
-            ));
-        }
         Ok(())
+    }
+
+    /// A program's power cut: at a given ack (how many a program makes is known only when it
+    /// runs), and what runs after the reboot given (`after_crash:` with `exec` steps: the
+    /// engine's default continuation means nothing to a program).
+    fn check_program_power_cut(&self) -> Result<(), Broken> {
+        match (&self.power_cut, &self.after_crash) {
+            (None, _) => Ok(()),
+            (Some(PowerCut::Random), _) => Err((
+                "power_cut.random".into(),
+                "a program's acks are not known before it runs: give `at_ack: N`".into(),
+            )),
+            (Some(PowerCut::AtAck(_)), None) => Err((
+                "after_crash".into(),
+                "a program's power cut needs `after_crash:` with `exec:` steps that run the \
+                 program again on the crash image (e.g. reopen the database and go on)"
+                    .into(),
+            )),
+            (Some(PowerCut::AtAck(_)), Some(steps)) => {
+                self.check_program_steps("after_crash", steps, false)
+            }
+        }
     }
 }
 
