@@ -5,9 +5,10 @@
 //! prefix image that only moves forward and their own scratch image per state.
 //!
 //! The parts, each depending only on those listed before it: [`input`](LogInput) (what is
-//! checked), [`config`](CheckConfig) (the knobs), `scratch` (where images are built), `state_image` (one state's image), `one_state`
-//! (the context of a run and checking one mounted image), `runner` (the worker pool),
-//! [`coverage`] (every ack on its durable state), and here the entry points.
+//! checked), [`config`](CheckConfig) (the knobs), `scratch` (where images are built),
+//! `state_image` (one state's image), `one_state` (the context of a run and checking one mounted
+//! image), `runner` (the worker pool), [`coverage`] (every ack on its durable state), and here
+//! the entry points.
 
 mod config;
 pub mod coverage;
