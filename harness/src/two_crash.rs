@@ -215,16 +215,15 @@ pub fn check_after_crash(
     let mut meters = crate::check_cmds::CheckMeters::new("after-crash ");
     let mut on_progress = |p: Progress| meters.on(p);
     let recovery = crate::recovery::recovery_for(workload)?;
-    let mut report = check::check_log(
-        &log_path,
-        &base,
+    let input = check::LogInput {
+        log_path: &log_path,
+        base_image: &base,
         fs,
-        workload.seed,
-        &config,
-        &recovery,
-        &mut on_progress,
-    )
-    .with_context(|| format!("checking {}", log_path.display()))?;
+        seed: workload.seed,
+        recover: &recovery,
+    };
+    let mut report = check::check_log(&input, &config, &mut on_progress)
+        .with_context(|| format!("checking {}", log_path.display()))?;
     meters.finish();
     report.workload = workload.name.clone();
     let summary = &second.summary;

@@ -125,16 +125,7 @@ fn mount_bench(dir: &std::path::Path) {
                 scratch_dir: Some(dir.join(format!("scratch{workers}"))),
                 ..CheckConfig::default()
             };
-            let r = check_log(
-                &log,
-                &base.image,
-                FsType::Ext4,
-                common::SEED,
-                &cfg,
-                &common::toy_recover,
-                &mut |_| {},
-            )
-            .unwrap();
+            let r = check_log(&common::toy_input(&log, &base.image), &cfg, &mut |_| {}).unwrap();
             assert!(r.violations.is_empty(), "{}", r.summary());
             println!(
                 "mount+recover+check, 64 MiB ext4, {n} records, reflink_scratch {reflink_scratch}, {workers} workers: {} states in {:.2} s = {:.1} states/s",

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use powercut_oracles::check::{check_one, with_state_checker, CheckConfig};
+use powercut_oracles::check::{check_one, with_state_checker, CheckConfig, LogInput};
 use powercut_oracles::invariants::RecoveredJournal;
 use powercut_oracles::mount::FsType;
 
@@ -32,26 +32,25 @@ fn main() {
         keep_dir: None,
         ..CheckConfig::default()
     };
+    let input = LogInput {
+        log_path: log,
+        base_image: base,
+        fs: FsType::Ext4,
+        seed: 1,
+        recover: &recover,
+    };
     let t = Instant::now();
     for _ in 0..tries {
-        check_one(id, log, base, FsType::Ext4, 1, &config, &recover).expect("check_one");
+        check_one(id, &input, &config).expect("check_one");
     }
     let per_try_old = t.elapsed().as_secs_f64() / f64::from(tries);
     let t = Instant::now();
     let state: powercut_oracles::crash::StateId = id.parse().expect("a state id");
-    with_state_checker(
-        log,
-        base,
-        FsType::Ext4,
-        1,
-        &config,
-        &recover,
-        |_, checker| {
-            for _ in 0..tries {
-                checker.check(&state).expect("check");
-            }
-        },
-    )
+    with_state_checker(&input, &config, |_, checker| {
+        for _ in 0..tries {
+            checker.check(&state).expect("check");
+        }
+    })
     .expect("with_state_checker");
     let per_try_new = t.elapsed().as_secs_f64() / f64::from(tries);
     println!(

@@ -25,11 +25,17 @@
 //! # use std::path::Path;
 //! # use powercut_oracles::{check, invariants::RecoveredJournal, mount::FsType};
 //! # fn recover(dir: &Path) -> Result<RecoveredJournal, String> { unimplemented!() }
+//! let input = check::LogInput {
+//!     log_path: Path::new("block.log"),
+//!     base_image: Path::new("base.img"),
+//!     fs: FsType::Ext4,
+//!     seed: 42,
+//!     recover: &recover,
+//! };
 //! let config = check::CheckConfig { keep_dir: Some("failures".into()), ..Default::default() };
-//! let report = check::check_log(
-//!     Path::new("block.log"), Path::new("base.img"), FsType::Ext4, 42, &config, &recover,
-//!     &mut |p| eprintln!("{}/{}", p.states_done, p.states_total),
-//! )?;
+//! let report = check::check_log(&input, &config, &mut |p| {
+//!     eprintln!("{}/{}", p.states_done, p.states_total)
+//! })?;
 //! println!("{}", report.summary());
 //! # Ok::<(), check::CheckError>(())
 //! ```

@@ -12,137 +12,114 @@
 //! prefix of the cut replayed once, so a try costs the same whatever the log's length. The
 //! number of tries is bounded, and no try starts after the config's deadline (or budget).
 
-use std::path::Path;
 use std::time::Instant;
 
 pub use crate::outcome::ShrunkState;
 
-use crate::check::{with_state_checker, CheckConfig, CheckError, Progress};
+use crate::check::{with_state_checker, CheckConfig, CheckError, LogInput, Progress};
 use crate::crash::{self, StateId, Subset};
-use crate::invariants::RecoverFn;
-use crate::mount::FsType;
 use crate::report::PhaseReport;
 
 /// Most states tried while shrinking one violation.
 pub const MAX_SHRINK_TRIES: usize = 64;
 
-/// Shrinks `state_id` (which violates `invariant`) to the simplest state of its cut that still
-/// violates it. Errors only when the original state cannot be resolved or checked; a try that
-/// fails to build or mount counts as not failing.
-#[allow(clippy::too_many_arguments)]
+/// Shrinks `state_id` of `input`'s log (a state which violates `invariant`) to the simplest
+/// state of its cut that still violates it. Errors only when the original state cannot be
+/// resolved or checked; a try that fails to build or mount counts as not failing.
 pub fn shrink_state(
     state_id: &str,
     invariant: &str,
-    log_path: &Path,
-    base_image: &Path,
-    fs: FsType,
-    seed: u64,
+    input: &LogInput<'_>,
     config: &CheckConfig,
-    recover: &RecoverFn,
 ) -> Result<ShrunkState, CheckError> {
     let target = Target {
         state_id,
         invariant,
-        log_path,
-        base_image,
     };
-    shrink_within(&target, fs, seed, config, recover, &mut |_| {}).map(|(s, _)| s)
+    shrink_within(input, &target, config, &mut |_| {}).map(|(s, _)| s)
 }
 
-/// The violation to shrink: its state, its invariant, and the recording it was found in.
+/// The violation to shrink: its state and its invariant (the log it was found in is the
+/// [`LogInput`] the shrink is given).
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     /// The failing state.
     pub state_id: &'a str,
     /// The invariant it violates.
     pub invariant: &'a str,
-    /// Its block log.
-    pub log_path: &'a Path,
-    /// The base image of the log.
-    pub base_image: &'a Path,
 }
 
-/// [`shrink_state`] within the config's deadline (`config.deadline`, else `config.budget` from
-/// now), reporting each try to `progress` (phase `shrink`). Returns the simplest failing state
-/// found so far and what the shrink covered (phase `shrink`, in tries; stopped by the budget
-/// when the deadline came before the search was done).
+/// [`shrink_state`] of `target` within the config's deadline (`config.deadline`, else
+/// `config.budget` from now), reporting each try to `progress` (phase `shrink`). Returns the
+/// simplest failing state found so far and what the shrink covered (phase `shrink`, in tries;
+/// stopped by the budget when the deadline came before the search was done).
 pub fn shrink_within(
+    input: &LogInput<'_>,
     target: &Target<'_>,
-    fs: FsType,
-    seed: u64,
     config: &CheckConfig,
-    recover: &RecoverFn,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(ShrunkState, PhaseReport), CheckError> {
     let started = Instant::now();
     let deadline = config.deadline_from(started);
     let (t, invariant) = (target, target.invariant);
-    with_state_checker(
-        t.log_path,
-        t.base_image,
-        fs,
-        seed,
-        config,
-        recover,
-        |log, checker| {
-            let id: StateId = t.state_id.parse()?;
-            let original = crash::resolve(log, &id)?;
-            let volatile = crash::volatile_writes(log, id.cut);
-            // The volatile writes the failing state applies (whole or torn).
-            let mut applied: Vec<u64> = original
-                .applied
-                .iter()
-                .map(|a| a.index)
-                .filter(|i| volatile.binary_search(i).is_ok())
-                .collect();
-            applied.sort_unstable();
-            let most = max_tries(&id, &volatile, &applied);
-            let mut still_fails = |candidate: &StateId, tries: usize| -> bool {
-                let failed = match checker.check(candidate) {
-                    Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == invariant),
-                    Err(_) => false,
-                };
-                progress(Progress {
-                    phase: "shrink",
-                    states_done: tries as u64,
-                    states_total: most as u64,
-                    violations: 0,
-                    elapsed: started.elapsed(),
-                });
-                failed
+    with_state_checker(input, config, |log, checker| {
+        let id: StateId = t.state_id.parse()?;
+        let original = crash::resolve(log, &id)?;
+        let volatile = crash::volatile_writes(log, id.cut);
+        // The volatile writes the failing state applies (whole or torn).
+        let mut applied: Vec<u64> = original
+            .applied
+            .iter()
+            .map(|a| a.index)
+            .filter(|i| volatile.binary_search(i).is_ok())
+            .collect();
+        applied.sort_unstable();
+        let most = max_tries(&id, &volatile, &applied);
+        let mut still_fails = |candidate: &StateId, tries: usize| -> bool {
+            let failed = match checker.check(candidate) {
+                Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == invariant),
+                Err(_) => false,
             };
-            let mut search = Search {
-                current: id,
-                volatile,
-                applied,
-                tries: 0,
-                deadline,
-                stopped: false,
-                still_fails: &mut still_fails,
-            };
-            search.run();
-            let phase = PhaseReport {
-                name: "shrink".into(),
-                done: search.tries as u64,
-                total: most as u64,
-                unit: "tries".into(),
-                stopped_by_budget: search.stopped,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            Ok((
-                ShrunkState {
-                    invariant: invariant.to_string(),
-                    original: t.state_id.to_string(),
-                    minimal: search.current.to_string(),
-                    dropped_writes: search.volatile.len().saturating_sub(search.applied.len()),
-                    volatile_writes: search.volatile.len(),
-                    torn: search.current.tear.is_some(),
-                    tries: search.tries,
-                },
-                phase,
-            ))
-        },
-    )?
+            progress(Progress {
+                phase: "shrink",
+                states_done: tries as u64,
+                states_total: most as u64,
+                violations: 0,
+                elapsed: started.elapsed(),
+            });
+            failed
+        };
+        let mut search = Search {
+            current: id,
+            volatile,
+            applied,
+            tries: 0,
+            deadline,
+            stopped: false,
+            still_fails: &mut still_fails,
+        };
+        search.run();
+        let phase = PhaseReport {
+            name: "shrink".into(),
+            done: search.tries as u64,
+            total: most as u64,
+            unit: "tries".into(),
+            stopped_by_budget: search.stopped,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        Ok((
+            ShrunkState {
+                invariant: invariant.to_string(),
+                original: t.state_id.to_string(),
+                minimal: search.current.to_string(),
+                dropped_writes: search.volatile.len().saturating_sub(search.applied.len()),
+                volatile_writes: search.volatile.len(),
+                torn: search.current.tear.is_some(),
+                tries: search.tries,
+            },
+            phase,
+        ))
+    })?
 }
 
 /// The most tries the search of a state can take: the tear, the prefix, then each dropped

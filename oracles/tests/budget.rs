@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{capability, check_seeded, make_base, record_log, runnable, toy_recover, Engine};
+use common::{
+    capability, check_seeded, make_base, record_log, runnable, toy_input, toy_recover, Engine,
+};
 use powercut_oracles::check::{check_log, CheckConfig, Progress};
 use powercut_oracles::mount::FsType;
 use powercut_oracles::report::PhaseReport;
@@ -44,15 +46,9 @@ fn a_long_check_stops_near_its_budget_and_reports_partial_coverage() {
     };
     let mut seen: Vec<Progress> = Vec::new();
     let started = Instant::now();
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        common::SEED,
-        &config,
-        &toy_recover,
-        &mut |p| seen.push(p),
-    )
+    let report = check_log(&toy_input(&log, &base.image), &config, &mut |p| {
+        seen.push(p)
+    })
     .unwrap();
     let took = started.elapsed();
     println!("{}", report.summary());
@@ -146,37 +142,21 @@ fn the_shrink_stops_at_its_budget() {
     let target = Target {
         state_id: &failing.state_id,
         invariant: "I1",
-        log_path: &log,
-        base_image: &base.image,
     };
+    let input = toy_input(&log, &base.image);
     let stopped = CheckConfig {
         deadline: Some(Instant::now()),
         ..c.clone()
     };
     let mut tries_seen = 0;
-    let (shrunk, phase) = shrink_within(
-        &target,
-        FsType::Ext4,
-        common::SEED,
-        &stopped,
-        &toy_recover,
-        &mut |_| tries_seen += 1,
-    )
-    .unwrap();
+    let (shrunk, phase) =
+        shrink_within(&input, &target, &stopped, &mut |_| tries_seen += 1).unwrap();
     assert_eq!(tries_seen, 0);
     assert_eq!((shrunk.tries, phase.done), (0, 0));
     assert!(phase.stopped_by_budget && phase.total > 0, "{phase:?}");
     assert_eq!(shrunk.minimal, failing.state_id, "no try: the state itself");
     let mut progress: Vec<Progress> = Vec::new();
-    let (shrunk, phase) = shrink_within(
-        &target,
-        FsType::Ext4,
-        common::SEED,
-        &c,
-        &toy_recover,
-        &mut |p| progress.push(p),
-    )
-    .unwrap();
+    let (shrunk, phase) = shrink_within(&input, &target, &c, &mut |p| progress.push(p)).unwrap();
     println!("{} {phase:?}", shrunk.describe());
     assert!(!phase.stopped_by_budget, "{phase:?}");
     assert!(shrunk.tries > 0 && phase.done == shrunk.tries as u64);

@@ -6,8 +6,8 @@ mod common;
 use common::capability;
 use common::check_seeded;
 use common::{
-    make_base, make_base_fs, record_log, record_log_without_marks, runnable, toy_recover,
-    toy_recover_lenient, xfs_capability, Engine, SEED,
+    make_base, make_base_fs, record_log, record_log_without_marks, runnable, toy_input,
+    toy_recover, toy_recover_lenient, xfs_capability, Engine,
 };
 use powercut_oracles::check::{check_log, check_one, CheckConfig};
 use powercut_oracles::coverage::check_coverage;
@@ -28,15 +28,9 @@ fn correct_engine_passes_every_state() {
     let base = make_base(dir.path(), 32);
     let (log, n) = record_log(dir.path(), &base, &[1, 3, 2, 7, 1, 12], Engine::Correct);
     let mut last = None;
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &cfg(dir.path()),
-        &toy_recover,
-        &mut |p| last = Some(p),
-    )
+    let report = check_log(&toy_input(&log, &base.image), &cfg(dir.path()), &mut |p| {
+        last = Some(p)
+    })
     .unwrap();
     println!("{}", report.summary());
     assert!(report.violations.is_empty(), "{}", report.summary());
@@ -83,7 +77,7 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
         max_kept_images: 2,
         ..cfg(dir.path())
     };
-    let cov = check_coverage(&log, &base.image, FsType::Ext4, SEED, &c, &toy_recover).unwrap();
+    let cov = check_coverage(&toy_input(&log, &base.image), &c).unwrap();
     assert_eq!(cov.acks_covered, 0);
     assert_eq!(cov.acks_uncovered, 3);
     let report = check_seeded(&log, &base.image, FsType::Ext4, &c, &toy_recover).unwrap();
@@ -122,16 +116,7 @@ fn ack_before_sync_is_caught_by_coverage_and_crash_states() {
         .iter()
         .all(|p| p.join("image").exists() || p.join("image-not-kept.txt").exists()));
     assert!(dir.path().join("keep/block.log").exists());
-    let one = check_one(
-        &v.state_id,
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-    )
-    .unwrap();
+    let one = check_one(&v.state_id, &toy_input(&log, &base.image), &c).unwrap();
     assert!(one.violations.iter().any(|x| x.invariant == "I1"));
     let junit = report.to_junit().unwrap();
     assert!(junit.contains("toy::I1") && junit.contains("<failure"));
@@ -276,17 +261,7 @@ fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
         .expect("acks before the sync lose records in some crash state");
     let before = dropped(&worst.state_id);
     assert!(before >= 2, "{} drops only {before}", worst.state_id);
-    let shrunk = shrink_state(
-        &worst.state_id,
-        "I1",
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-    )
-    .unwrap();
+    let shrunk = shrink_state(&worst.state_id, "I1", &toy_input(&log, &base.image), &c).unwrap();
     println!("{}", shrunk.describe());
     assert_eq!(shrunk.original, worst.state_id);
     assert!(shrunk.tries > 0);
@@ -302,16 +277,7 @@ fn a_failing_state_shrinks_to_fewer_dropped_writes_that_still_fail() {
         shrunk.describe()
     );
     assert_eq!(dropped(&shrunk.minimal), shrunk.dropped_writes);
-    let again = check_one(
-        &shrunk.minimal,
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &c,
-        &toy_recover,
-    )
-    .unwrap();
+    let again = check_one(&shrunk.minimal, &toy_input(&log, &base.image), &c).unwrap();
     assert!(again.violations.iter().any(|v| v.invariant == "I1"));
 }
 

@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{capability, make_base, record_script, runnable, toy_recover, Scripted, SEED};
+use common::{capability, make_base, record_script, runnable, toy_input, Scripted};
 use powercut_oracles::check::{check_log, CheckConfig};
 use powercut_oracles::crash::EnumConfig;
-use powercut_oracles::mount::FsType;
 
 fn violations(script: &[Scripted], name: &str) -> Vec<(String, String)> {
     let dir = tempfile::tempdir().unwrap();
@@ -24,16 +23,7 @@ fn violations(script: &[Scripted], name: &str) -> Vec<(String, String)> {
         },
         ..CheckConfig::default()
     };
-    let report = check_log(
-        &log,
-        &base.image,
-        FsType::Ext4,
-        SEED,
-        &config,
-        &toy_recover,
-        &mut |_| {},
-    )
-    .unwrap();
+    let report = check_log(&toy_input(&log, &base.image), &config, &mut |_| {}).unwrap();
     println!("{}", report.summary());
     report
         .violations

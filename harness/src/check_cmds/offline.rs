@@ -72,7 +72,14 @@ pub fn repro(
     };
     let mutant = checked_recovery_mutant(recorded.as_ref())?;
     let recovery = move |dir: &Path| writer_recovery_with(dir, mutant);
-    let outcome = check::check_one(state_id, log, base, fs, seed, &config, &recovery)
+    let input = check::LogInput {
+        log_path: log,
+        base_image: base,
+        fs,
+        seed,
+        recover: &recovery,
+    };
+    let outcome = check::check_one(state_id, &input, &config)
         .with_context(|| format!("rebuilding state {state_id}"))?;
     println!("state      {}", outcome.state_id);
     println!("kind       {}", outcome.kind.as_str());
@@ -209,16 +216,15 @@ fn ack_coverage(
     let recovery = move |dir: &Path| writer_recovery_with(dir, mutant);
     let mut meters = super::output::CheckMeters::new("");
     let mut on_progress = |p: powercut_oracles::check::Progress| meters.on(p);
-    let report = coverage::check_coverage_with(
+    let input = check::LogInput {
         log_path,
-        base,
+        base_image: base,
         fs,
         seed,
-        &config,
-        &recovery,
-        &mut on_progress,
-    )
-    .context("checking that every ack is covered by a flush");
+        recover: &recovery,
+    };
+    let report = coverage::check_coverage_with(&input, &config, &mut on_progress)
+        .context("checking that every ack is covered by a flush");
     meters.finish();
     report
 }

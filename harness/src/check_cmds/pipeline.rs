@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use powercut_oracles::blocklog::BlockLog;
 use powercut_oracles::check::{self, CheckConfig, Progress};
 use powercut_oracles::invariants::Violation;
-use powercut_oracles::mount::FsType;
 use powercut_oracles::report::PhaseReport;
 use powercut_oracles::report::{self, Report};
 use powercut_oracles::shrink::{self, ShrunkState};
@@ -114,17 +113,15 @@ fn check_states(
     }
     let mut meters = CheckMeters::new("");
     let mut on_progress = |p: Progress| meters.on(p);
-    let fs = fs_type(workload.filesystem);
-    let mut report = check::check_log(
-        log,
-        base,
-        fs,
-        workload.seed,
-        config,
-        &recovery,
-        &mut on_progress,
-    )
-    .with_context(|| format!("checking {}", log.display()))?;
+    let input = check::LogInput {
+        log_path: log,
+        base_image: base,
+        fs: fs_type(workload.filesystem),
+        seed: workload.seed,
+        recover: &recovery,
+    };
+    let mut report = check::check_log(&input, config, &mut on_progress)
+        .with_context(|| format!("checking {}", log.display()))?;
     meters.finish();
     if let Some(split) = &report.time_split {
         eprintln!("{}", split.describe());
@@ -134,10 +131,8 @@ fn check_states(
         let target = shrink::Target {
             state_id: &first.state_id,
             invariant: &first.invariant,
-            log_path: log,
-            base_image: base,
         };
-        let (shrunk, phase) = shrink_violation(&target, fs, workload.seed, config, &recovery);
+        let (shrunk, phase) = shrink_violation(&input, &target, config);
         report.minimal_repro = shrunk;
         if let Some(phase) = phase {
             report.budget_exhausted |= phase.stopped_by_budget;
@@ -317,15 +312,13 @@ fn without_second_run(mut first: Report, args: &CheckArgs, program: bool) -> Res
 /// within the deadline of `config` (None, with a note, when that cannot be done: the state is
 /// then its own reproducer), and what the shrink covered.
 fn shrink_violation(
+    input: &check::LogInput<'_>,
     target: &shrink::Target<'_>,
-    fs: FsType,
-    seed: u64,
     config: &CheckConfig,
-    recovery: &powercut_oracles::invariants::RecoverFn,
 ) -> (Option<ShrunkState>, Option<PhaseReport>) {
     let started = Instant::now();
     let mut meters = CheckMeters::new("");
-    let shrunk = shrink::shrink_within(target, fs, seed, config, recovery, &mut |p| meters.on(p));
+    let shrunk = shrink::shrink_within(input, target, config, &mut |p| meters.on(p));
     meters.finish();
     match shrunk {
         Ok((shrunk, phase)) => {

@@ -12,11 +12,9 @@ use powercut_workloads::ack::Ack;
 use super::config::CheckConfig;
 use super::runner::{run_states, Progress};
 use super::scratch::scratch;
-use super::{open_log, LogRun};
+use super::{open_log, LogInput, LogRun};
 use crate::blocklog::BlockLog;
 use crate::crash::{self, CrashState, StateId, Subset};
-use crate::invariants::RecoverFn;
-use crate::mount::FsType;
 use crate::outcome::{CheckError, StateOutcome};
 use crate::report::CoverageReport;
 
@@ -192,32 +190,24 @@ fn equivalence(state: &CrashState, acks: &[(u64, Ack)]) -> (u64, usize) {
 
 /// Coverage of a log on its own (for `powercut log inspect` and `record`).
 pub fn check_coverage(
-    log_path: &Path,
-    base_image: &Path,
-    fs: FsType,
-    seed: u64,
+    input: &LogInput<'_>,
     config: &CheckConfig,
-    recover: &RecoverFn,
 ) -> Result<CoverageReport, CheckError> {
-    check_coverage_with(log_path, base_image, fs, seed, config, recover, &mut |_| {})
+    check_coverage_with(input, config, &mut |_| {})
 }
 
 /// [`check_coverage`] reporting its progress (phase `coverage`).
 pub fn check_coverage_with(
-    log_path: &Path,
-    base_image: &Path,
-    fs: FsType,
-    seed: u64,
+    input: &LogInput<'_>,
     config: &CheckConfig,
-    recover: &RecoverFn,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CoverageReport, CheckError> {
-    let (log, acks) = open_log(log_path, config)?;
+    let (log, acks) = open_log(input.log_path, config)?;
     // A directory of this call's own: concurrent coverage checks of one process must never share
     // (or remove) each other's mounted images.
     let scratch = scratch(config)?;
     let timing = super::Timing::default();
-    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing);
+    let run = LogRun::new(input, &log, &acks, config, &timing);
     run_coverage(&run, &scratch.path, progress).map(|(report, _, _)| report)
 }
 

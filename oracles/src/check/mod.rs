@@ -4,13 +4,15 @@
 //! Two workers (the machine has two cores; the mount is the bottleneck) each keep their own
 //! prefix image that only moves forward and their own scratch image per state.
 //!
-//! The parts, each depending only on those listed before it: [`config`](CheckConfig) (the
-//! knobs), `scratch` (where images are built), `state_image` (one state's image), `one_state`
-//! (the context of a run and checking one mounted image), `runner` (the worker pool),
-//! [`coverage`] (every ack on its durable state), and here the entry points.
+//! The parts, each depending only on those listed before it: [`input`](LogInput) (what is
+//! checked), [`config`](CheckConfig) (the knobs), `scratch` (where images are built),
+//! `state_image` (one state's image), `one_state` (the context of a run and checking one mounted
+//! image), `runner` (the worker pool), [`coverage`] (every ack on its durable state), and here
+//! the entry points.
 
 mod config;
 pub mod coverage;
+mod input;
 mod one_state;
 pub mod program;
 mod runner;
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use powercut_workloads::ack::Ack;
 
 pub use self::config::{CheckConfig, DEFAULT_MAX_KEPT_IMAGES};
+pub use self::input::LogInput;
 pub use self::program::{CheckerError, ProgramCheck, PROGRAM_INVARIANTS};
 pub use self::runner::Progress;
 pub use self::state_image::{build_state_image, rebuild_state};
@@ -42,18 +45,14 @@ use crate::mount::{self, FsType};
 use crate::outcome::io_err;
 use crate::report::{CoverageReport, PhaseReport, Report};
 
-/// Checks every crash state of `log_path` (or the configured shard) within the budget.
+/// Checks every crash state of `input`'s log (or the configured shard) within the budget.
 pub fn check_log(
-    log_path: &Path,
-    base_image: &Path,
-    fs: FsType,
-    seed: u64,
+    input: &LogInput<'_>,
     config: &CheckConfig,
-    recover: &RecoverFn,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, CheckError> {
     let start = Instant::now();
-    let (log, acks) = open_log(log_path, config)?;
+    let (log, acks) = open_log(input.log_path, config)?;
     let enumeration = crash::enumerate(&log, &config.states);
     let mut states = enumeration.states;
     if let Some((k, n)) = config.shard {
@@ -62,6 +61,7 @@ pub fn check_log(
         }
         states = crash::shard(states, k, n);
     }
+    let base_image = input.base_image;
     let image_bytes = std::fs::metadata(base_image)
         .map_err(io_err("stat base image", base_image))?
         .len();
@@ -69,7 +69,7 @@ pub fn check_log(
     let run = LogRun {
         start,
         deadline: config.deadline_from(start),
-        ..LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing)
+        ..LogRun::new(input, &log, &acks, config, &timing)
     };
     let (passes, image_copies) = with_scratch(config, image_bytes, |scratch| {
         // One copy of the base image onto the scratch file system: every worker's prefix image
@@ -103,27 +103,23 @@ pub(crate) struct LogRun<'a> {
 }
 
 impl<'a> LogRun<'a> {
-    /// A check of `log` starting now.
-    #[allow(clippy::too_many_arguments)]
+    /// A check of `log` (read from `input`'s log, with its ledger `acks`) starting now.
     fn new(
+        input: &LogInput<'a>,
         log: &'a BlockLog,
-        base: &'a Path,
-        fs: FsType,
-        seed: u64,
         acks: &'a [(u64, Ack)],
         config: &'a CheckConfig,
-        recover: &'a RecoverFn,
         timing: &'a Timing,
     ) -> LogRun<'a> {
         let start = Instant::now();
         LogRun {
             log,
-            base,
-            fs,
-            seed,
+            base: input.base_image,
+            fs: input.fs,
+            seed: input.seed,
             acks,
             config,
-            recover,
+            recover: input.recover,
             start,
             deadline: config.deadline_from(start),
             timing,
@@ -286,26 +282,21 @@ pub(crate) fn phase(
 
 /// `powercut repro ID`: rebuilds the one state from scratch, mounts and checks it (with the I5
 /// probe if `config.mid_log_corruption`). The image is kept in `config.keep_dir` on violation.
-#[allow(clippy::too_many_arguments)]
 pub fn check_one(
     state_id: &str,
-    log_path: &Path,
-    base_image: &Path,
-    fs: FsType,
-    seed: u64,
+    input: &LogInput<'_>,
     config: &CheckConfig,
-    recover: &RecoverFn,
 ) -> Result<StateOutcome, CheckError> {
     mount::can_mount()?;
     let id: StateId = state_id.parse()?;
-    let log = BlockLog::open(log_path)?;
+    let log = BlockLog::open(input.log_path)?;
     let acks = invariants::ledger(&log, config.acks.as_deref())?;
     let state = crash::resolve(&log, &id)?;
     let scratch = scratch(config)?;
     let image = scratch.path.join("state.img");
-    build_state_image(&log, base_image, &state, &image)?;
+    build_state_image(&log, input.base_image, &state, &image)?;
     let timing = Timing::default();
-    let run = LogRun::new(&log, base_image, fs, seed, &acks, config, recover, &timing);
+    let run = LogRun::new(input, &log, &acks, config, &timing);
     let run = Run::new(&run, &scratch.path);
     run.check_state(
         &state,
@@ -319,17 +310,13 @@ pub fn check_one(
 /// Checks states of one log one after another (a shrink's tries), as [`check_one`] would each
 /// but with the log and its ledger read once and the durable prefix replayed once per cut: `f`
 /// gets the log (cut to `config.max_entries`) and a checker of its states.
-#[allow(clippy::too_many_arguments)]
 pub fn with_state_checker<T>(
-    log_path: &Path,
-    base_image: &Path,
-    fs: FsType,
-    seed: u64,
+    input: &LogInput<'_>,
     config: &CheckConfig,
-    recover: &RecoverFn,
     f: impl FnOnce(&BlockLog, &mut StateChecker<'_>) -> T,
 ) -> Result<T, CheckError> {
-    let (log, acks) = open_log(log_path, config)?;
+    let (log, acks) = open_log(input.log_path, config)?;
+    let base_image = input.base_image;
     let image_bytes = std::fs::metadata(base_image)
         .map_err(io_err("stat base image", base_image))?
         .len();
@@ -338,7 +325,11 @@ pub fn with_state_checker<T>(
     // prefix image, not a copy of the whole disk.
     let (out, _) = with_scratch(config, image_bytes, |scratch| {
         let base = local_base(scratch, base_image, &timing)?;
-        let run = LogRun::new(&log, &base, fs, seed, &acks, config, recover, &timing);
+        let input = LogInput {
+            base_image: &base,
+            ..*input
+        };
+        let run = LogRun::new(&input, &log, &acks, config, &timing);
         let mut checker = StateChecker {
             run: Run::new(&run, scratch),
             replayer: None,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use powercut_oracles::blocklog::LogWriter;
-use powercut_oracles::check::{check_log, CheckConfig, CheckError};
+use powercut_oracles::check::{check_log, CheckConfig, CheckError, LogInput};
 use powercut_oracles::invariants::{RecoverFn, RecoveredJournal, TailInfo};
 use powercut_oracles::mount::{can_mount, with_mounted, FsType};
 use powercut_oracles::report::Report;
@@ -44,7 +44,25 @@ pub fn check_seeded(
     config: &CheckConfig,
     recover: &RecoverFn,
 ) -> Result<Report, CheckError> {
-    check_log(log, base_image, fs, SEED, config, recover, &mut |_| {})
+    let input = LogInput {
+        log_path: log,
+        base_image,
+        fs,
+        seed: SEED,
+        recover,
+    };
+    check_log(&input, config, &mut |_| {})
+}
+
+/// A toy log over its ext4 base image, with the scenario's seed and the toy engine's recovery.
+pub fn toy_input<'a>(log: &'a Path, base_image: &'a Path) -> LogInput<'a> {
+    LogInput {
+        log_path: log,
+        base_image,
+        fs: FsType::Ext4,
+        seed: SEED,
+        recover: &toy_recover,
+    }
 }
 
 /// The base image and where each 4 KiB block of `journal/seg0` sits in it.
