@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use powercut_oracles::blocklog::BlockLog;
-use powercut_oracles::check::{self, CheckConfig, Progress};
+use powercut_oracles::check::{self, CheckConfig};
 use powercut_oracles::invariants::{self, Violation};
-use powercut_oracles::mount::FsType;
 use powercut_oracles::report::{CoverageReport, PhaseReport, Report, TimeSplit};
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::RunFinding;
@@ -156,6 +155,10 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
             .add(split);
     }
     out.violations.extend(r.all_violations().cloned());
+    // The first log held: the reproducer of the run is the second log's.
+    if out.minimal_repro.is_none() {
+        out.minimal_repro.clone_from(&r.minimal_repro);
+    }
     out.violations.extend(
         second
             .guest_prior_violations
@@ -167,14 +170,13 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
 
 /// Reboots on the first run's crash image, records the continuation and checks its log.
 /// `first_out` is the first recording's directory; `forged` are extra prior acks (test aid).
-#[allow(clippy::too_many_arguments)]
+/// The first violation of the second log is shrunk as the first log's is.
 pub fn check_after_crash(
     workload: &Workload,
     first_out: &Path,
     first: &RecordOutcome,
     record_options: &RecordOptions,
     config: CheckConfig,
-    fs: FsType,
     forged: &[Ack],
     progress: &vm::progress::Progress,
 ) -> Result<SecondCrash> {
@@ -198,7 +200,6 @@ pub fn check_after_crash(
     let second = record::record(workload, &dir, &options, progress)
         .context("recording the run after the power cut")?;
     let log_path = dir.join("log.bin");
-    let base = dir.join("base.img");
     let log = BlockLog::open(&log_path)
         .with_context(|| format!("reading the second log {}", log_path.display()))?;
     let config = CheckConfig {
@@ -208,23 +209,16 @@ pub fn check_after_crash(
     };
     drop(log);
     eprintln!(
-        "I8: checking crash states of {} ({} acks of the first run expected in every state)",
-        log_path.display(),
+        "I8: {} acks of the first run expected in every state of the second log",
         prior.len()
     );
-    let mut meters = crate::check_cmds::CheckMeters::new("after-crash ");
-    let mut on_progress = |p: Progress| meters.on(p);
-    let recovery = crate::recovery::recovery_for(workload)?;
-    let input = check::LogInput {
-        log_path: &log_path,
-        base_image: &base,
-        fs,
-        seed: workload.seed,
-        recover: &recovery,
-    };
-    let mut report = check::check_log(&input, &config, &mut on_progress)
-        .with_context(|| format!("checking {}", log_path.display()))?;
-    meters.finish();
+    let mut report = crate::check_cmds::pipeline::check_states(
+        &log_path,
+        &dir.join("base.img"),
+        workload,
+        &config,
+        "after-crash ",
+    )?;
     report.workload = workload.name.clone();
     let summary = &second.summary;
     Ok(SecondCrash {

@@ -3,7 +3,9 @@
 //! minimal reproducer, one whose fsync meets an injected EIO nacks and holds (and, with the
 //! fault on one named file and the program copied in by `guest_files:`, only that file's fsync
 //! fails); SQLite (Debian's sqlite3 in the guest, WAL) holds with
-//! synchronous=FULL and loses an acknowledged commit with synchronous=OFF; a malformed ack
+//! synchronous=FULL and loses an acknowledged commit with synchronous=OFF; a program cut off by
+//! a power cut and run again on the crash image keeps every earlier ack, and one whose restart
+//! truncates its log is caught (I8) with a minimal reproducer; a malformed ack
 //! line and a checker that crashes are harness errors (exit 2) that say what went wrong.
 //!
 //! Needs root and QEMU; prints "SKIPPED: <reason>" (a failure under CI=true) otherwise.
@@ -95,6 +97,46 @@ fn vm_shell_programs_hold_when_they_fsync_first_and_are_caught_otherwise() {
         ["s:ei", "k:k1", "k:k2", "n:k1", "k:k2", "e:ei"],
         "{ledger}"
     );
+}
+
+#[test]
+fn vm_programs_run_again_after_a_power_cut_and_lose_nothing_or_are_caught() {
+    let Some(dir) = vm_test_dir() else {
+        return;
+    };
+    let report = assert_holds("programs/restart-after-cut.yaml", dir.path());
+    let second = &report["second_crash"];
+    assert_eq!(second["killed_after_ack"], 5, "{second}");
+    // start + 5 acks before the cut; the run after it: start, 3 keys, end.
+    assert_eq!(second["prior_acks"], 6, "{second}");
+    assert_eq!(second["acks"], 5, "{second}");
+    assert!(second["states_checked"].as_u64().unwrap() > 10, "{second}");
+
+    let name = "programs/restart-loses-log.yaml";
+    let (code, text, report) = run(&bundled(name), &out_of(dir.path(), name));
+    assert_eq!(code, Some(1), "{name} must be caught:\n{text}");
+    let report = report.unwrap();
+    let violations = report["violations"].as_array().unwrap();
+    assert!(
+        !violations.is_empty()
+            && violations.iter().all(|v| v["invariant"] == "I8"
+                && v["expected"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("KV after a second crash")),
+        "{violations:?}"
+    );
+    // Only keys of the first run are lost; the run after the cut keeps its own.
+    assert!(
+        violations
+            .iter()
+            .all(|v| ["k:k1:", "k:k2:", "k:k3:", "k:k4:", "k:k5:"]
+                .iter()
+                .any(|k| v["step"].as_str().unwrap().starts_with(k))),
+        "{violations:?}"
+    );
+    assert_eq!(report["second_crash"]["minimal_repro"]["invariant"], "KV");
+    assert!(!report["minimal_repro"].is_null(), "{report}");
 }
 
 #[test]

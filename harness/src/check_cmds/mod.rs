@@ -16,7 +16,6 @@ pub use crate::exit::ViolationFound;
 pub use crate::recovery::{recovery_for, recovery_mutant};
 pub use args::{parse_duration, CheckArgs};
 pub use offline::{inspect, merge, replay, repro};
-pub(crate) use output::CheckMeters;
 pub use pipeline::{
     check_fault_recording, check_recording, guest_findings, load_recorded_workload, run,
     GUEST_RUN_STATE_ID,

@@ -45,7 +45,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     config.program = guest_program_check(workload);
     let continued = config.acks.is_some();
     drop(block_log);
-    let mut report = check_states(&log, &base, workload, &config)?;
+    let mut report = check_states(&log, &base, workload, &config, "")?;
     report
         .phases
         .splice(0..0, args.phases_before.iter().cloned());
@@ -95,14 +95,15 @@ fn continued_acks(dir: &Path, block_log: &BlockLog) -> Result<Option<Vec<(u64, A
 
 /// Every crash state of `log` with progress on stderr, the first violation shrunk (within the
 /// deadline of `config`); ends with where the time of each state went.
-fn check_states(
+pub(crate) fn check_states(
     log: &Path,
     base: &Path,
     workload: &Workload,
     config: &CheckConfig,
+    meter_label: &'static str,
 ) -> Result<Report> {
     eprintln!(
-        "checking crash states of {} (seed {}, enumeration seed {})",
+        "{meter_label}checking crash states of {} (seed {}, enumeration seed {})",
         log.display(),
         workload.seed,
         config.states.seed
@@ -111,7 +112,7 @@ fn check_states(
     if let Some(m) = recovery_mutant(workload) {
         eprintln!("recovery of every state: mutant {m} ({})", m.describe());
     }
-    let mut meters = CheckMeters::new("");
+    let mut meters = CheckMeters::new(meter_label);
     let mut on_progress = |p: Progress| meters.on(p);
     let input = check::LogInput {
         log_path: log,
@@ -132,7 +133,7 @@ fn check_states(
             state_id: &first.state_id,
             invariant: &first.invariant,
         };
-        let (shrunk, phase) = shrink_violation(&input, &target, config);
+        let (shrunk, phase) = shrink_violation(&input, &target, config, meter_label);
         report.minimal_repro = shrunk;
         if let Some(phase) = phase {
             report.budget_exhausted |= phase.stopped_by_budget;
@@ -253,7 +254,6 @@ fn check_both_logs(
         after.outcome,
         after.record_options,
         args.config(workload.seed, second_keep.clone()),
-        fs_type(workload.filesystem),
         after.forged_prior_acks,
         after.progress,
     )?;
@@ -315,9 +315,10 @@ fn shrink_violation(
     input: &check::LogInput<'_>,
     target: &shrink::Target<'_>,
     config: &CheckConfig,
+    meter_label: &'static str,
 ) -> (Option<ShrunkState>, Option<PhaseReport>) {
     let started = Instant::now();
-    let mut meters = CheckMeters::new("");
+    let mut meters = CheckMeters::new(meter_label);
     let shrunk = shrink::shrink_within(input, target, config, &mut |p| meters.on(p));
     meters.finish();
     match shrunk {
