@@ -556,3 +556,29 @@ fn sim_stops_at_its_budget_with_progress_and_says_it_is_incomplete() {
     assert!(err.contains("sim: step 0/1,"), "{err}");
     assert!(err.contains("incomplete"), "{err}");
 }
+
+#[test]
+fn a_program_as_root_needs_the_command_line_flag_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("root.yaml");
+    std::fs::write(
+        &workload,
+        "name: as-root\nallow_root_exec: true\nsteps:\n  - exec: { argv: [true], user: root }\n\
+         checker: { command: [true] }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    for command in ["run", "record"] {
+        let output = output_unless_hung(
+            Command::new(POWERCUT)
+                .arg(command)
+                .arg(&workload)
+                .arg("--out")
+                .arg(&out),
+            "a root program without --allow-root-exec",
+        );
+        assert_exits_saying(&output, 2, "steps[0].exec.user");
+        assert!(stderr(&output).contains("--allow-root-exec"));
+        assert!(!out.join("log.bin").exists(), "nothing was recorded");
+    }
+}
