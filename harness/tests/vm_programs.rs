@@ -137,6 +137,23 @@ fn vm_programs_run_again_after_a_power_cut_and_lose_nothing_or_are_caught() {
     );
     assert_eq!(report["second_crash"]["minimal_repro"]["invariant"], "KV");
     assert!(!report["minimal_repro"].is_null(), "{report}");
+    // `repro` of the minimal state of the second log expects the first run's acks too.
+    let second = out_of(dir.path(), name).join("after-crash");
+    let minimal = report["second_crash"]["minimal_repro"]["minimal"]
+        .as_str()
+        .unwrap();
+    let repro = std::process::Command::new(common::POWERCUT)
+        .args(["repro", minimal, "--log"])
+        .arg(second.join("log.bin"))
+        .arg("--base")
+        .arg(second.join("base.img"))
+        .arg("--keep")
+        .arg(dir.path().join("repro-kept"))
+        .output()
+        .unwrap();
+    let text = output_text(&repro);
+    assert_eq!(repro.status.code(), Some(1), "{text}");
+    assert!(text.contains("violation  I8 at k:k1:"), "{text}");
 }
 
 #[test]

@@ -64,10 +64,21 @@ pub fn repro(
             "no --seed given and no workload.json beside the log to take it from",
         ],
     )?;
+    // A state of the run after a power cut must also hold the first run's acks (I8).
+    let prior_acks = match log.parent() {
+        Some(dir) => {
+            let block_log =
+                BlockLog::open(log).with_context(|| format!("reading {}", log.display()))?;
+            super::pipeline::continued_acks(dir, &block_log)?
+        }
+        None => None,
+    };
+    let continued = prior_acks.is_some();
     let config = CheckConfig {
         keep_dir: Some(keep.to_path_buf()),
         invariants: guest_invariant_config(),
         program: recorded.as_ref().and_then(guest_program_check),
+        acks: prior_acks,
         ..CheckConfig::default()
     };
     let mutant = checked_recovery_mutant(recorded.as_ref())?;
@@ -79,8 +90,15 @@ pub fn repro(
         seed,
         recover: &recovery,
     };
-    let outcome = check::check_one(state_id, &input, &config)
+    let mut outcome = check::check_one(state_id, &input, &config)
         .with_context(|| format!("rebuilding state {state_id}"))?;
+    if continued {
+        outcome.violations = outcome
+            .violations
+            .into_iter()
+            .map(two_crash::as_i8)
+            .collect();
+    }
     println!("state      {}", outcome.state_id);
     println!("kind       {}", outcome.kind.as_str());
     match (&outcome.recovery_error, outcome.records_recovered) {

@@ -73,7 +73,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
 /// The acks expected in every state of a continuation after a power cut (`record
 /// --continue-from`, whose findings are I8): the first run's, then the log's own. None for a
 /// recording that is not one.
-fn continued_acks(dir: &Path, block_log: &BlockLog) -> Result<Option<Vec<(u64, Ack)>>> {
+pub(crate) fn continued_acks(dir: &Path, block_log: &BlockLog) -> Result<Option<Vec<(u64, Ack)>>> {
     let prior_path = dir.join("prior-acks.json");
     if !prior_path.exists() {
         return Ok(None);
