@@ -154,6 +154,29 @@ fn vm_programs_run_again_after_a_power_cut_and_lose_nothing_or_are_caught() {
     let text = output_text(&repro);
     assert_eq!(repro.status.code(), Some(1), "{text}");
     assert!(text.contains("violation  I8 at k:k1:"), "{text}");
+    // The HTML page lists the program's invariants and I8, and rebuilds a state of the second
+    // log from the second recording.
+    let out = out_of(dir.path(), name);
+    let page = dir.path().join("restart.html");
+    let rendered = std::process::Command::new(common::POWERCUT)
+        .arg("report")
+        .arg(out.with_extension("json"))
+        .arg("--recording")
+        .arg(&out)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", output_text(&rendered));
+    let html = std::fs::read_to_string(&page).unwrap();
+    for invariant in ["KV", "CHECKER", "I8"] {
+        assert!(
+            html.contains(&format!("<span class=\"inv\">{invariant}</span>")),
+            "{invariant} missing from the invariants table"
+        );
+    }
+    assert!(!html.contains("<span class=\"inv\">I1</span>"));
+    assert!(html.contains(&format!("--log {}", second.join("log.bin").display())));
 }
 
 #[test]

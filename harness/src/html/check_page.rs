@@ -26,6 +26,38 @@ pub struct CheckInputs<'a> {
     pub dir: Option<&'a Path>,
     /// Why there is no timeline, when there is none.
     pub no_log: Option<String>,
+    /// The recording of the run after a power cut (`after-crash/`), when there is one: the
+    /// states of its log are drawn on it and rebuilt from it.
+    pub second: Option<SecondRecording<'a>>,
+}
+
+/// The recording of the run after a power cut, beside the first.
+#[derive(Debug, Clone, Copy)]
+pub struct SecondRecording<'a> {
+    /// Its block log.
+    pub log: &'a BlockLog,
+    /// Its directory.
+    pub dir: &'a Path,
+}
+
+impl CheckInputs<'_> {
+    /// The invariants a report of this recording answers for: a program's checker's or the
+    /// engine's, and I8 when the run had a second crash.
+    fn invariants(&self) -> Vec<&'static str> {
+        let program = self
+            .workload
+            .and_then(|w| powercut_workloads::spec::Workload::from_json(&w.to_string()).ok())
+            .is_some_and(|w| w.is_program());
+        let mut all = if program {
+            powercut_oracles::check::PROGRAM_INVARIANTS.to_vec()
+        } else {
+            INVARIANTS.to_vec()
+        };
+        if self.second.is_some() && !all.contains(&crate::two_crash::I8) {
+            all.push(crate::two_crash::I8);
+        }
+        all
+    }
 }
 
 /// The whole page.
@@ -79,7 +111,7 @@ fn summary(input: &CheckInputs<'_>, timeline: Option<&Timeline>) -> String {
     }
     let mut inner = facts("summary-facts", &rows);
     inner.push_str("<h3>Invariants</h3>\n");
-    inner.push_str(&invariants_table(r));
+    inner.push_str(&invariants_table(r, &input.invariants()));
     inner.push_str("<h3>Faults</h3>\n");
     inner.push_str(&faults_table(input));
     section("summary", "Summary", &inner)
@@ -169,10 +201,11 @@ fn coverage_facts(r: &Report) -> String {
     }
 }
 
-/// One row per invariant: held, or how many violations.
-fn invariants_table(r: &Report) -> String {
+/// One row per invariant (`invariants`, and any other that was violated): held, or how many
+/// violations.
+fn invariants_table(r: &Report, invariants: &[&str]) -> String {
     let mut counts: BTreeMap<String, usize> =
-        INVARIANTS.iter().map(|i| (i.to_string(), 0)).collect();
+        invariants.iter().map(|i| (i.to_string(), 0)).collect();
     for v in r.all_violations() {
         *counts.entry(v.invariant.clone()).or_insert(0) += 1;
     }

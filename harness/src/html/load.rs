@@ -98,6 +98,14 @@ pub fn render_check(report: &Report, dir: Option<&Path>) -> String {
             Err(e) => (None, Some(format!("{}: {e}", path.display()))),
         },
     };
+    let second_dir = dir.map(|d| d.join(crate::two_crash::AFTER_CRASH_DIR));
+    let second_log = second_dir
+        .as_ref()
+        .and_then(|d| BlockLog::open(&d.join("log.bin")).ok());
+    let second = match (&second_log, &second_dir) {
+        (Some(log), Some(dir)) => Some(super::check_page::SecondRecording { log, dir }),
+        _ => None,
+    };
     super::check(&CheckInputs {
         report,
         log: log.as_ref(),
@@ -105,5 +113,6 @@ pub fn render_check(report: &Report, dir: Option<&Path>) -> String {
         record: record.as_ref(),
         dir,
         no_log,
+        second,
     })
 }

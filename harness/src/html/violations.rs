@@ -11,6 +11,7 @@ use super::doc::{command, esc, facts, table};
 use super::model::Timeline;
 use super::state::{lost_records, StateView};
 use super::svg::{self, View};
+use powercut_oracles::blocklog::BlockLog;
 
 /// Violations drawn one by one; the rest are listed in a table.
 const DRAWN: usize = 20;
@@ -28,9 +29,11 @@ pub fn section(input: &CheckInputs<'_>, timeline: Option<&Timeline>) -> String {
             "<p>None: every invariant held in every crash state checked.</p>",
         );
     }
+    let second_timeline = input.second.map(|s| Timeline::of(s.log));
     let mut inner = String::new();
     for (k, v) in all.iter().enumerate().take(DRAWN) {
-        inner.push_str(&one(input, timeline, k, v));
+        let recording = Recording::of_state(input, timeline, second_timeline.as_ref(), v);
+        inner.push_str(&one(input, &recording, k, v));
     }
     if all.len() > DRAWN {
         let rows: Vec<Vec<String>> = all[DRAWN..]
@@ -61,8 +64,39 @@ pub fn cut_of(state_id: &str, timeline: &Timeline) -> Option<u64> {
     (format!("{:08x}", id.log_hash) == timeline.log_hash).then_some(id.cut)
 }
 
-fn one(input: &CheckInputs<'_>, timeline: Option<&Timeline>, k: usize, v: &Violation) -> String {
-    let state = match (input.log, timeline) {
+/// The recording a violation's state belongs to: the first run's, or that of the run after a
+/// power cut.
+struct Recording<'a> {
+    log: Option<&'a BlockLog>,
+    timeline: Option<&'a Timeline>,
+    dir: Option<&'a Path>,
+}
+
+impl<'a> Recording<'a> {
+    fn of_state(
+        input: &CheckInputs<'a>,
+        first: Option<&'a Timeline>,
+        second: Option<&'a Timeline>,
+        v: &Violation,
+    ) -> Recording<'a> {
+        match (input.second, second) {
+            (Some(rec), Some(t)) if cut_of(&v.state_id, t).is_some() => Recording {
+                log: Some(rec.log),
+                timeline: Some(t),
+                dir: Some(rec.dir),
+            },
+            _ => Recording {
+                log: input.log,
+                timeline: first,
+                dir: input.dir,
+            },
+        }
+    }
+}
+
+fn one(input: &CheckInputs<'_>, recording: &Recording<'_>, k: usize, v: &Violation) -> String {
+    let timeline = recording.timeline;
+    let state = match (recording.log, timeline) {
         (Some(log), Some(_)) => StateView::resolve(log, &v.state_id),
         _ => Err("the block log was not at hand".to_string()),
     };
@@ -89,7 +123,7 @@ fn one(input: &CheckInputs<'_>, timeline: Option<&Timeline>, k: usize, v: &Viola
         s.push_str(&picture(t, st, k));
     }
     s.push_str("<h4>Reproduce</h4>\n");
-    for c in commands(input, v) {
+    for c in commands(input, recording.dir, v) {
         s.push_str(&command(&c));
     }
     s.push_str("</div>\n");
@@ -153,17 +187,19 @@ fn picture(t: &Timeline, st: &StateView, k: usize) -> String {
     format!("<div class=\"scroll\">{}</div>\n", svg::render(t, &view))
 }
 
-/// `powercut repro` of the state and `powercut shrink` of the workload.
-fn commands(input: &CheckInputs<'_>, v: &Violation) -> Vec<String> {
+/// `powercut repro` of the state (from `state_dir`, the recording of its log) and `powercut
+/// shrink` of the workload.
+fn commands(input: &CheckInputs<'_>, state_dir: Option<&Path>, v: &Violation) -> Vec<String> {
     let dir = input
         .dir
         .map_or_else(|| "RECORDING".to_string(), shell_word);
-    let join = |name: &str| {
-        input.dir.map_or_else(
+    let join_in = |root: Option<&Path>, name: &str| {
+        root.map_or_else(
             || format!("RECORDING/{name}"),
             |d| shell_word(&d.join(name)),
         )
     };
+    let join = |name: &str| join_in(input.dir, name);
     let mut out = Vec::new();
     if v.state_id
         .parse::<powercut_oracles::crash::StateId>()
@@ -172,8 +208,8 @@ fn commands(input: &CheckInputs<'_>, v: &Violation) -> Vec<String> {
         out.push(format!(
             "powercut repro {} --log {} --base {}",
             v.state_id,
-            join("log.bin"),
-            join("base.img")
+            join_in(state_dir, "log.bin"),
+            join_in(state_dir, "base.img")
         ));
     }
     let mutant = input
