@@ -121,10 +121,14 @@ pub fn workload(command: WorkloadCommand) -> Result<()> {
     for file in &files {
         match powercut_workloads::spec::load(file) {
             Ok(w) => println!(
-                "{}: ok ({} steps, about {} acks)",
+                "{}: ok ({} steps, {})",
                 file.display(),
                 w.steps.len(),
-                w.total_acks_estimate()
+                if w.is_program() {
+                    "acks as its programs write them".to_string()
+                } else {
+                    format!("about {} acks", w.total_acks_estimate())
+                }
             ),
             Err(e) => {
                 eprintln!("{e}");
