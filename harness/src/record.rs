@@ -47,8 +47,11 @@ pub const RECORDING_FILES: [&str; 9] = [
     "ledger.jsonl",
     "workload.json",
     "record.json",
-    "prior-acks.json",
+    PRIOR_ACKS_FILE,
 ];
+
+/// The first run's acks, in the recording of the run after a power cut (what makes it one).
+pub const PRIOR_ACKS_FILE: &str = "prior-acks.json";
 
 /// Options of one recording.
 #[derive(Debug, Clone)]
@@ -395,7 +398,7 @@ pub(crate) fn write_job_files(
         "log.bin",
         "ledger.jsonl",
         "record.json",
-        "prior-acks.json",
+        PRIOR_ACKS_FILE,
     ] {
         let _ = std::fs::remove_file(out.join(stale));
     }
@@ -404,7 +407,7 @@ pub(crate) fn write_job_files(
         None => Job::Fresh(workload.clone()),
         Some(prior_acks) => {
             std::fs::write(
-                out.join("prior-acks.json"),
+                out.join(PRIOR_ACKS_FILE),
                 serde_json::to_vec_pretty(prior_acks)?,
             )?;
             Job::ContinueAfterCrash {

@@ -177,6 +177,39 @@ fn vm_programs_run_again_after_a_power_cut_and_lose_nothing_or_are_caught() {
     }
     assert!(!html.contains("<span class=\"inv\">I1</span>"));
     assert!(html.contains(&format!("--log {}", second.join("log.bin").display())));
+
+    // A program that fails when run again after the cut does not come back: an I8 finding
+    // (RESTART) in `run`, and in `check` of the second recording.
+    let text = std::fs::read_to_string(bundled("programs/restart-after-cut.yaml"))
+        .unwrap()
+        .replace("name: restart-after-cut", "name: restart-fails")
+        .replace(
+            "          for i in 9 10 11; do",
+            "          echo 'log is corrupt' >&2; exit 3\n          for i in 9 10 11; do",
+        );
+    let failing = dir.path().join("restart-fails.yaml");
+    std::fs::write(&failing, text).unwrap();
+    let out = dir.path().join("restart-fails");
+    let (code, text, report) = run(&failing, &out);
+    assert_eq!(code, Some(1), "{text}");
+    let restart = |violations: &serde_json::Value| {
+        violations.as_array().unwrap().iter().any(|v| {
+            v["invariant"] == "I8"
+                && v["expected"].as_str().unwrap().starts_with("RESTART")
+                && v["found"].as_str().unwrap().contains("log is corrupt")
+        })
+    };
+    assert!(restart(&report.unwrap()["violations"]), "{text}");
+    let json = dir.path().join("restart-fails-check.json");
+    let check = std::process::Command::new(common::POWERCUT)
+        .arg("check")
+        .arg(out.join("after-crash"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{}", output_text(&check));
+    assert!(restart(&read_json(&json)["violations"]));
 }
 
 #[test]

@@ -53,14 +53,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
         report = two_crash::report_as_i8(report);
     }
     report.workload = workload.name.clone();
-    let invariants = if continued {
-        two_crash::junit_invariants(workload.is_program())
-    } else if workload.is_program() {
-        check::PROGRAM_INVARIANTS.to_vec()
-    } else {
-        report::INVARIANTS.to_vec()
-    };
-    write_reports(&report, args, &invariants)?;
+    write_reports(&report, args, &invariants_of(workload, continued))?;
     if !report.passed() {
         eprintln!(
             "failing images, the log and the ledger are kept in {}",
@@ -70,14 +63,37 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
     Ok(report)
 }
 
+/// The invariants a report of a recording of `workload` answers for (its JUnit testcases): the
+/// engine's or a program checker's, I7 with fault steps, I8 for the run after a power cut
+/// (`continued`).
+fn invariants_of(workload: &Workload, continued: bool) -> Vec<&'static str> {
+    let mut invariants = if continued {
+        two_crash::junit_invariants(workload.is_program())
+    } else if workload.is_program() {
+        check::PROGRAM_INVARIANTS.to_vec()
+    } else {
+        report::INVARIANTS.to_vec()
+    };
+    if workload.has_faults() {
+        invariants.push(report::I7);
+    }
+    invariants
+}
+
+/// Whether the recording in `dir` is of the run after a power cut (it holds the first run's
+/// acks).
+fn is_continuation(dir: &Path) -> bool {
+    dir.join(record::PRIOR_ACKS_FILE).exists()
+}
+
 /// The acks expected in every state of a continuation after a power cut (`record
 /// --continue-from`, whose findings are I8): the first run's, then the log's own. None for a
 /// recording that is not one.
 pub(crate) fn continued_acks(dir: &Path, block_log: &BlockLog) -> Result<Option<Vec<(u64, Ack)>>> {
-    let prior_path = dir.join("prior-acks.json");
-    if !prior_path.exists() {
+    if !is_continuation(dir) {
         return Ok(None);
     }
+    let prior_path = dir.join(record::PRIOR_ACKS_FILE);
     let text = std::fs::read_to_string(&prior_path)
         .with_context(|| format!("reading {}", prior_path.display()))?;
     let prior: Vec<Ack> =
@@ -437,15 +453,23 @@ fn check_with_guest_findings(
         ..args.clone()
     };
     let mut report = check_recording(dir, workload, &quiet)?;
+    let continued = is_continuation(dir);
     let findings: Vec<Violation> = guest_findings
         .iter()
-        .map(|v| Violation {
-            invariant: v.invariant.clone(),
-            state_id: GUEST_RUN_STATE_ID.into(),
-            seed: workload.seed,
-            step: v.step.clone(),
-            expected: v.expected.clone(),
-            found: v.found.clone(),
+        .map(|v| {
+            if continued {
+                // Found on the reboot after the power cut (or by the program run again there).
+                two_crash::run_finding_as_i8(v, workload.seed)
+            } else {
+                Violation {
+                    invariant: v.invariant.clone(),
+                    state_id: GUEST_RUN_STATE_ID.into(),
+                    seed: workload.seed,
+                    step: v.step.clone(),
+                    expected: v.expected.clone(),
+                    found: v.found.clone(),
+                }
+            }
         })
         .collect();
     eprintln!("guest findings during the run: {}", findings.len());
@@ -453,11 +477,7 @@ fn check_with_guest_findings(
         report.violations.extend(findings);
         println!("{}", report.summary());
     }
-    let mut invariants = report::INVARIANTS.to_vec();
-    if workload.has_faults() {
-        invariants.push(report::I7);
-    }
-    write_report_files(&report, args, &invariants)?;
+    write_report_files(&report, args, &invariants_of(workload, continued))?;
     Ok(report)
 }
 
