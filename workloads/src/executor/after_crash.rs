@@ -40,7 +40,7 @@ pub struct ContinuationSummary {
 /// finish cleanly; if the journal does not open, the steps are skipped.
 ///
 /// A program's workload runs its `after_crash:` steps on the data directory the first run
-/// left ([`continue_program`]).
+/// left: a program run again on what the crash left, judged on the host.
 pub fn continue_after_crash(
     workload: &Workload,
     root: &Path,
