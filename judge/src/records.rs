@@ -28,16 +28,53 @@ impl RecordPromise {
         first_lsn: u64,
         payloads: impl IntoIterator<Item = &'a [u8]>,
     ) -> Option<RecordPromise> {
-        let mut count = 0u64;
-        let mut crc = 0u32;
+        let mut run = RunCrc::empty(first_lsn);
         for payload in payloads {
-            crc = crc32c::crc32c_append(crc, payload);
-            count += 1;
+            run.push(run.last_lsn + 1, payload);
         }
-        (count > 0).then(|| RecordPromise {
+        run.promise(invariant)
+    }
+}
+
+/// The crc32c of consecutive records' payloads, concatenated in LSN order, grown one record at
+/// a time: what acks and promises about records carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCrc {
+    /// First LSN of the run (at least 1).
+    pub first_lsn: u64,
+    /// Last LSN in the run; `first_lsn - 1` while it is empty.
+    pub last_lsn: u64,
+    /// crc32c of the payloads so far.
+    pub crc32c: u32,
+}
+
+impl RunCrc {
+    /// A run starting at `first_lsn` (at least 1), holding no record yet.
+    pub fn empty(first_lsn: u64) -> RunCrc {
+        assert!(first_lsn >= 1, "LSNs start at 1");
+        RunCrc {
             first_lsn,
-            last_lsn: first_lsn + count - 1,
-            crc32c: crc,
+            last_lsn: first_lsn - 1,
+            crc32c: 0,
+        }
+    }
+
+    /// Adds record `lsn` when it is the next of the run; false, and nothing added, otherwise.
+    pub fn push(&mut self, lsn: u64, payload: &[u8]) -> bool {
+        if lsn != self.last_lsn + 1 {
+            return false;
+        }
+        self.crc32c = crc32c::crc32c_append(self.crc32c, payload);
+        self.last_lsn = lsn;
+        true
+    }
+
+    /// The promise of `invariant` about the records of the run; None while it is empty.
+    pub fn promise(&self, invariant: Invariant) -> Option<RecordPromise> {
+        (self.last_lsn >= self.first_lsn).then_some(RecordPromise {
+            first_lsn: self.first_lsn,
+            last_lsn: self.last_lsn,
+            crc32c: self.crc32c,
             invariant,
         })
     }
@@ -312,6 +349,32 @@ mod tests {
     /// Payload of LSN n: n repeated, 4 bytes.
     fn payload(lsn: u64) -> Vec<u8> {
         vec![lsn as u8; 4]
+    }
+
+    #[test]
+    fn a_run_crc_grows_by_the_next_record_only() {
+        let mut run = RunCrc::empty(3);
+        assert_eq!(run.promise(Invariant::I1), None);
+        assert!(run.push(3, &payload(3)));
+        assert!(!run.push(5, &payload(5)), "a gap is refused");
+        assert!(!run.push(3, &payload(3)), "so is a repeat");
+        assert!(run.push(4, &payload(4)));
+        let whole = [payload(3), payload(4)].concat();
+        assert_eq!(
+            run.promise(Invariant::I9),
+            Some(RecordPromise {
+                first_lsn: 3,
+                last_lsn: 4,
+                crc32c: crc32c::crc32c(&whole),
+                invariant: Invariant::I9,
+            })
+        );
+        let of_payloads = RecordPromise::of_payloads(
+            Invariant::I9,
+            3,
+            [payload(3), payload(4)].iter().map(|p| p.as_slice()),
+        );
+        assert_eq!(of_payloads, run.promise(Invariant::I9));
     }
 
     struct Exact;

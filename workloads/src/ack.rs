@@ -27,7 +27,7 @@
 use std::fmt;
 
 use powercut_judge::files::FilePromise;
-use powercut_judge::records::RecordPromise;
+use powercut_judge::records::{RecordPromise, RunCrc};
 use powercut_judge::Invariant;
 
 use crate::program;
@@ -353,20 +353,16 @@ impl Ack {
     /// from the first (a hole is recovery's own finding), or none.
     pub fn recovered<'a>(records: impl IntoIterator<Item = (u64, &'a [u8])>) -> Ack {
         let mut records = records.into_iter().peekable();
-        let first_lsn = records.peek().map_or(1, |(lsn, _)| *lsn);
-        let mut last_lsn = first_lsn - 1;
-        let mut crc32c = 0;
+        let mut run = RunCrc::empty(records.peek().map_or(1, |(lsn, _)| *lsn));
         for (lsn, payload) in records {
-            if lsn != last_lsn + 1 {
+            if !run.push(lsn, payload) {
                 break;
             }
-            crc32c = crc32c::crc32c_append(crc32c, payload);
-            last_lsn = lsn;
         }
         Ack::Recovered {
-            first_lsn,
-            last_lsn,
-            crc32c,
+            first_lsn: run.first_lsn,
+            last_lsn: run.last_lsn,
+            crc32c: run.crc32c,
         }
     }
 

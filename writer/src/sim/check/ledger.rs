@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use powercut_judge::records::{judge_recovery, Provenance, RecordPromise, RecordRules};
+use powercut_judge::records::{judge_recovery, Provenance, RecordPromise, RecordRules, RunCrc};
 use powercut_judge::Invariant;
 
 use super::super::rng::{derive_seed, SplitMix64};
@@ -113,11 +113,7 @@ pub(super) struct Ledger {
 
 /// crc32c of the payloads `first..=last`, concatenated in LSN order.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct AckedCrc {
-    first: Lsn,
-    last: Lsn,
-    crc: u32,
-}
+pub(super) struct AckedCrc(RunCrc);
 
 impl Provenance for Ledger {
     fn written(&self, lsn: u64, payload: &[u8]) -> Result<(), String> {
@@ -163,24 +159,19 @@ impl Ledger {
     /// of acknowledged LSNs never change, so the crc of a prefix stays right.
     fn acked_promise(&self, invariant: Invariant, first: Lsn) -> Option<RecordPromise> {
         let mut cache = self.acked_crc.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut last, mut crc) = match *cache {
-            Some(c) if c.first == first && c.last <= self.acked => (c.last, c.crc),
-            _ => (first - 1, 0),
+        let mut run = match *cache {
+            Some(AckedCrc(run)) if run.first_lsn == first && run.last_lsn <= self.acked => run,
+            _ => RunCrc::empty(first),
         };
-        while last < self.acked {
-            let Some(payload) = self.written.get(&(last + 1)) else {
+        while run.last_lsn < self.acked {
+            let next = run.last_lsn + 1;
+            let Some(payload) = self.written.get(&next) else {
                 break;
             };
-            crc = crc32c::crc32c_append(crc, payload);
-            last += 1;
+            run.push(next, payload);
         }
-        *cache = Some(AckedCrc { first, last, crc });
-        (last >= first).then_some(RecordPromise {
-            first_lsn: first,
-            last_lsn: last,
-            crc32c: crc,
-            invariant,
-        })
+        *cache = Some(AckedCrc(run));
+        run.promise(invariant)
     }
 
     /// The judge's findings on one recovery.
