@@ -167,6 +167,10 @@ pub enum VmBackend {
     Qemu,
     /// This host's device-mapper (root, dm-log-writes), no VM.
     Dm,
+    /// Test aid: the dm backend run inside the guest by a static powercut (for hosts without
+    /// device-mapper); each recording boots the guest once.
+    #[value(hide = true)]
+    DmInGuest,
 }
 
 /// The vm tier: a provisioned guest image and where recordings go.
@@ -230,9 +234,13 @@ impl VmTier {
     /// Options of one recording of this tier.
     fn record_options(&self) -> RecordOptions {
         let mut options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
-        if self.backend == VmBackend::Dm {
-            options.backend = crate::record::Backend::Dm(crate::dm_backend::DmOptions::default());
-        }
+        options.backend = match self.backend {
+            VmBackend::Qemu => crate::record::Backend::Qemu,
+            VmBackend::Dm => crate::record::Backend::Dm(crate::dm_backend::DmOptions::default()),
+            VmBackend::DmInGuest => crate::record::Backend::DmInGuest(
+                crate::dm_backend::guest::GuestDmOptions::default(),
+            ),
+        };
         options
     }
 

@@ -90,12 +90,12 @@ fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> 
 }
 
 /// The guest's `powercut record` command line (one argument a line in `args`): into `out` (in
-/// the work disk), from `start` (`--base-image base-in.img` or `--continue-from DIR`).
-fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: [&str; 2]) -> Vec<String> {
+/// the work disk), from `start` (`--base-image base-in.img`, `--continue-from DIR`, or both).
+fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["record", "workload.yaml", "--out", out, "--backend", "dm"]
-        .into_iter()
+        .iter()
         .chain(start)
-        .map(String::from)
+        .map(|a| a.to_string())
         .collect();
     args.extend(["--timeout".into(), options.timeout.as_secs().to_string()]);
     if let (Some(data), Some(log)) = (&dm.data_dev, &dm.log_dev) {
@@ -110,6 +110,26 @@ fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: [&str; 
         args.extend(["--scratch-dir".into(), scratch.display().to_string()]);
     }
     args
+}
+
+/// Where the guest's (first) run starts: the base image, and for the reboot after a power cut
+/// (the two-crash check's second recording) the first run's acks too, as the ledger of a
+/// recording directory `first` on the work disk that `--continue-from` reads (its data disk is
+/// the base image, here the crash image).
+fn first_start(options: &RecordOptions, dir: &Path) -> Result<Vec<&'static str>> {
+    let base = ["--base-image", "base-in.img"];
+    let Some(prior) = &options.continue_after_crash else {
+        return Ok(base.to_vec());
+    };
+    let first = dir.join("first");
+    std::fs::create_dir_all(&first)?;
+    let mut ledger = String::new();
+    for ack in prior {
+        ledger.push_str(&serde_json::to_string(&serde_json::json!({ "ack": ack }))?);
+        ledger.push('\n');
+    }
+    std::fs::write(first.join("ledger.jsonl"), ledger)?;
+    Ok([&base[..], &["--continue-from", "first"]].concat())
 }
 
 /// Makes the work disk image: `powercut`, the workload (JSON is YAML), the base image, `args`.
@@ -128,15 +148,14 @@ fn work_disk(
     std::fs::write(dir.join("workload.yaml"), workload.to_json())?;
     let base = dir.join("base-in.img");
     record::make_data_disk(workload, &base, options, progress)?;
-    let mut args =
-        guest_args(options, &guest.dm, "rec", ["--base-image", "base-in.img"]).join("\n");
+    let mut args = guest_args(options, &guest.dm, "rec", &first_start(options, &dir)?).join("\n");
     args.push('\n');
     if guest.continue_after_cut {
         let after = guest_args(
             options,
             &guest.dm,
             "rec/after-crash",
-            ["--continue-from", "rec"],
+            &["--continue-from", "rec"],
         );
         args = format!("{args}\n{}\n", after.join("\n"));
     }
@@ -152,7 +171,7 @@ fn work_disk(
             ),
             scratch_dir: None,
         };
-        let refused = guest_args(options, &dm, "refused", ["--base-image", "base-in.img"]);
+        let refused = guest_args(options, &dm, "refused", &["--base-image", "base-in.img"]);
         args = format!("{}\n\n{args}", refused.join("\n"));
     }
     if let Some(ms) = guest.kill_first_after_ms {
@@ -289,10 +308,28 @@ pub fn record(
 ) -> Result<RecordOutcome> {
     guest.dm.validate()?;
     if options.continue_after_crash.is_some() {
-        bail!(
-            "the dm backend in the guest records fresh runs only (see --guest-continue-after-cut)"
-        );
+        if options.base_image.is_none() {
+            bail!("continuing after a crash needs the crash image as the base image");
+        }
+        // The reboot of the two-crash check: one run in the guest, without the test aids that
+        // add runs around the first recording.
+        let plain = GuestDmOptions {
+            dm: guest.dm.clone(),
+            ..GuestDmOptions::default()
+        };
+        return record_in_guest(workload, out, options, &plain, progress);
     }
+    record_in_guest(workload, out, options, guest, progress)
+}
+
+/// [`record()`] once the mode's options are settled.
+fn record_in_guest(
+    workload: &Workload,
+    out: &Path,
+    options: &RecordOptions,
+    guest: &GuestDmOptions,
+    progress: &Progress,
+) -> Result<RecordOutcome> {
     workload
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid workload: {e}"))?;
