@@ -4,6 +4,10 @@
 //! `powercut.mode=dm-backend` (the agent then runs that `powercut` instead of a job), and copies
 //! the recording back off the work disk with `debugfs rdump` (no mount needed).
 //!
+//! The reboot after a power cut (the two-crash check's second recording, `run`'s I8) works the
+//! same way: the crash image is the base image on the work disk, the first run's acks the
+//! ledger of a directory `first/` there, and the guest runs `record --continue-from first`.
+//!
 //! Disks in the guest: the work disk is `/dev/vda`; with `--data-dev`/`--log-dev` two blank
 //! disks follow as `/dev/vdb` (data) and `/dev/vdc` (log), and the names given are passed on.
 
@@ -362,12 +366,13 @@ fn record_in_guest(
         "booting {} to run powercut record --backend dm in {WORK}",
         image.kernel_package
     ));
-    let agent_error = boot(&config, out, options, progress)?;
-    let copied = copy_back(&work, out);
+    // The disks go whatever happened: a failed boot has nothing on them worth keeping.
+    let copied = boot(&config, out, options, progress)
+        .and_then(|agent_error| copy_back(&work, out).map(|()| agent_error));
     for scratch in ["guest-work.img", "guest-data.img", "guest-log.img"] {
         let _ = std::fs::remove_file(out.join(scratch));
     }
-    copied?;
+    let agent_error = copied?;
     last_run_succeeded(out, agent_error)?;
     read_outcome(out)
 }
