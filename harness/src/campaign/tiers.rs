@@ -180,6 +180,9 @@ pub struct VmTier {
     mutant: Option<Mutant>,
     image: BuildOptions,
     backend: VmBackend,
+    /// `dm-in-guest`: the static powercut every guest runs, built once and copied to
+    /// `DIR/powercut`.
+    guest_powercut: Option<PathBuf>,
     errors_in_a_row: Cell<u32>,
 }
 
@@ -209,6 +212,7 @@ impl VmTier {
                 mutant,
                 image,
                 backend,
+                guest_powercut: None,
                 errors_in_a_row: Cell::new(0),
             });
         }
@@ -222,11 +226,22 @@ impl VmTier {
             image.agent = Some(pinned);
         }
         crate::vm::image::build(&image, progress)?;
+        let guest_powercut = if backend == VmBackend::DmInGuest {
+            let built =
+                crate::dm_backend::guest::build_static_powercut(mutant.is_some(), progress)?;
+            let pinned = out.join("powercut");
+            std::fs::copy(&built, &pinned)
+                .with_context(|| format!("copying {} to {}", built.display(), pinned.display()))?;
+            Some(pinned)
+        } else {
+            None
+        };
         Ok(VmTier {
             runs: out.join("runs"),
             mutant,
             image,
             backend,
+            guest_powercut,
             errors_in_a_row: Cell::new(0),
         })
     }
@@ -237,9 +252,12 @@ impl VmTier {
         options.backend = match self.backend {
             VmBackend::Qemu => crate::record::Backend::Qemu,
             VmBackend::Dm => crate::record::Backend::Dm(crate::dm_backend::DmOptions::default()),
-            VmBackend::DmInGuest => crate::record::Backend::DmInGuest(
-                crate::dm_backend::guest::GuestDmOptions::default(),
-            ),
+            VmBackend::DmInGuest => {
+                crate::record::Backend::DmInGuest(crate::dm_backend::guest::GuestDmOptions {
+                    powercut: self.guest_powercut.clone(),
+                    ..Default::default()
+                })
+            }
         };
         options
     }

@@ -53,10 +53,14 @@ pub struct GuestDmOptions {
     /// First try to record onto the work disk itself (`/dev/vda`, mounted): that run must be
     /// refused before it touches anything.
     pub refused_first: bool,
+    /// Put this static powercut on the work disk instead of building one from the workspace
+    /// (a campaign pins one, so the engine under test stays the same throughout).
+    pub powercut: Option<PathBuf>,
 }
 
-/// `cargo build --release --target musl -p powercut`: the static CLI for the guest.
-fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> {
+/// `cargo build --release --target musl -p powercut`: the static CLI for the guest (with the
+/// engine's mutants if `mutants`).
+pub fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -319,6 +323,7 @@ pub fn record(
         // add runs around the first recording.
         let plain = GuestDmOptions {
             dm: guest.dm.clone(),
+            powercut: guest.powercut.clone(),
             ..GuestDmOptions::default()
         };
         return record_in_guest(workload, out, options, &plain, progress);
@@ -345,7 +350,10 @@ fn record_in_guest(
         },
         progress,
     )?;
-    let powercut = build_static_powercut(mutants, progress)?;
+    let powercut = match &guest.powercut {
+        Some(pinned) => pinned.clone(),
+        None => build_static_powercut(mutants, progress)?,
+    };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let work = work_disk(workload, out, options, guest, &powercut, progress)?;
     let mut disks = vec![Disk {
