@@ -128,6 +128,17 @@ pub enum RunEnd {
     Killed,
 }
 
+/// Which backend made a recording (`record.json`'s `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordedBy {
+    /// A QEMU guest; a power cut kills QEMU.
+    Qemu,
+    /// Device-mapper without a VM (`--backend dm`, on a host or in a guest); a power cut turns
+    /// the fault layer into `error`.
+    Dm,
+}
+
 /// One ack as reported over serial (a line of `ledger.jsonl`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LedgerEntry {
@@ -147,6 +158,10 @@ pub struct RecordSummary {
     pub filesystem: Filesystem,
     pub kernel_package: String,
     pub image_key: String,
+    /// Absent in recordings made before the key existed (all on the qemu backend but those
+    /// whose `image_key` is `dm-backend`).
+    #[serde(default)]
+    pub backend: Option<RecordedBy>,
     pub started_unix_s: u64,
     /// Guest kernel uptime when the agent started.
     pub boot_to_agent_s: Option<f64>,
@@ -291,6 +306,7 @@ pub fn record(
         filesystem: workload.filesystem,
         kernel_package: image.kernel_package.clone(),
         image_key: image.key.clone(),
+        backend: Some(RecordedBy::Qemu),
         started_unix_s,
         boot_to_agent_s: gathered.boot_to_agent_s,
         host_boot_to_agent_s: gathered.host_boot_to_agent_s,

@@ -8,14 +8,20 @@
 //!   and the next run removes it and records;
 //! * a named device that is mounted is refused; a power cut on named devices, its continuation (the reboot of the two-crash check, from
 //!   the log replayed to the cut), and a run stopped midway by `--timeout`: the recordings
-//!   check clean and nothing is left behind (no dm table, mount or loop device).
+//!   check clean and nothing is left behind (no dm table, mount or loop device);
+//! * `powercut run` on XFS: with a power cut, the whole two-crash check (the continuation
+//!   recorded in a second guest on the crash image, I8) passes; with EIO fault steps (the fault
+//!   layer's table swapped midway) the faults fire and the log checks clean.
 //!
 //! Needs root, QEMU and the musl target (for the static powercut); prints "SKIPPED: <reason>"
 //! and returns otherwise (fails under CI=true).
 
 mod common;
 
-use common::{assert_succeeded, ledger_labels, output_text, read_json, vm_test_dir, POWERCUT};
+use common::{
+    assert_clean_report, assert_succeeded, ledger_labels, output_text, read_json, run_workload,
+    vm_test_dir, POWERCUT,
+};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -283,6 +289,101 @@ fn vm_dm_backend_power_cut_and_timeout_on_named_devices() {
     assert!(text.contains("timed out after 3s"), "{text}");
     let guest = assert_nothing_left(&stopped);
     assert_eq!(guest["exit_codes"], serde_json::json!([2]), "{guest}");
+}
+
+/// An XFS workload (the smallest disk mkfs.xfs makes) with `extra` lines.
+fn xfs_yaml(name: &str, steps: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\nseed: 3\nfilesystem: xfs\ndisk_mib: 300\n\
+         writer: {{durability: dsync, segment_bytes: 256KiB, preallocation: zero}}\n\
+         steps:\n{steps}{extra}"
+    )
+}
+
+/// `powercut run --backend dm-in-guest` of `yaml` (named `name`) in `dir`: its output, its
+/// recording directory and its JSON report.
+fn run_in_guest(
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    extra: &[&str],
+) -> (Output, std::path::PathBuf, serde_json::Value) {
+    let spec = dir.join(format!("{name}.yaml"));
+    std::fs::write(&spec, yaml).unwrap();
+    let out = dir.join(name);
+    let mut args = vec!["--backend", "dm-in-guest"];
+    args.extend(extra);
+    let (output, json) = run_workload(&spec, &args, &out);
+    assert_succeeded(&output, &format!("run {name} --backend dm-in-guest"));
+    let report = read_json(&json);
+    (output, out, report)
+}
+
+#[test]
+fn vm_dm_backend_run_on_xfs_with_a_power_cut_and_with_faults() {
+    let Some(dir) = dm_test_dir() else {
+        return;
+    };
+    // The two-crash check: the first log up to the cut, then the continuation recorded in a
+    // second guest from the crash image, its log checked with the first run's acks expected.
+    let steps = "  - append: {count: 8, size: [100, 3000], commit_every: 1}\n\
+                 \x20 - file: {op: create, path: d/a, size: 3000, fsync_file: true, fsync_dir: true}\n\
+                 \x20 - append: {count: 8, size: [100, 3000], commit_every: 4}\n";
+    let after = "power_cut: {at_ack: 5}\nafter_crash:\n\
+                 \x20 - append: {count: 6, size: [100, 3000], commit_every: 2}\n";
+    let html = dir.path().join("cut.html");
+    let html_arg = html.display().to_string();
+    let (_, cut, report) = run_in_guest(
+        dir.path(),
+        "cut",
+        &xfs_yaml("cut", steps, after),
+        &["--html", &html_arg],
+    );
+    assert_clean_report(&report);
+    let first = read_json(&cut.join("record.json"));
+    assert_eq!(first["backend"], "dm", "{first}");
+    assert_eq!(first["filesystem"], "xfs", "{first}");
+    assert_eq!(first["end"], "killed", "{first}");
+    assert_eq!(first["killed_after_ack"], 5, "{first}");
+    let second = &report["second_crash"];
+    assert_eq!(second["prior_acks"], 6, "{second}");
+    assert_eq!(second["guest_prior_violations"], serde_json::json!([]));
+    assert_eq!(second["violations"], serde_json::json!([]), "{second}");
+    assert!(second["states_checked"].as_u64().unwrap() > 10, "{second}");
+    let continued = read_json(&cut.join("after-crash/record.json"));
+    assert_eq!(continued["continued_after_crash"], true, "{continued}");
+    assert_eq!(continued["backend"], "dm", "{continued}");
+    // Start, the reopen after recovery (acking the five records it found), three groups of
+    // two, end.
+    assert_eq!(continued["acks"], 6, "{continued}");
+    assert_nothing_left(&cut);
+    assert_nothing_left(&cut.join("after-crash"));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("the fault layer failed every write") && !page.contains("QEMU killed"),
+        "the HTML report's power cut row does not name the dm backend's cut"
+    );
+
+    // EIO on the journal's sectors: the fault layer's table swapped to error them, then back.
+    let steps = "  - append: {count: 4, size: [100, 3000], commit_every: 1}\n\
+                 \x20 - fault: {eio: writes, target: journal}\n\
+                 \x20 - append: {count: 2, size: [100, 3000], commit_every: 1}\n\
+                 \x20 - clear_fault: {}\n\
+                 \x20 - append: {count: 1, size: [100, 3000], commit_every: 1}\n\
+                 \x20 - reopen: {}\n\
+                 \x20 - append: {count: 4, size: [100, 3000], commit_every: 2}\n";
+    let (_, faulted, report) = run_in_guest(dir.path(), "eio", &xfs_yaml("eio", steps, ""), &[]);
+    assert_clean_report(&report);
+    let summary = read_json(&faulted.join("record.json"));
+    let run = &summary["done"]["summary"];
+    assert!(run["records_failed"].as_u64().unwrap() >= 1, "{run}");
+    assert!(run["poisoned_refusals"].as_u64().unwrap() >= 1, "{run}");
+    assert_eq!(
+        summary["prior_violations"],
+        serde_json::json!([]),
+        "{summary}"
+    );
+    assert_nothing_left(&faulted);
 }
 
 /// Without device-mapper (this machine) or without root, `--backend dm` stops before making

@@ -167,6 +167,10 @@ pub enum VmBackend {
     Qemu,
     /// This host's device-mapper (root, dm-log-writes), no VM.
     Dm,
+    /// Test aid: the dm backend run inside the guest by a static powercut (for hosts without
+    /// device-mapper); each recording boots the guest once.
+    #[value(hide = true)]
+    DmInGuest,
 }
 
 /// The vm tier: a provisioned guest image and where recordings go.
@@ -176,6 +180,9 @@ pub struct VmTier {
     mutant: Option<Mutant>,
     image: BuildOptions,
     backend: VmBackend,
+    /// `dm-in-guest`: the static powercut every guest runs, built once and copied to
+    /// `DIR/powercut`.
+    guest_powercut: Option<PathBuf>,
     errors_in_a_row: Cell<u32>,
 }
 
@@ -205,6 +212,7 @@ impl VmTier {
                 mutant,
                 image,
                 backend,
+                guest_powercut: None,
                 errors_in_a_row: Cell::new(0),
             });
         }
@@ -218,11 +226,22 @@ impl VmTier {
             image.agent = Some(pinned);
         }
         crate::vm::image::build(&image, progress)?;
+        let guest_powercut = if backend == VmBackend::DmInGuest {
+            let built =
+                crate::dm_backend::guest::build_static_powercut(mutant.is_some(), progress)?;
+            let pinned = out.join("powercut");
+            std::fs::copy(&built, &pinned)
+                .with_context(|| format!("copying {} to {}", built.display(), pinned.display()))?;
+            Some(pinned)
+        } else {
+            None
+        };
         Ok(VmTier {
             runs: out.join("runs"),
             mutant,
             image,
             backend,
+            guest_powercut,
             errors_in_a_row: Cell::new(0),
         })
     }
@@ -230,9 +249,16 @@ impl VmTier {
     /// Options of one recording of this tier.
     fn record_options(&self) -> RecordOptions {
         let mut options = RecordOptions::fresh(self.image.clone(), VM_TIMEOUT);
-        if self.backend == VmBackend::Dm {
-            options.backend = crate::record::Backend::Dm(crate::dm_backend::DmOptions::default());
-        }
+        options.backend = match self.backend {
+            VmBackend::Qemu => crate::record::Backend::Qemu,
+            VmBackend::Dm => crate::record::Backend::Dm(crate::dm_backend::DmOptions::default()),
+            VmBackend::DmInGuest => {
+                crate::record::Backend::DmInGuest(crate::dm_backend::guest::GuestDmOptions {
+                    powercut: self.guest_powercut.clone(),
+                    ..Default::default()
+                })
+            }
+        };
         options
     }
 

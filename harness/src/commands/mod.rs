@@ -128,6 +128,7 @@ impl BackendArgs {
                     kill_first_after_ms: self.guest_kill_first_after_ms,
                     continue_after_cut: self.guest_continue_after_cut,
                     refused_first: self.guest_refused_first,
+                    powercut: None,
                 })
             }
         })

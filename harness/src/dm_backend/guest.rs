@@ -4,6 +4,10 @@
 //! `powercut.mode=dm-backend` (the agent then runs that `powercut` instead of a job), and copies
 //! the recording back off the work disk with `debugfs rdump` (no mount needed).
 //!
+//! The reboot after a power cut (the two-crash check's second recording, `run`'s I8) works the
+//! same way: the crash image is the base image on the work disk, the first run's acks the
+//! ledger of a directory `first/` there, and the guest runs `record --continue-from first`.
+//!
 //! Disks in the guest: the work disk is `/dev/vda`; with `--data-dev`/`--log-dev` two blank
 //! disks follow as `/dev/vdb` (data) and `/dev/vdc` (log), and the names given are passed on.
 
@@ -49,10 +53,14 @@ pub struct GuestDmOptions {
     /// First try to record onto the work disk itself (`/dev/vda`, mounted): that run must be
     /// refused before it touches anything.
     pub refused_first: bool,
+    /// Put this static powercut on the work disk instead of building one from the workspace
+    /// (a campaign pins one, so the engine under test stays the same throughout).
+    pub powercut: Option<PathBuf>,
 }
 
-/// `cargo build --release --target musl -p powercut`: the static CLI for the guest.
-fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> {
+/// `cargo build --release --target musl -p powercut`: the static CLI for the guest (with the
+/// engine's mutants if `mutants`).
+pub fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -90,12 +98,12 @@ fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathBuf> 
 }
 
 /// The guest's `powercut record` command line (one argument a line in `args`): into `out` (in
-/// the work disk), from `start` (`--base-image base-in.img` or `--continue-from DIR`).
-fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: [&str; 2]) -> Vec<String> {
+/// the work disk), from `start` (`--base-image base-in.img`, `--continue-from DIR`, or both).
+fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["record", "workload.yaml", "--out", out, "--backend", "dm"]
-        .into_iter()
+        .iter()
         .chain(start)
-        .map(String::from)
+        .map(|a| a.to_string())
         .collect();
     args.extend(["--timeout".into(), options.timeout.as_secs().to_string()]);
     if let (Some(data), Some(log)) = (&dm.data_dev, &dm.log_dev) {
@@ -110,6 +118,26 @@ fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: [&str; 
         args.extend(["--scratch-dir".into(), scratch.display().to_string()]);
     }
     args
+}
+
+/// Where the guest's (first) run starts: the base image, and for the reboot after a power cut
+/// (the two-crash check's second recording) the first run's acks too, as the ledger of a
+/// recording directory `first` on the work disk that `--continue-from` reads (its data disk is
+/// the base image, here the crash image).
+fn first_start(options: &RecordOptions, dir: &Path) -> Result<Vec<&'static str>> {
+    let base = ["--base-image", "base-in.img"];
+    let Some(prior) = &options.continue_after_crash else {
+        return Ok(base.to_vec());
+    };
+    let first = dir.join("first");
+    std::fs::create_dir_all(&first)?;
+    let mut ledger = String::new();
+    for ack in prior {
+        ledger.push_str(&serde_json::to_string(&serde_json::json!({ "ack": ack }))?);
+        ledger.push('\n');
+    }
+    std::fs::write(first.join("ledger.jsonl"), ledger)?;
+    Ok([&base[..], &["--continue-from", "first"]].concat())
 }
 
 /// Makes the work disk image: `powercut`, the workload (JSON is YAML), the base image, `args`.
@@ -128,15 +156,14 @@ fn work_disk(
     std::fs::write(dir.join("workload.yaml"), workload.to_json())?;
     let base = dir.join("base-in.img");
     record::make_data_disk(workload, &base, options, progress)?;
-    let mut args =
-        guest_args(options, &guest.dm, "rec", ["--base-image", "base-in.img"]).join("\n");
+    let mut args = guest_args(options, &guest.dm, "rec", &first_start(options, &dir)?).join("\n");
     args.push('\n');
     if guest.continue_after_cut {
         let after = guest_args(
             options,
             &guest.dm,
             "rec/after-crash",
-            ["--continue-from", "rec"],
+            &["--continue-from", "rec"],
         );
         args = format!("{args}\n{}\n", after.join("\n"));
     }
@@ -152,7 +179,7 @@ fn work_disk(
             ),
             scratch_dir: None,
         };
-        let refused = guest_args(options, &dm, "refused", ["--base-image", "base-in.img"]);
+        let refused = guest_args(options, &dm, "refused", &["--base-image", "base-in.img"]);
         args = format!("{}\n\n{args}", refused.join("\n"));
     }
     if let Some(ms) = guest.kill_first_after_ms {
@@ -289,10 +316,29 @@ pub fn record(
 ) -> Result<RecordOutcome> {
     guest.dm.validate()?;
     if options.continue_after_crash.is_some() {
-        bail!(
-            "the dm backend in the guest records fresh runs only (see --guest-continue-after-cut)"
-        );
+        if options.base_image.is_none() {
+            bail!("continuing after a crash needs the crash image as the base image");
+        }
+        // The reboot of the two-crash check: one run in the guest, without the test aids that
+        // add runs around the first recording.
+        let plain = GuestDmOptions {
+            dm: guest.dm.clone(),
+            powercut: guest.powercut.clone(),
+            ..GuestDmOptions::default()
+        };
+        return record_in_guest(workload, out, options, &plain, progress);
     }
+    record_in_guest(workload, out, options, guest, progress)
+}
+
+/// [`record()`] once the mode's options are settled.
+fn record_in_guest(
+    workload: &Workload,
+    out: &Path,
+    options: &RecordOptions,
+    guest: &GuestDmOptions,
+    progress: &Progress,
+) -> Result<RecordOutcome> {
     workload
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid workload: {e}"))?;
@@ -304,7 +350,10 @@ pub fn record(
         },
         progress,
     )?;
-    let powercut = build_static_powercut(mutants, progress)?;
+    let powercut = match &guest.powercut {
+        Some(pinned) => pinned.clone(),
+        None => build_static_powercut(mutants, progress)?,
+    };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let work = work_disk(workload, out, options, guest, &powercut, progress)?;
     let mut disks = vec![Disk {
@@ -325,12 +374,13 @@ pub fn record(
         "booting {} to run powercut record --backend dm in {WORK}",
         image.kernel_package
     ));
-    let agent_error = boot(&config, out, options, progress)?;
-    let copied = copy_back(&work, out);
+    // The disks go whatever happened: a failed boot has nothing on them worth keeping.
+    let copied = boot(&config, out, options, progress)
+        .and_then(|agent_error| copy_back(&work, out).map(|()| agent_error));
     for scratch in ["guest-work.img", "guest-data.img", "guest-log.img"] {
         let _ = std::fs::remove_file(out.join(scratch));
     }
-    copied?;
+    let agent_error = copied?;
     last_run_succeeded(out, agent_error)?;
     read_outcome(out)
 }

@@ -161,6 +161,7 @@ pub fn record(
         filesystem: workload.filesystem,
         kernel_package: format!("host kernel {}", preflight::kernel_release()),
         image_key: "dm-backend".into(),
+        backend: Some(record::RecordedBy::Dm),
         started_unix_s,
         boot_to_agent_s: None,
         host_boot_to_agent_s: None,

@@ -248,7 +248,7 @@ fn faults_table(input: &CheckInputs<'_>) -> String {
     }
     if let Some(cut) = w.get("power_cut").filter(|c| !c.is_null()) {
         let fired = match str_at(input.record, "/end") {
-            Some("killed") => "yes: QEMU killed after the chosen ack".to_string(),
+            Some("killed") => power_cut_fired(input.record).to_string(),
             Some(_) => "no: the run ended cleanly".to_string(),
             None => "not recorded".to_string(),
         };
@@ -259,6 +259,20 @@ fn faults_table(input: &CheckInputs<'_>) -> String {
             .into();
     }
     table("faults", &["where", "fault", "fired"], &rows, |_| "ok")
+}
+
+/// How the backend that recorded cut the power. Recordings older than `record.json`'s
+/// `backend` key tell the dm backend by its `image_key`.
+fn power_cut_fired(record: Option<&Value>) -> &'static str {
+    let dm = match str_at(record, "/backend") {
+        Some(backend) => backend == "dm",
+        None => str_at(record, "/image_key") == Some("dm-backend"),
+    };
+    if dm {
+        "yes: from the chosen ack on, the fault layer failed every write and flush (dm backend)"
+    } else {
+        "yes: QEMU killed after the chosen ack"
+    }
 }
 
 fn fault_fired(record: Option<&Value>) -> String {
@@ -418,4 +432,30 @@ fn log_data(t: &Timeline) -> Value {
         "marks": marks,
         "epochs": t.epochs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_cut_wording_follows_the_backend_that_recorded() {
+        let qemu = serde_json::json!({ "backend": "qemu", "image_key": "0123abcd" });
+        let dm = serde_json::json!({ "backend": "dm", "image_key": "dm-backend" });
+        let old_dm = serde_json::json!({ "image_key": "dm-backend" });
+        let old_qemu = serde_json::json!({ "image_key": "0123abcd" });
+        for record in [Some(&qemu), Some(&old_qemu), None] {
+            assert_eq!(
+                power_cut_fired(record),
+                "yes: QEMU killed after the chosen ack"
+            );
+        }
+        for record in [&dm, &old_dm] {
+            let fired = power_cut_fired(Some(record));
+            assert!(
+                fired.contains("fault layer") && !fired.contains("QEMU"),
+                "{fired}"
+            );
+        }
+    }
 }
