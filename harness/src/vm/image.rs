@@ -335,24 +335,47 @@ fn resolve_packages(flavor: KernelFlavor, cache: &Path, progress: &Progress) -> 
 /// Images of `flavor` kept besides the newest (older ones are removed after a build).
 const IMAGES_KEPT: usize = 4;
 
-/// Removes all but the newest [`IMAGES_KEPT`] images of `flavor`; `current` always stays.
+/// Removes all but the newest [`IMAGES_KEPT`] images of `flavor` among those not used within
+/// [`PRUNE_GRACE`]; `current` always stays.
 /// Best effort: a failure leaves a few megabytes behind, nothing worse.
 fn prune_old_images(images: &Path, flavor: KernelFlavor, current: &Path) {
     let Ok(entries) = std::fs::read_dir(images) else {
         return;
     };
     let prefix = format!("{}-", flavor.name());
+    let now = std::time::SystemTime::now();
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .filter(|e| e.path() != current && e.path().extension().is_none())
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter_map(|e| Some((last_used(&e.path())?, e.path())))
+        // Another powercut may be booting an image it used a moment ago.
+        .filter(|(used, _)| now.duration_since(*used).unwrap_or_default() > PRUNE_GRACE)
         .collect();
     found.sort();
     let excess = found.len().saturating_sub(IMAGES_KEPT);
     for (_, path) in found.into_iter().take(excess) {
         let _ = std::fs::remove_dir_all(path);
     }
+}
+
+/// An image used within this time is never pruned: a run boots its image a while after it
+/// found it (a campaign finds it again for every run), and runs beside it may build others.
+const PRUNE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The file whose time says when an image was last used.
+const LAST_USED_FILE: &str = "last-used";
+
+/// Stamps the image in `image_dir` as used now (best effort: a read-only cache still works).
+fn mark_used(image_dir: &Path) {
+    let _ = std::fs::write(image_dir.join(LAST_USED_FILE), b"");
+}
+
+/// When the image in `dir` was last used (built, or found in the cache).
+fn last_used(dir: &Path) -> Option<std::time::SystemTime> {
+    let stamp = dir.join(LAST_USED_FILE);
+    let meta = stamp.metadata().or_else(|_| dir.metadata()).ok()?;
+    meta.modified().ok()
 }
 
 /// Builds (or finds in the cache) the guest image.
@@ -416,6 +439,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
         agent_sha256,
     };
     if image.kernel.is_file() && image.initrd.is_file() {
+        mark_used(&image_dir);
         progress.line(format!(
             "image {} is cached ({})",
             image.key,
@@ -448,6 +472,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<GuestImage> 
         ));
         Ok(())
     })?;
+    mark_used(&image_dir);
     prune_old_images(&cache.join("images"), options.flavor, &image_dir);
     progress.line(format!(
         "image {} built ({})",
@@ -686,5 +711,46 @@ mod tests {
                 "{name} missing from vm-images/modules.txt"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// An image directory of the cloud flavor last used `age` ago.
+    fn image(images: &Path, name: &str, age: Duration) -> PathBuf {
+        let dir = images.join(format!("cloud-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        mark_used(&dir);
+        let stamp = std::fs::File::options()
+            .write(true)
+            .open(dir.join(LAST_USED_FILE))
+            .unwrap();
+        stamp.set_modified(SystemTime::now() - age).unwrap();
+        dir
+    }
+
+    #[test]
+    fn images_used_lately_are_never_pruned_and_old_ones_beyond_the_kept_are() {
+        let images = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let old: Vec<PathBuf> = (0..6u32)
+            .map(|i| image(images.path(), &format!("old{i}"), hour * (10 + i)))
+            .collect();
+        let busy: Vec<PathBuf> = (0..3)
+            .map(|i| image(images.path(), &format!("busy{i}"), Duration::from_secs(60)))
+            .collect();
+        let current = image(images.path(), "current", Duration::ZERO);
+        prune_old_images(images.path(), KernelFlavor::Cloud, &current);
+        assert!(current.exists());
+        assert!(
+            busy.iter().all(|d| d.exists()),
+            "an image used a minute ago stays"
+        );
+        // The IMAGES_KEPT most recently used of the old ones stay, the two oldest go.
+        let kept: Vec<bool> = old.iter().map(|d| d.exists()).collect();
+        assert_eq!(kept, [true, true, true, true, false, false]);
     }
 }
