@@ -23,6 +23,7 @@
 mod devices;
 pub mod guest;
 mod preflight;
+mod programs;
 mod reporter;
 mod signals;
 
@@ -99,6 +100,7 @@ pub fn record(
         .map_err(|e| anyhow::anyhow!("invalid workload: {e}"))?;
     dm_options.validate()?;
     let dm = check_host(dm_options.data_dev.is_none())?;
+    programs::prepare(workload, progress)?;
     let leftovers = stack::clean_leftovers(&dm).context("removing a crashed run's devices")?;
     if !leftovers.removed.is_empty() {
         progress.line(format!(
