@@ -57,6 +57,13 @@ fn check_page_has_summary_timeline_and_the_violation_drawn() {
     let dir = tempfile::tempdir().unwrap();
     let (_, doc) = fixture(dir.path(), 400);
     assert_eq!(select(&doc, "#summary table.facts").len(), 1);
+    // What each phase covered and where the time of a state went.
+    let summary = text(&select(&doc, "#summary table.facts")[0]);
+    assert!(
+        summary.contains("states: 401 of 401 states in 4.0 s"),
+        "{summary}"
+    );
+    assert!(summary.contains("mount 6.0 (60%)"), "{summary}");
     let invariants = select(&doc, "#invariants tbody tr");
     assert_eq!(invariants.len(), powercut_oracles::report::INVARIANTS.len());
     let i1 = invariants

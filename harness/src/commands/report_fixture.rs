@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use powercut_oracles::blocklog::{BlockLog, LogWriter, FLAG_METADATA};
 use powercut_oracles::crash::{StateId, Subset};
 use powercut_oracles::invariants::Violation;
-use powercut_oracles::report::{CoverageReport, Report};
+use powercut_oracles::report::{CoverageReport, PhaseReport, Report, TimeSplit};
 
 #[derive(Debug, clap::Args)]
 pub struct FixtureArgs {
@@ -144,7 +144,19 @@ fn report(log: &BlockLog, lost_lsn: u64, mark_entry: u64) -> Report {
         budget_exhausted: false,
         minimal_repro: None,
         image_copies: None,
-        phases: Vec::new(),
-        time_split: None,
+        phases: vec![PhaseReport {
+            name: "states".into(),
+            done: states,
+            total: states,
+            unit: "states".into(),
+            stopped_by_budget: false,
+            seconds: states as f64 / 100.0,
+        }],
+        time_split: Some(TimeSplit {
+            states,
+            mount_s: states as f64 * 0.006,
+            unmount_s: states as f64 * 0.004,
+            ..TimeSplit::default()
+        }),
     }
 }

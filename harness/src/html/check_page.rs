@@ -109,6 +109,14 @@ fn summary(input: &CheckInputs<'_>, timeline: Option<&Timeline>) -> String {
     if let Some(m) = &r.minimal_repro {
         rows.push(("minimal reproducer".into(), esc(&m.describe())));
     }
+    if !r.phases.is_empty() {
+        rows.push(("phases".into(), phases_facts(r)));
+    }
+    if let Some(split) = &r.time_split {
+        let text = split.describe();
+        let text = text.strip_prefix("time per state ").unwrap_or(&text);
+        rows.push(("time per state".into(), esc(text)));
+    }
     let mut inner = facts("summary-facts", &rows);
     inner.push_str("<h3>Invariants</h3>\n");
     inner.push_str(&invariants_table(r, &input.invariants()));
@@ -199,6 +207,16 @@ fn coverage_facts(r: &Report) -> String {
             esc(&s)
         }
     }
+}
+
+/// What each phase of the command covered and how long it took, one per line.
+fn phases_facts(r: &Report) -> String {
+    let lines: Vec<String> = r
+        .phases
+        .iter()
+        .map(|p| format!("{} in {:.1} s", esc(&p.describe()), p.seconds))
+        .collect();
+    lines.join("<br>\n")
 }
 
 /// One row per invariant (`invariants`, and any other that was violated): held, or how many
