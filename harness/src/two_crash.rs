@@ -186,9 +186,6 @@ pub fn check_after_crash(
     let options = RecordOptions {
         base_image: Some(first_out.join("final.img")),
         continue_after_crash: Some(prior.clone()),
-        // Started only with time left, it runs to its end: its guest's findings on reboot are
-        // part of the verdict.
-        stop_at: None,
         ..record_options.clone()
     };
     progress.line(format!(
