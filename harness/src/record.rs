@@ -67,9 +67,6 @@ pub struct RecordOptions {
     pub continue_after_crash: Option<Vec<Ack>>,
     /// Where the recording is made (a VM by default).
     pub backend: Backend,
-    /// The command's budget (`run --budget`): past it the VM is killed and the recording ends
-    /// there, cut short ([`RunEnd::OutOfBudget`]). The qemu backend only.
-    pub stop_at: Option<Instant>,
     /// `--allow-root-exec`: a workload's `exec:` steps may run as root (the workload must ask
     /// for it too, with `allow_root_exec: true`; docs/programs.md says why both are needed).
     pub allow_root_exec: bool,
@@ -97,7 +94,6 @@ impl RecordOptions {
             base_image: None,
             continue_after_crash: None,
             backend: Backend::Qemu,
-            stop_at: None,
             allow_root_exec: false,
         }
     }
@@ -130,9 +126,6 @@ pub enum RunEnd {
     Clean,
     /// The host killed QEMU after the power-cut ack.
     Killed,
-    /// The command's budget ran out during the recording: QEMU was killed there. The log up to
-    /// the last ack's mark is whole and can be checked; no run after a crash follows.
-    OutOfBudget,
 }
 
 /// Which backend made a recording (`record.json`'s `backend`).
@@ -373,37 +366,21 @@ fn run_vm(
             .unwrap_or_default()
     ));
     let mut vm = RunningVm::spawn(config, &out.join("console.log"))?;
-    let stop = Stop::of(options);
+    let deadline = Instant::now() + options.timeout;
     let mut gathered = Gathered::default();
-    gathered.listen(&mut vm, stop, &files.ledger, cut_after, progress)?;
-    let end = wait_for_end(&mut vm, stop.timeout_at, &mut gathered)?;
+    gathered.listen(
+        &mut vm,
+        deadline,
+        options.timeout,
+        &files.ledger,
+        cut_after,
+        progress,
+    )?;
+    let end = wait_for_end(&mut vm, deadline, &mut gathered)?;
     let vm_s = vm.started.elapsed().as_secs_f64();
     drop(vm);
     let _ = std::fs::remove_file(&files.job);
     Ok((gathered, end, vm_s))
-}
-
-/// When the host stops listening to a recording: at the VM's timeout (an error), or earlier at
-/// the command's budget (the recording cut short).
-#[derive(Debug, Clone, Copy)]
-struct Stop {
-    at: Instant,
-    timeout_at: Instant,
-    timeout: Duration,
-    by_budget: bool,
-}
-
-impl Stop {
-    fn of(options: &RecordOptions) -> Stop {
-        let timeout_at = Instant::now() + options.timeout;
-        let budget = options.stop_at.filter(|b| *b < timeout_at);
-        Stop {
-            at: budget.unwrap_or(timeout_at),
-            timeout_at,
-            timeout: options.timeout,
-            by_budget: budget.is_some(),
-        }
-    }
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -556,8 +533,6 @@ struct Gathered {
     guest_findings: Vec<RunFinding>,
     /// The host cut the power after the durable ack the workload names.
     killed: bool,
-    /// The command's budget ran out first: the host killed the VM there.
-    out_of_budget: bool,
 }
 
 impl Gathered {
@@ -565,7 +540,8 @@ impl Gathered {
     fn listen(
         &mut self,
         vm: &mut RunningVm,
-        stop: Stop,
+        deadline: Instant,
+        timeout: Duration,
         ledger_path: &Path,
         cut_after: Option<u64>,
         progress: &Progress,
@@ -573,24 +549,14 @@ impl Gathered {
         let mut ledger_file = File::create(ledger_path)?;
         let mut last_progress = Instant::now();
         loop {
-            let line = match vm.next_line(stop.at) {
+            let line = match vm.next_line(deadline) {
                 Ok(Some(line)) => line,
                 Ok(None) => break,
-                Err(_) if stop.by_budget && Instant::now() >= stop.at => {
-                    vm.kill()?;
-                    progress.line(format!(
-                        "budget: out of time during the recording, after {} acks: cut short \
-                         there (`powercut check` can check it later)",
-                        self.ledger.len()
-                    ));
-                    self.out_of_budget = true;
-                    break;
-                }
                 Err(e) => {
                     vm.kill()?;
                     bail!(
                         "{e} after {:.0}s; console tail:\n{}",
-                        stop.timeout.as_secs_f64(),
+                        timeout.as_secs_f64(),
                         vm.tail()
                     );
                 }
@@ -677,9 +643,6 @@ impl Gathered {
 fn wait_for_end(vm: &mut RunningVm, deadline: Instant, gathered: &mut Gathered) -> Result<RunEnd> {
     if gathered.killed {
         return Ok(RunEnd::Killed);
-    }
-    if gathered.out_of_budget {
-        return Ok(RunEnd::OutOfBudget);
     }
     let status = vm.wait(deadline)?;
     if let Some(message) = &gathered.guest_error {

@@ -19,8 +19,7 @@ pub struct CheckArgs {
     pub enumeration_seed: Option<u64>,
     /// The whole command's time (e.g. 90s, 5m, 1h), from its start: the recording, coverage,
     /// the crash states, the I5 probe, the shrink and the run after a power cut share it; no new
-    /// work starts after it, and a recording still under way is cut short there (`powercut check
-    /// DIR` checks it later). The report says what each phase covered (`phases`); exit 4 when
+    /// work starts after it. The report says what each phase covered (`phases`); exit 4 when
     /// something was left unchecked and nothing was found.
     #[arg(long, value_parser = parse_duration)]
     pub budget: Option<Duration>,
@@ -73,10 +72,6 @@ pub struct CheckArgs {
     /// `powercut mutants --budget-per-run` says) instead of at the command's start.
     #[arg(skip)]
     pub budget_after_recording: bool,
-    /// The deadline cuts a recording under way short (`powercut run`); campaigns and mutants
-    /// let a run under way finish its recording.
-    #[arg(skip)]
-    pub budget_cuts_recording: bool,
 }
 
 impl CheckArgs {
@@ -101,7 +96,6 @@ impl CheckArgs {
             deadline: None,
             phases_before: Vec::new(),
             budget_after_recording: false,
-            budget_cuts_recording: false,
         }
     }
 

@@ -185,11 +185,6 @@ pub fn run(
         workload.seed,
         out.display()
     );
-    // The recording stops at the budget too when the caller says so (`powercut run`).
-    let record_options = &RecordOptions {
-        stop_at: args.deadline.filter(|_| args.budget_cuts_recording),
-        ..record_options.clone()
-    };
     let outcome = record::record(workload, out, record_options, progress)?;
     eprintln!(
         "recorded {} acks, {} bytes of block log in {:.1}s",
@@ -197,23 +192,10 @@ pub fn run(
         outcome.summary.log_bytes,
         started.elapsed().as_secs_f64()
     );
-    let cut_short = outcome.summary.end == record::RunEnd::OutOfBudget;
     let args = &CheckArgs {
-        phases_before: vec![PhaseReport {
-            stopped_by_budget: cut_short,
-            done: u64::from(!cut_short),
-            ..recorded("record", started.elapsed().as_secs_f64())
-        }],
+        phases_before: vec![recorded("record", started.elapsed().as_secs_f64())],
         ..args.with_deadline()
     };
-    if cut_short {
-        // What was recorded is checked within what is left of the budget (nothing, mostly);
-        // `powercut check` can check all of it later.
-        let mut report = check_recording(out, workload, args)?;
-        report.budget_exhausted = true;
-        eprintln!("whole run: {:.1}s", started.elapsed().as_secs_f64());
-        return Ok(report);
-    }
     if outcome.summary.end != record::RunEnd::Killed {
         if let Some(n) = workload.power_cut_after_ack() {
             eprintln!(
@@ -310,8 +292,8 @@ fn check_both_logs(
     Ok(combined)
 }
 
-/// A recording that ran to its end (one the deadline cut short is this with `done: 0` and
-/// `stopped_by_budget`).
+/// A recording that ran to its end (a recording is never cut short by the deadline: the check
+/// after it then stops at once, and says so).
 pub(crate) fn recorded(name: &str, seconds: f64) -> PhaseReport {
     PhaseReport {
         name: name.into(),
@@ -390,19 +372,14 @@ fn killed_log_whole_entries(dir: &Path, log: &BlockLog) -> Result<Option<u64>> {
     };
     let summary: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", summary_path.display()))?;
-    let why = match summary["end"].as_str() {
-        Some("killed") => "the power was cut",
-        Some("out_of_budget") => "the recording was cut short by the budget",
-        _ => return Ok(None),
-    };
+    if summary["end"] != "killed" {
+        return Ok(None);
+    }
     let acks = record::read_ledger_acks(&dir.join("ledger.jsonl"))?;
-    let Some(last) = acks.last().map(Ack::to_label) else {
-        if summary["end"] == "out_of_budget" {
-            eprintln!("{why} before the first ack: no log entry is known whole");
-            return Ok(Some(0));
-        }
-        bail!("a killed recording without any ack in its ledger");
-    };
+    let last = acks
+        .last()
+        .context("a killed recording without any ack in its ledger")?
+        .to_label();
     let mark = log
         .entries()
         .iter()
@@ -417,8 +394,8 @@ fn killed_log_whole_entries(dir: &Path, log: &BlockLog) -> Result<Option<u64>> {
     let whole = mark.index + 1;
     let after = log.entries().len() as u64 - whole;
     eprintln!(
-        "{why}: checking the {whole} log entries up to the mark of the last ack ({last}); the \
-         {after} entries after it may be torn"
+        "the power was cut: checking the {whole} log entries up to the mark of the last ack \
+         ({last}); the {after} entries after it may be torn"
     );
     Ok(Some(whole))
 }

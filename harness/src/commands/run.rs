@@ -52,12 +52,7 @@ pub fn run(args: RunArgs, progress: &Progress) -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("--forge-prior-ack: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    // `--budget` bounds the whole command, a recording under way included.
-    let check = CheckArgs {
-        budget_cuts_recording: true,
-        ..args.check.clone()
-    };
-    let report = check_cmds::run(&workload, &out, &options, &check, &forged, progress)?;
+    let report = check_cmds::run(&workload, &out, &options, &args.check, &forged, progress)?;
     if let Some(path) = &args.check.html {
         crate::html::write(path, &crate::html::load::render_check(&report, Some(&out)))?;
     }
