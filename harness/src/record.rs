@@ -5,7 +5,7 @@
 //! |----------------|------------------------------------------------------------------------|
 //! | `log.bin`      | the dm-log-writes block log (the whole log disk)                        |
 //! | `base.img`     | the data disk as formatted (or as given), before the workload           |
-//! | `final.img`    | the data disk after the VM ended (clean shutdown, or at the power cut)  |
+//! | `final.img`    | the data disk after a clean shutdown; after a power cut, the log replayed onto `base.img` up to the cut's mark |
 //! | `console.log`  | every console line                                                      |
 //! | `ledger.jsonl` | acks as the agent reported them over serial, one JSON object a line     |
 //! | `workload.json`| the workload as the guest got it                                        |
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use powercut_oracles::blocklog::BlockLog;
+use powercut_oracles::replay::Replayer;
 use powercut_workloads::ack::Ack;
 use powercut_workloads::executor::RunFinding;
 use powercut_workloads::guest::disks;
@@ -300,6 +301,16 @@ pub fn record(
         files.log_disk_bytes,
         gathered.done.as_ref(),
     )?;
+    if end == RunEnd::Killed {
+        // The disk at the kill also holds writes made after the cut's ack, which the log's
+        // check leaves out (they may be torn); the reboot starts from the state at the ack.
+        let last = gathered.ledger.last().context("a power cut before any ack")?;
+        let entries = replay_to_cut(out, &last.label)?;
+        progress.line(format!(
+            "final.img: base.img with the {entries} log entries up to the cut's mark (what the \
+             run after the power cut starts from)"
+        ));
+    }
     let summary = RecordSummary {
         workload: workload.name.clone(),
         seed: workload.seed,
@@ -329,6 +340,25 @@ pub fn record(
         guest_findings: gathered.guest_findings,
     };
     finish(out, summary, gathered.ledger, progress)
+}
+
+/// Makes `final.img` the state a reboot after the cut sees: `base.img` with every log entry up to
+/// the mark of `label` (the cut's ack) applied, written into a fresh file. The second run of
+/// the two-crash check (I8) starts from it. Returns the entries applied.
+pub(crate) fn replay_to_cut(out: &Path, label: &str) -> Result<u64> {
+    let log_path = out.join("log.bin");
+    let log = BlockLog::open(&log_path)
+        .with_context(|| format!("reading the block log {}", log_path.display()))?;
+    let mark = log
+        .find_mark(label)
+        .with_context(|| format!("the cut's mark {label} is not in {}", log_path.display()))?;
+    let fresh = out.join("final.img.replaying");
+    std::fs::copy(out.join("base.img"), &fresh).context("copying base.img")?;
+    let mut replayer = Replayer::new(&log, &fresh)?;
+    replayer.advance_to(mark + 1)?;
+    drop(replayer);
+    std::fs::rename(&fresh, out.join("final.img")).context("replacing final.img")?;
+    Ok(mark + 1)
 }
 
 /// A program that runs as root is run only when the command line says so as well as the

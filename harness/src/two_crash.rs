@@ -2,7 +2,8 @@
 //! image, let the guest recover the journal, check the first run's acks and append more, then
 //! check every crash state of that second log.
 //!
-//! The second log's base image is the first run's `final.img` (the disk as it was at the kill),
+//! The second log's base image is the first run's `final.img` (the first log replayed onto its
+//! base up to the cut's mark: every write before the cut's ack, none after it),
 //! so every crash state of the second log must still hold every ack of the first run: those go
 //! into the ledger at entry index 0 ("expected in every state"), followed by the second log's
 //! own marks. Whatever fails there, or in the guest's own check of the first run's acks on

@@ -31,8 +31,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use powercut_oracles::blocklog::BlockLog;
-use powercut_oracles::replay::Replayer;
 use powercut_workloads::protocol::Job;
 use powercut_workloads::spec::Workload;
 use powercut_workloads::stack::{self, CutMode, JobSetup, StackNames};
@@ -66,25 +64,6 @@ impl DmOptions {
             _ => Ok(()),
         }
     }
-}
-
-/// Makes `final.img` the state a reboot after the cut sees: `base.img` with every log entry up to
-/// the mark of `label` (the cut's ack) applied, written into a fresh file. The second run of
-/// the two-crash check (I8) starts from it. Returns the entries applied.
-fn replay_to_cut(out: &Path, label: &str) -> Result<u64> {
-    let log_path = out.join("log.bin");
-    let log = BlockLog::open(&log_path)
-        .with_context(|| format!("reading the block log {}", log_path.display()))?;
-    let mark = log
-        .find_mark(label)
-        .with_context(|| format!("the cut's mark {label} is not in {}", log_path.display()))?;
-    let fresh = out.join("final.img.replaying");
-    std::fs::copy(out.join("base.img"), &fresh).context("copying base.img")?;
-    let mut replayer = Replayer::new(&log, &fresh)?;
-    replayer.advance_to(mark + 1)?;
-    drop(replayer);
-    std::fs::rename(&fresh, out.join("final.img")).context("replacing final.img")?;
-    Ok(mark + 1)
 }
 
 /// Records `workload` on this host's device-mapper into `out` (see the module docs).
@@ -147,7 +126,7 @@ pub fn record(
             .ledger
             .last()
             .context("a power cut before any ack")?;
-        let entries = replay_to_cut(out, &last.label)?;
+        let entries = record::replay_to_cut(out, &last.label)?;
         progress.line(format!(
             "power cut after durable ack {}: nothing after it reached the log; final.img is \
              base.img with the {entries} log entries up to its mark",
