@@ -304,7 +304,10 @@ pub fn record(
     if end == RunEnd::Killed {
         // The disk at the kill also holds writes made after the cut's ack, which the log's
         // check leaves out (they may be torn); the reboot starts from the state at the ack.
-        let last = gathered.ledger.last().context("a power cut before any ack")?;
+        let last = gathered
+            .ledger
+            .last()
+            .context("a power cut before any ack")?;
         let entries = replay_to_cut(out, &last.label)?;
         progress.line(format!(
             "final.img: base.img with the {entries} log entries up to the cut's mark (what the \

@@ -291,7 +291,18 @@ fn a_programs_power_cut_is_at_a_given_ack_with_exec_steps_after_it() {
     assert!(invalid(&engine_after).contains("after_crash[0].append"));
     let fault_after = with_power_cut("true", "{ at_ack: 2 }", "true")
         .replace("after_crash:\n", "after_crash:\n  - clear_fault: {}\n");
-    assert!(invalid(&fault_after).contains("after_crash[0]"));
+    let e = invalid(&fault_after);
+    assert!(
+        e.contains("after_crash[0].clear_fault") && e.contains("no faults after a power cut"),
+        "{e}"
+    );
+    let engine_then_exec = "name: p\nsteps:\n  - append: { count: 4, size: 100 }\n\
+                            power_cut: { at_ack: 2 }\nafter_crash:\n  - exec: { argv: [true] }\n";
+    let e = invalid(engine_then_exec);
+    assert!(
+        e.contains("after_crash[0].exec") && e.contains("run a program again"),
+        "{e}"
+    );
     let root_after = with_power_cut("true", "{ at_ack: 2 }", "true")
         .replace("timeout: 5s }\n", "timeout: 5s, user: root }\n");
     let e = invalid(&root_after);

@@ -322,6 +322,19 @@ impl Workload {
         }
         program::files_problem(&self.guest_files)?;
         if !self.is_program() {
+            if let Some(i) = self
+                .after_crash
+                .iter()
+                .flatten()
+                .position(|s| matches!(s, Step::Exec(_)))
+            {
+                return Err((
+                    format!("after_crash[{i}].exec"),
+                    "`exec:` steps after a power cut run a program again: the workload's own \
+                     `steps:` must run it first (a workload runs the engine or programs)"
+                        .into(),
+                ));
+            }
             let stray = [
                 ("guest_packages", !self.guest_packages.is_empty()),
                 ("guest_files", !self.guest_files.is_empty()),
