@@ -97,6 +97,20 @@ pub fn build_static_powercut(mutants: bool, progress: &Progress) -> Result<PathB
         .context("cargo built no static powercut executable")
 }
 
+/// The workload as the guest's powercut reads it: its `guest_files:` are in the guest image
+/// already, where its steps name them, not at their host paths.
+fn in_guest(workload: &Workload) -> Workload {
+    use powercut_workloads::spec::{guest_file_name, GUEST_FILES_DIR};
+    Workload {
+        guest_files: workload
+            .guest_files
+            .iter()
+            .map(|path| format!("{GUEST_FILES_DIR}/{}", guest_file_name(path)))
+            .collect(),
+        ..workload.clone()
+    }
+}
+
 /// The guest's `powercut record` command line (one argument a line in `args`): into `out` (in
 /// the work disk), from `start` (`--base-image base-in.img`, `--continue-from DIR`, or both).
 fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: &[&str]) -> Vec<String> {
@@ -106,6 +120,9 @@ fn guest_args(options: &RecordOptions, dm: &DmOptions, out: &str, start: &[&str]
         .map(|a| a.to_string())
         .collect();
     args.extend(["--timeout".into(), options.timeout.as_secs().to_string()]);
+    if options.allow_root_exec {
+        args.push("--allow-root-exec".into());
+    }
     if let (Some(data), Some(log)) = (&dm.data_dev, &dm.log_dev) {
         args.extend([
             "--data-dev".into(),
@@ -153,7 +170,7 @@ fn work_disk(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     std::fs::copy(powercut, dir.join("powercut")).context("copying the static powercut")?;
-    std::fs::write(dir.join("workload.yaml"), workload.to_json())?;
+    std::fs::write(dir.join("workload.yaml"), in_guest(workload).to_json())?;
     let base = dir.join("base-in.img");
     record::make_data_disk(workload, &base, options, progress)?;
     let mut args = guest_args(options, &guest.dm, "rec", &first_start(options, &dir)?).join("\n");

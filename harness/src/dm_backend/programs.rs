@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use powercut_workloads::spec::{guest_file_name, Workload, GUEST_FILES_DIR};
+use powercut_workloads::spec::{Workload, GUEST_FILES_DIR};
 
 use crate::vm::guest_packages;
 use crate::vm::progress::Progress;
@@ -66,23 +66,14 @@ fn missing_packages(packages: &[String], listing: &str) -> Vec<String> {
 }
 
 /// Copies each of `guest_files:` to [`GUEST_FILES_DIR`] (with the mode the guest would give
-/// it). Inside the guest image (the backend's test mode) the files are already there and the
-/// host paths are not: those are used as they are.
+/// it), over whatever an earlier run left there.
 fn install_files(paths: &[String], progress: &Progress) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
     let dir = Path::new(GUEST_FILES_DIR);
-    if !paths.iter().all(|p| Path::new(p).is_file()) {
-        if let Some(path) = paths
-            .iter()
-            .find(|p| !dir.join(guest_file_name(p)).is_file())
-        {
-            bail!("guest_files: {path} is not a file on this host, where the dm backend runs the program");
-        }
-        return Ok(());
-    }
-    let files = guest_packages::read_files(paths)?;
+    let files = guest_packages::read_files(paths)
+        .context("guest_files (the dm backend runs the program on this host)")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for file in &files {
         install_one(dir, file)?;
