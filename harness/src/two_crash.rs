@@ -157,7 +157,7 @@ pub fn combine(first: &Report, second: &SecondCrash) -> Report {
     }
     out.violations.extend(r.all_violations().cloned());
     // The first log held: the reproducer of the run is the second log's.
-    if out.minimal_repro.is_none() {
+    if first.all_violations().next().is_none() {
         out.minimal_repro.clone_from(&r.minimal_repro);
     }
     out.violations.extend(
@@ -227,7 +227,7 @@ pub fn check_after_crash(
         killed_after_ack: first.summary.killed_after_ack,
         prior_acks: prior.len() as u64,
         forged_prior_acks: forged.len() as u64,
-        guest_recovery: guest_recovery(summary),
+        guest_recovery: guest_recovery(workload, summary),
         guest_prior_violations: summary.guest_findings.clone(),
         acks: summary.acks,
         vm_s: summary.vm_s,
@@ -235,8 +235,26 @@ pub fn check_after_crash(
     })
 }
 
-/// What the guest's recovery found on the crash image: its records and torn tail.
-fn guest_recovery(summary: &record::RecordSummary) -> Option<serde_json::Value> {
+/// The recording whose log holds crash state `state_id` of the run recorded in `dir`: `dir`, or
+/// for a state of the run after a power cut, its recording; None for what is not a crash state
+/// of a log (a finding of the guest on reboot).
+pub fn recording_of_state(dir: &Path, state_id: &str) -> Option<PathBuf> {
+    let id: powercut_oracles::crash::StateId = state_id.parse().ok()?;
+    let second = dir.join(AFTER_CRASH_DIR);
+    let in_second = BlockLog::open(&second.join("log.bin"))
+        .is_ok_and(|log| log.hash_hex() == format!("{:08x}", id.log_hash));
+    Some(if in_second { second } else { dir.to_path_buf() })
+}
+
+/// What the guest's recovery found on the crash image: its records and torn tail (none for a
+/// program's workload: its guest recovers nothing itself).
+fn guest_recovery(
+    workload: &Workload,
+    summary: &record::RecordSummary,
+) -> Option<serde_json::Value> {
+    if workload.is_program() {
+        return None;
+    }
     summary.done.as_ref().map(|d| {
         let s = &d.summary;
         serde_json::json!({

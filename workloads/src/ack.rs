@@ -353,7 +353,8 @@ impl Ack {
     /// from the first (a hole is recovery's own finding), or none.
     pub fn recovered<'a>(records: impl IntoIterator<Item = (u64, &'a [u8])>) -> Ack {
         let mut records = records.into_iter().peekable();
-        let mut run = RunCrc::empty(records.peek().map_or(1, |(lsn, _)| *lsn));
+        // LSNs start at 1; a record at 0 (a broken recovery) ends the run before it begins.
+        let mut run = RunCrc::empty(records.peek().map_or(1, |(lsn, _)| (*lsn).max(1)));
         for (lsn, payload) in records {
             if !run.push(lsn, payload) {
                 break;
@@ -394,6 +395,38 @@ impl fmt::Display for Ack {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_recovery_ack_covers_the_contiguous_records_from_the_first() {
+        let records: [(u64, &[u8]); 3] = [(4, b"a"), (5, b"b"), (7, b"c")];
+        assert_eq!(
+            Ack::recovered(records),
+            Ack::Recovered {
+                first_lsn: 4,
+                last_lsn: 5,
+                crc32c: crc32c::crc32c(b"ab"),
+            }
+        );
+        let none: [(u64, &[u8]); 0] = [];
+        assert!(matches!(
+            Ack::recovered(none),
+            Ack::Recovered {
+                first_lsn: 1,
+                last_lsn: 0,
+                ..
+            }
+        ));
+        // A broken recovery's record at LSN 0 acks nothing (and does not panic the agent).
+        let zero: [(u64, &[u8]); 1] = [(0, b"x")];
+        assert!(matches!(
+            Ack::recovered(zero),
+            Ack::Recovered {
+                first_lsn: 1,
+                last_lsn: 0,
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn labels_round_trip() {

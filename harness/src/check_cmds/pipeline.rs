@@ -185,6 +185,8 @@ pub fn run(
         workload.seed,
         out.display()
     );
+    // A run after a power cut of an earlier recording here must not pass for this run's.
+    let _ = std::fs::remove_dir_all(out.join(two_crash::AFTER_CRASH_DIR));
     let outcome = record::record(workload, out, record_options, progress)?;
     eprintln!(
         "recorded {} acks, {} bytes of block log in {:.1}s",
@@ -198,9 +200,14 @@ pub fn run(
     };
     if outcome.summary.end != record::RunEnd::Killed {
         if let Some(n) = workload.power_cut_after_ack() {
+            let acks = if workload.is_program() {
+                "ack or nack lines"
+            } else {
+                "durable acks"
+            };
             eprintln!(
-                "note: the power cut after durable ack {n} never came (the run made {} durable \
-                 acks): checked as a run without a power cut, no run after a crash (I8)",
+                "note: the power cut after the {n}th of the {acks} never came (the run made {}): \
+                 checked as a run without a power cut, no run after a crash (I8)",
                 outcome.summary.durable_acks
             );
         }

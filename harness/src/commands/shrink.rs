@@ -122,16 +122,18 @@ impl Candidates<'_> {
         let first = report.all_violations().next();
         Ok(Verdict {
             invariant: first.map(|v| v.invariant.clone()),
-            repro: first.map(|v| {
+            repro: first.and_then(|v| {
                 let state = report
                     .minimal_repro
                     .as_ref()
                     .map_or(v.state_id.as_str(), |m| m.minimal.as_str());
-                format!(
+                // A state of the run after a power cut is rebuilt from that run's recording.
+                let recording = crate::two_crash::recording_of_state(&dir, state)?;
+                Some(format!(
                     "powercut repro {state} --log {} --base {}",
-                    dir.join("log.bin").display(),
-                    dir.join("base.img").display()
-                )
+                    recording.join("log.bin").display(),
+                    recording.join("base.img").display()
+                ))
             }),
         })
     }
