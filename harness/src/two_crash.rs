@@ -77,6 +77,18 @@ pub fn as_i8(v: Violation) -> Violation {
     }
 }
 
+/// What a shrink compares runs by: the invariant, and for I8 the one behind it (`I8/KV`,
+/// `I8/RESTART`): a program that does not come back and one that loses a key are different bugs.
+pub fn finding_name(v: &Violation) -> String {
+    if v.invariant != I8 {
+        return v.invariant.clone();
+    }
+    match v.expected.split_once(' ') {
+        Some((inner, _)) if !inner.is_empty() && inner != I8 => format!("{I8}/{inner}"),
+        _ => I8.into(),
+    }
+}
+
 /// A finding of the guest on reboot as an I8 violation.
 pub fn run_finding_as_i8(v: &RunFinding, seed: u64) -> Violation {
     Violation {
@@ -400,6 +412,23 @@ mod tests {
         let xml = combined.to_junit_with(&junit_invariants(false)).unwrap();
         assert!(xml.contains("two-crash::I8"));
         assert!(xml.contains("4 violations of I8"));
+    }
+
+    #[test]
+    fn a_shrink_tells_i8_findings_apart_by_the_invariant_behind_them() {
+        let lost = as_i8(violation("KV"));
+        let restart = run_finding_as_i8(
+            &RunFinding {
+                invariant: "RESTART".into(),
+                step: None,
+                expected: "the program runs again".into(),
+                found: "exited with status 3".into(),
+            },
+            7,
+        );
+        assert_eq!(finding_name(&lost), "I8/KV");
+        assert_eq!(finding_name(&restart), "I8/RESTART");
+        assert_eq!(finding_name(&violation("I1")), "I1");
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl VmTier {
         let report = check_cmds::run(&workload, dir, &options, &args, &[], progress).ok();
         let first = report.as_ref().and_then(|r| r.all_violations().next());
         crate::shrink::Verdict {
-            invariant: first.map(|v| v.invariant.clone()),
+            invariant: first.map(crate::two_crash::finding_name),
             repro: first.map(|v| {
                 format!(
                     "powercut repro {} --log {} --base {}",

@@ -121,7 +121,7 @@ impl Candidates<'_> {
         let report = check_cmds::run(candidate, &dir, &self.options, &check, &[], self.progress)?;
         let first = report.all_violations().next();
         Ok(Verdict {
-            invariant: first.map(|v| v.invariant.clone()),
+            invariant: first.map(crate::two_crash::finding_name),
             repro: first.and_then(|v| {
                 let state = report
                     .minimal_repro
