@@ -250,12 +250,23 @@ pub fn check_after_crash(
 /// The recording whose log holds crash state `state_id` of the run recorded in `dir`: `dir`, or
 /// for a state of the run after a power cut, its recording; None for what is not a crash state
 /// of a log (a finding of the guest on reboot).
-pub fn recording_of_state(dir: &Path, state_id: &str) -> Option<PathBuf> {
+fn recording_of_state(dir: &Path, state_id: &str) -> Option<PathBuf> {
     let id: powercut_oracles::crash::StateId = state_id.parse().ok()?;
     let second = dir.join(AFTER_CRASH_DIR);
     let in_second = BlockLog::open(&second.join("log.bin"))
         .is_ok_and(|log| log.hash_hex() == format!("{:08x}", id.log_hash));
     Some(if in_second { second } else { dir.to_path_buf() })
+}
+
+/// `powercut repro` of crash state `state_id` of the run recorded in `dir` (from the recording
+/// whose log holds it); None for what is not a crash state of a log.
+pub fn repro_command(dir: &Path, state_id: &str) -> Option<String> {
+    let recording = recording_of_state(dir, state_id)?;
+    Some(format!(
+        "powercut repro {state_id} --log {} --base {}",
+        recording.join("log.bin").display(),
+        recording.join("base.img").display()
+    ))
 }
 
 /// What the guest's recovery found on the crash image: its records and torn tail (none for a
@@ -288,12 +299,20 @@ pub fn report_json(combined: &Report, second: &SecondCrash) -> Result<String> {
 /// The invariants of a `run` JUnit report with a second crash: the engine's, or a program's
 /// checker's (`program`), and I8.
 pub fn junit_invariants(program: bool) -> Vec<&'static str> {
+    invariants(program, true)
+}
+
+/// The invariants a check of a run answers for: the engine's, or a program's checker's
+/// (`program`), and I8 when the run had a second crash (`second_crash`).
+pub fn invariants(program: bool, second_crash: bool) -> Vec<&'static str> {
     let mut all = if program {
         check::PROGRAM_INVARIANTS.to_vec()
     } else {
         powercut_oracles::report::INVARIANTS.to_vec()
     };
-    all.push(I8);
+    if second_crash {
+        all.push(I8);
+    }
     all
 }
 

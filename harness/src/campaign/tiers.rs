@@ -319,14 +319,7 @@ impl VmTier {
         let first = report.as_ref().and_then(|r| r.all_violations().next());
         crate::shrink::Verdict {
             invariant: first.map(crate::two_crash::finding_name),
-            repro: first.map(|v| {
-                format!(
-                    "powercut repro {} --log {} --base {}",
-                    v.state_id,
-                    dir.join("log.bin").display(),
-                    dir.join("base.img").display()
-                )
-            }),
+            repro: first.and_then(|v| crate::two_crash::repro_command(dir, &v.state_id)),
         }
     }
 }

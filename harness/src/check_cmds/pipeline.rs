@@ -67,13 +67,7 @@ pub fn check_recording(dir: &Path, workload: &Workload, args: &CheckArgs) -> Res
 /// engine's or a program checker's, I7 with fault steps, I8 for the run after a power cut
 /// (`continued`).
 fn invariants_of(workload: &Workload, continued: bool) -> Vec<&'static str> {
-    let mut invariants = if continued {
-        two_crash::junit_invariants(workload.is_program())
-    } else if workload.is_program() {
-        check::PROGRAM_INVARIANTS.to_vec()
-    } else {
-        report::INVARIANTS.to_vec()
-    };
+    let mut invariants = two_crash::invariants(workload.is_program(), continued);
     if workload.has_faults() {
         invariants.push(report::I7);
     }

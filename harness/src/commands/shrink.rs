@@ -127,13 +127,7 @@ impl Candidates<'_> {
                     .minimal_repro
                     .as_ref()
                     .map_or(v.state_id.as_str(), |m| m.minimal.as_str());
-                // A state of the run after a power cut is rebuilt from that run's recording.
-                let recording = crate::two_crash::recording_of_state(&dir, state)?;
-                Some(format!(
-                    "powercut repro {state} --log {} --base {}",
-                    recording.join("log.bin").display(),
-                    recording.join("base.img").display()
-                ))
+                crate::two_crash::repro_command(&dir, state)
             }),
         })
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use powercut_oracles::blocklog::BlockLog;
-use powercut_oracles::report::{Report, INVARIANTS};
+use powercut_oracles::report::Report;
 use serde_json::Value;
 
 use super::doc::{badge, esc, facts, json_for_script, page, section, table};
@@ -48,15 +48,7 @@ impl CheckInputs<'_> {
             .workload
             .and_then(|w| powercut_workloads::spec::Workload::from_json(&w.to_string()).ok())
             .is_some_and(|w| w.is_program());
-        let mut all = if program {
-            powercut_oracles::check::PROGRAM_INVARIANTS.to_vec()
-        } else {
-            INVARIANTS.to_vec()
-        };
-        if self.second.is_some() && !all.contains(&crate::two_crash::I8) {
-            all.push(crate::two_crash::I8);
-        }
-        all
+        crate::two_crash::invariants(program, self.second.is_some())
     }
 }
 
