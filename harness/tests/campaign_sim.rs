@@ -227,9 +227,10 @@ fn m1_is_found_each_finding_is_kept_once_and_its_command_replays_it() {
     // Deduplicated: many failing workloads, few signatures, one of them met several times.
     let failing = report["failing_workloads"].as_u64().unwrap();
     assert!(failing > findings.len() as u64, "{report}");
-    // One cause, M1, reached by thousands of workloads: a handful of signatures (by durability
-    // mode, step kind and symptom), not one per LSN or record count.
-    assert!(findings.len() <= 16, "{} signatures", findings.len());
+    // One cause, M1, reached by about a thousand workloads: a handful of signatures (by
+    // durability mode, step kind and symptom), not one per LSN or record count. How many of the
+    // symptoms show depends on thread timing under M1 and on how far 3 s gets: 15 to 18 seen.
+    assert!(findings.len() <= 24, "{} signatures", findings.len());
     assert!(findings.iter().any(|f| f["hits"].as_u64().unwrap() > 1));
     // The workload of the first finding loses acked records in a single append: steady.
     let steady = &findings[0]["replays"];
